@@ -1,0 +1,55 @@
+"""Input validation shared by every public function: one clear message per bad value."""
+
+from __future__ import annotations
+
+import torch
+
+
+class PellucidError(ValueError):
+    """A bad argument: the message names the value and what would be accepted."""
+
+
+def check_images(x: torch.Tensor, model=None, name: str = "x") -> torch.Tensor:
+    """Validate an image batch ``(N, C, H, W)`` in ``[0, 1]`` and return it detached.
+
+    The caller's tensor is never modified: the result shares storage but not autograd state.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise PellucidError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        hint = " (for one image use x.unsqueeze(0))" if x.dim() == 3 else ""
+        raise PellucidError(
+            f"{name} must have 4 dims (N, C, H, W), got {x.dim()} dims with shape {tuple(x.shape)}{hint}"
+        )
+    if not x.is_floating_point():
+        raise PellucidError(f"{name} must be a float tensor with values in [0, 1], got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise PellucidError(f"{name} is an empty batch (N = 0); pass at least one image")
+    channels = getattr(model, "input_size", None)
+    if channels is not None and x.shape[1] != channels[0]:
+        raise PellucidError(
+            f"{name} has {x.shape[1]} channels but the model expects {channels[0]} "
+            f"(input_size {tuple(channels)}); convert with pl.load_image or repeat/average channels"
+        )
+    xd = x.detach()
+    if torch.isnan(xd).any():
+        raise PellucidError(f"{name} contains NaN values; images must be finite values in [0, 1]")
+    lo, hi = float(xd.min()), float(xd.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise PellucidError(
+            f"{name} has values in [{lo:.4g}, {hi:.4g}] but pellucid works in pixel space [0, 1]; "
+            "put normalization inside the model with pl.wrap(module, mean=..., std=...)"
+        )
+    return xd
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PellucidError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_choice(value, name: str, choices) -> str:
+    if value not in choices:
+        raise PellucidError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}")
+    return value

@@ -1,0 +1,113 @@
+"""The one batched gradient primitive, its forward-only twin, and the chunking rule.
+
+Methods that need many passes (IG steps, SmoothGrad samples, occlusion windows, LIME samples)
+describe their rows with a function ``rows -> images`` and let these iterators build, run and hand
+back one chunk of at most ``batch_size`` rows at a time, so memory is bounded by ``batch_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from ._checks import PellucidError
+from .targets import Target
+
+RowMaker = Callable[[slice], torch.Tensor]
+
+
+def default_batch_size(x: torch.Tensor) -> int:
+    """Images per model call, from a sweep on 2-core CPUs (see ``benchmarks/batch_size.py``).
+
+    Small images run fastest in chunks of ~32, 224² images near 8; a GPU takes bigger chunks.
+    """
+    pixels = x.shape[-1] * x.shape[-2]
+    if x.device.type == "cpu":
+        return 32 if pixels <= 64 * 64 else 8
+    return 256 if pixels <= 64 * 64 else 32
+
+
+def resolve_batch_size(batch_size: int | None, x: torch.Tensor) -> int:
+    if batch_size is None:
+        return default_batch_size(x)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PellucidError(f"batch_size must be a positive int or None (automatic), got {batch_size!r}")
+    return batch_size
+
+
+def chunks(total: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, total, batch_size):
+        yield slice(start, min(start + batch_size, total))
+
+
+def _rows(source: torch.Tensor | RowMaker) -> RowMaker:
+    if isinstance(source, torch.Tensor):
+        return source.__getitem__
+    return source
+
+
+def iter_gradients(
+    model: nn.Module,
+    source: torch.Tensor | RowMaker,
+    total: int,
+    target: Target,
+    batch_size: int,
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """Yield ``(rows, d score / d input, score)`` chunk by chunk.
+
+    ``source`` is a tensor of ``total`` rows or a function building the rows of a slice. Uses
+    ``torch.autograd.grad`` on the input only: parameters never receive a ``.grad``. Run inside
+    :func:`pellucid._state.model_state`.
+    """
+    make = _rows(source)
+    for rows in chunks(total, batch_size):
+        xi = make(rows).detach().requires_grad_(True)
+        with torch.enable_grad():
+            scores = target(model(xi), rows)
+            (grad,) = torch.autograd.grad(scores.sum(), xi)
+        yield rows, grad, scores.detach()
+
+
+def iter_logits(
+    model: nn.Module, source: torch.Tensor | RowMaker, total: int, batch_size: int
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield ``(rows, logits)`` chunk by chunk, without building a graph."""
+    make = _rows(source)
+    with torch.no_grad():
+        for rows in chunks(total, batch_size):
+            yield rows, model(make(rows))
+
+
+def input_gradient(
+    model: nn.Module, x: torch.Tensor, target: Target, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient and score of every row of ``x`` (a tensor), concatenated."""
+    grads, scores = [], []
+    for _, g, s in iter_gradients(model, x, len(x), target, batch_size):
+        grads.append(g)
+        scores.append(s)
+    return torch.cat(grads), torch.cat(scores)
+
+
+def logits_of(model: nn.Module, source, total: int, batch_size: int) -> torch.Tensor:
+    return torch.cat([out for _, out in iter_logits(model, source, total, batch_size)])
+
+
+def num_classes(model: nn.Module) -> int | None:
+    return getattr(model, "num_classes", None)
+
+
+def prepare(model: nn.Module, x: torch.Tensor, target, batch_size: int | None, score: str = "logit",
+            target_name: str = "target") -> tuple[torch.Tensor, Target, int]:
+    """Validate the common arguments of a method: images, target and batch size."""
+    if not isinstance(model, nn.Module):
+        raise PellucidError(
+            f"model must be a torch.nn.Module (see pl.load_model / pl.wrap), got {type(model).__name__}"
+        )
+    from ._checks import check_images
+    from .targets import as_target
+
+    x = check_images(x, model)
+    return x, as_target(target, len(x), num_classes(model), score, target_name), resolve_batch_size(batch_size, x)

@@ -1,0 +1,83 @@
+"""The one state manager: eval mode, frozen parameters and hooks, all undone on exit.
+
+Every public function runs the model inside :func:`model_state`. On exit, also when the body
+raises, each module's ``training`` flag, each parameter's ``requires_grad`` and ``.grad`` are
+restored and every hook registered through the context is removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from torch import nn
+
+
+class ModelState:
+    """Handle yielded by :func:`model_state`; registers hooks that are removed on exit."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._handles: list = []
+
+    def forward_hook(self, module: nn.Module, fn: Callable) -> None:
+        self._handles.append(module.register_forward_hook(fn))
+
+    def forward_pre_hook(self, module: nn.Module, fn: Callable) -> None:
+        self._handles.append(module.register_forward_pre_hook(fn))
+
+    def full_backward_hook(self, module: nn.Module, fn: Callable) -> None:
+        self._handles.append(module.register_full_backward_hook(fn))
+
+    def capture(self, module: nn.Module) -> dict:
+        """Record ``module``'s output of every forward under key ``"output"``."""
+        store: dict = {}
+
+        def hook(_m, _inputs, output):
+            store["output"] = output
+
+        self.forward_hook(module, hook)
+        return store
+
+    def remove_hooks(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+
+@contextmanager
+def model_state(model: nn.Module, train: bool = False, freeze: bool = True) -> Iterator[ModelState]:
+    """Put ``model`` in eval mode (or train mode) with frozen parameters; restore everything on exit.
+
+    Freezing the parameters means autograd computes input gradients only, which is both faster and
+    guarantees that no parameter gradient is produced.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    state = ModelState(model)
+    try:
+        model.train(train)
+        if freeze:
+            for p in params:
+                p.requires_grad_(False)
+        yield state
+    finally:
+        state.remove_hooks()
+        for m, mode in modes:
+            m.training = mode
+        for p, flag, grad in zip(params, flags, grads):
+            p.requires_grad_(flag)
+            p.grad = grad
+
+
+def hook_count(model: nn.Module) -> int:
+    """How many hooks are registered on ``model``'s modules (used by tests to find leftovers)."""
+    total = 0
+    for m in model.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            d = getattr(m, attr, None)
+            if d:
+                total += len(d)
+    return total
+

