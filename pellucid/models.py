@@ -315,3 +315,37 @@ def list_models() -> list[tuple[str, str]]:
     rows = list(BUILTIN.items())
     rows += [(n, "torchvision ImageNet architecture (weights=FILE, hub cache, or 'random')") for n in TORCHVISION]
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# layers by name (shared by Grad-CAM, activations, channel visualization and sanity checks)
+
+def named_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every sub-module by the name users write (``"layer4"``, ``"features.12"``, ``"conv2"``)."""
+    return {name: m for name, m in inner(model).named_modules() if name}
+
+
+def find_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
+    """The module named ``layer``; an unknown name lists the close matches and some valid names."""
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in model.modules()):
+            raise PellucidError(f"layer {type(layer).__name__} is not a module of this model")
+        return layer
+    layers = named_layers(model)
+    if layer in layers:
+        return layers[layer]
+    import difflib
+
+    close = difflib.get_close_matches(str(layer), list(layers), n=5, cutoff=0.5)
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    some = ", ".join(list(layers)[:12]) + (", ..." if len(layers) > 12 else "")
+    raise PellucidError(f"unknown layer {layer!r}{hint}. Valid names include: {some} "
+                        "(`pellucid layers --model M` lists them all)")
+
+
+def last_conv_layer(model: nn.Module) -> str:
+    """The name of the last ``Conv2d`` in the model (Grad-CAM's default layer)."""
+    convs = [name for name, m in named_layers(model).items() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise PellucidError("the model has no Conv2d layer; pass layer='name' explicitly")
+    return convs[-1]

@@ -249,3 +249,14 @@ def test_wrap_puts_normalization_inside():
     assert model.num_classes == 2 and model.label(1) == "b"
     with pytest.raises(PellucidError, match="std has 2 values but the input has 3 channels"):
         pl.wrap(net, std=(1, 1), input_size=(3, 2, 2))
+
+
+def test_find_layer_names_and_close_matches(digits_model, resnet_small):
+    from pellucid.models import find_layer, last_conv_layer
+
+    assert find_layer(digits_model, "conv3") is digits_model.net.conv3
+    assert last_conv_layer(digits_model) == "conv3"
+    assert last_conv_layer(resnet_small) == "layer4.1.conv2"
+    assert find_layer(resnet_small, "layer4") is resnet_small.net.layer4
+    with pytest.raises(PellucidError, match="unknown layer 'layer5'.*close matches: layer"):
+        find_layer(resnet_small, "layer5")
