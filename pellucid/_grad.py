@@ -111,3 +111,62 @@ def prepare(model: nn.Module, x: torch.Tensor, target, batch_size: int | None, s
 
     x = check_images(x, model)
     return x, as_target(target, len(x), num_classes(model), score, target_name), resolve_batch_size(batch_size, x)
+
+
+def quadrature(steps: int, rule: str = "gausslegendre", device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes ``alphas`` in [0, 1] and weights summing to 1 for a path integral over [0, 1].
+
+    ``"gausslegendre"`` (Captum's default; exact for polynomials of degree < 2*steps, so the
+    completeness error of Integrated Gradients is small), ``"riemann_left"``, ``"riemann_right"``,
+    ``"riemann_middle"`` and ``"riemann_trapezoid"`` as in Captum.
+    """
+    import numpy as np
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise PellucidError(f"steps must be an int >= 1, got {steps!r}")
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        alphas, weights = (nodes + 1) / 2, weights / 2
+    elif rule == "riemann_trapezoid":
+        if steps < 2:
+            raise PellucidError("the trapezoid rule needs steps >= 2")
+        alphas = np.linspace(0, 1, steps)
+        weights = np.full(steps, 1 / (steps - 1))
+        weights[[0, -1]] /= 2
+    elif rule in ("riemann_left", "riemann_right", "riemann_middle"):
+        offset = {"riemann_left": 0.0, "riemann_right": 1.0, "riemann_middle": 0.5}[rule]
+        alphas = (np.arange(steps) + offset) / steps
+        weights = np.full(steps, 1 / steps)
+    else:
+        raise PellucidError(f"unknown quadrature rule {rule!r}; choose gausslegendre, riemann_left, "
+                            "riemann_right, riemann_middle or riemann_trapezoid")
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+    return as_t(alphas), as_t(weights)
+
+
+def weighted_ridge(z: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
+                   alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Closed-form weighted ridge regression with an unpenalized intercept (sklearn's ``Ridge``).
+
+    ``z`` is ``(S, F)`` features, ``y`` ``(S,)`` targets, ``weights`` ``(S,)`` sample weights.
+    Returns ``(coef (F,), intercept (), weighted R^2 ())``: LIME's surrogate fit, done on the device.
+    """
+    z, y, w = z.double(), y.double(), weights.double()
+    zm, ym = (w @ z) / w.sum(), (w @ y) / w.sum()
+    zc, yc = z - zm, y - ym
+    gram = zc.T @ (w[:, None] * zc)
+    rhs = zc.T @ (w * yc)
+    coef = torch.linalg.solve(gram + alpha * torch.eye(z.shape[1], dtype=z.dtype, device=z.device), rhs)
+    intercept = ym - zm @ coef
+    resid = y - (z @ coef + intercept)
+    r2 = 1 - (w @ resid**2) / (w @ yc**2).clamp_min(1e-300)
+    return coef.float(), intercept.float(), r2.float()
+
+
+def lime_kernel(z: torch.Tensor, kernel_width: float = 0.25) -> torch.Tensor:
+    """lime_image's weights: ``sqrt(exp(-d^2 / width^2))`` of the cosine distance to the all-ones sample."""
+    ones = torch.ones(z.shape[1], dtype=torch.float64, device=z.device)
+    zz = z.double()
+    cos = (zz @ ones) / (zz.norm(dim=1) * ones.norm()).clamp_min(1e-12)
+    d = 1 - cos
+    return torch.sqrt(torch.exp(-(d**2) / kernel_width**2)).float()
