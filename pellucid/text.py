@@ -150,6 +150,13 @@ def word_logits(model: nn.Module, words: Sequence[str], batch_size: int = 512) -
     return out
 
 
+def word_titles(model, words) -> list[str]:
+    """'hyvää\\nfinnish 97.1%' per word."""
+    probs = word_logits(model, words).softmax(1).cpu()
+    p, k = probs.max(1)
+    return [f"{w}\n{model.label(int(c))} {100 * float(q):.1f}%" for w, q, c in zip(words, p, k)]
+
+
 def langid_accuracy(model: nn.Module, split: str = "test") -> float:
     words, y = langid_words(split)
     return float((word_logits(model, words).argmax(1).cpu() == y).float().mean())

@@ -17,17 +17,9 @@ def load_text_model(name: str):
     return check_text_model(load_model(name))
 
 
-def word_titles(model, words) -> list[str]:
-    """'hyvää\\nfinnish 97.1%' per word."""
-    from .text import word_logits
-
-    probs = word_logits(model, words).softmax(1).cpu()
-    p, k = probs.max(1)
-    return [f"{w}\n{model.label(int(c))} {100 * float(q):.1f}%" for w, q, c in zip(words, p, k)]
-
-
 def explain_text_run(args) -> None:
     from . import render
+    from .text import word_titles
     from .text_attribution import check_words, explain_text
 
     model = load_text_model(args.model)
