@@ -252,8 +252,10 @@ def cached_langid() -> CharGRU | None:
 
 
 def load_langid(retrain: bool = False, progress: bool = True) -> CharGRU:
-    """The trained langid model from the cache; trains (seeded) and caches it if missing or corrupt."""
-    _wordfreq()
+    """The trained langid model from the cache; trains (seeded) and caches it if missing or corrupt.
+
+    A cached model loads without wordfreq; training needs it (``pip install 'pellucid[text]'``).
+    """
     model = None if retrain else cached_langid()
     if model is not None:
         return model

@@ -123,8 +123,8 @@ def text_input_x_gradient(model: nn.Module, words: Words, target=None, score: st
 
     Example: ``pl.text_input_x_gradient(model, ["hyvää"])[0]`` is a ``(5,)`` tensor.
     """
-    out: list = [None] * (1 if isinstance(words, str) else len(words))
     with _rnn_state(model, words, target, score, batch_size) as (words, tgt, bs):
+        out: list = [None] * len(words)
         for rows, x, t in _groups(model, words, tgt):
             for sl, g, _ in iter_gradients(model, x, len(x), t, bs):
                 for j, a in zip(rows[sl], (g * x[sl]).sum(-1)):
@@ -142,8 +142,8 @@ def text_integrated_gradients(model: nn.Module, words: Words, target=None, steps
     error (Gauss-Legendre: below 1% at 128 steps on langid).
     """
     check_choice(baseline, "baseline", ("zeros", "uniform"))
-    out: list = [None] * (1 if isinstance(words, str) else len(words))
     with _rnn_state(model, words, target, score, batch_size) as (words, tgt, bs):
+        out: list = [None] * len(words)
         for rows, x, t in _groups(model, words, tgt):
             alphas, weights = quadrature(steps, rule, x.device)
             base = torch.zeros_like(x) if baseline == "zeros" else torch.full_like(x, 1 / x.shape[-1])
@@ -194,8 +194,8 @@ def text_occlusion(model: nn.Module, words: Words, target=None, mode: str = "del
     or blanked to the all-zero one-hot (``"blank"``, the length is kept). Positive: the character
     supported the target."""
     check_choice(mode, "mode", ("delete", "blank"))
-    out: list = [None] * (1 if isinstance(words, str) else len(words))
     with _rnn_state(model, words, target, score, batch_size) as (words, tgt, bs):
+        out: list = [None] * len(words)
         for rows, x, t in _groups(model, words, tgt):
             n, L, _ = x.shape
             full = _scores(model, x, n, t, bs)
@@ -233,9 +233,9 @@ def text_lime(model: nn.Module, words: Words, target=None, samples: int = 500, k
     samples delete random sets of characters, a weighted ridge on the keep/delete mask explains the
     target's probability (``score="softmax"``, lime's choice). Seeded; the global RNG is untouched."""
     check_positive_int(samples, "samples", 2)
-    out: list = [None] * (1 if isinstance(words, str) else len(words))
     gen = torch.Generator().manual_seed(seed)
     with _rnn_state(model, words, target, score, batch_size) as (words, tgt, bs):
+        out: list = [None] * len(words)
         for j, w in enumerate(words):
             x = model.encode([w], next(model.parameters()).device)
             z = _lime_masks(len(w), samples, gen)

@@ -96,14 +96,17 @@ def test_corrupt_cache_retrains(tmp_path, monkeypatch):
     assert text.load_langid().accuracy == 0.5 and calls == [1]  # cached, loaded with weights_only=True
 
 
-def test_missing_wordfreq_is_a_clear_error(monkeypatch):
+def test_missing_wordfreq_is_a_clear_error(monkeypatch, tmp_path):
     import sys
 
     monkeypatch.setitem(sys.modules, "wordfreq", None)
+    monkeypatch.setenv("PELLUCID_CACHE", str(tmp_path))
     text._langid_table.cache_clear()
     try:
         with pytest.raises(PellucidError, match=r"pellucid\[text\]"):
             text.langid_words("train")
+        with pytest.raises(PellucidError, match=r"pip install 'pellucid\[text\]'"):
+            pl.load_model("langid")
     finally:
         text._langid_table.cache_clear()
 
@@ -147,6 +150,16 @@ def test_occlusion_equals_brute_force_deletions(langid):
             x[0, i] = 0
             with torch.no_grad():
                 assert abs(float(b[i]) - (full - float(langid(x)[0, 3]))) < 1e-5
+
+
+def test_blank_occlusion_equals_captum_feature_ablation(langid):
+    from captum.attr import FeatureAblation
+
+    word = "niezbędny"
+    x, k = langid.encode([word]), predicted(langid, word)
+    mask = torch.arange(len(word))[None, :, None].expand_as(x)
+    ref = FeatureAblation(langid).attribute(x, target=k, feature_mask=mask)[0, :, 0]
+    assert torch.allclose(pl.text_occlusion(langid, word, mode="blank")[0], ref, atol=1e-5)
 
 
 def test_lime_agrees_with_lime_text_explainer(langid):
@@ -258,7 +271,7 @@ def test_no_side_effects_on_the_gru(langid, name):
 
 @pytest.mark.parametrize("words,match", [
     ("", "empty"), (["huis", "  "], "word 1 is empty"), ("hello!", r"'!'"), ("x1y2", r"'1', '2'"),
-    ([], "no words"), ([3], "must be a string"),
+    ([], "no words"), ([3], "must be a string"), (5, "string or a sequence"),
 ])
 def test_bad_words_are_named(langid, words, match):
     with pytest.raises(PellucidError, match=match):
@@ -313,6 +326,8 @@ def test_cli_explain_and_attack(tmp_path, capsys, langid):
     assert main(["attack-text", "weather", "--target", "klingon"]) == 2
     assert main(["explain-text", "x!y"]) == 2
     assert "'!'" in capsys.readouterr().err
+    assert main(["report", "--model", "langid", "--out", str(tmp_path / "r")]) == 2
+    assert "explain-text" in capsys.readouterr().err
 
 
 def test_cli_train_langid(tmp_path, monkeypatch, capsys):
