@@ -6,7 +6,9 @@ Anchors: Captum's InputXGradient, IntegratedGradients (128 Gauss-Legendre steps)
 (one feature per character, ablated to zero = pellucid's ``mode="blank"``) on the one-hot input, one
 call per word (Captum needs one length per call); lime's LimeTextExplainer(char_level=True, bow=False)
 with 500 samples. "limit" is the raw model passes the method needs at the best batch size.
+Targets (the predicted languages) are computed once, outside the timings, for every library.
 Prints medians of several runs and the ratio anchor / pellucid (> 1: pellucid faster).
+On a shared 2-core machine run it with OMP_NUM_THREADS=1 (two threads contend badly for these small GRU calls).
 """
 
 from __future__ import annotations
@@ -34,11 +36,17 @@ def median_time(fn, repeats: int = REPEATS) -> float:
     return statistics.median(times)
 
 
+def targets(model) -> list[int]:
+    """The predicted language of each word, computed once, outside every timing."""
+    return word_logits(model, WORDS).argmax(1).tolist()
+
+
 def captum_rows(model, cls, **kwargs):
+    ks = targets(model)
+
     def run():
-        for w in WORDS:
+        for w, k in zip(WORDS, ks):
             x = model.encode([w])
-            k = int(word_logits(model, [w]).argmax())
             cls(model).attribute(x, target=k, **kwargs)
     return run
 
@@ -46,10 +54,11 @@ def captum_rows(model, cls, **kwargs):
 def captum_ablation(model):
     from captum.attr import FeatureAblation
 
+    ks = targets(model)
+
     def run():
-        for w in WORDS:
+        for w, k in zip(WORDS, ks):
             x = model.encode([w])
-            k = int(word_logits(model, [w]).argmax())
             mask = torch.arange(len(w))[None, :, None].expand_as(x)
             FeatureAblation(model).attribute(x, target=k, feature_mask=mask, perturbations_per_eval=64)
     return run
@@ -61,9 +70,10 @@ def lime_run(model, samples: int):
     def classify(strings):
         return word_logits(model, [s.replace(chr(0), "") for s in strings]).softmax(1).numpy()
 
+    ks = targets(model)
+
     def run():
-        for w in WORDS:
-            k = int(word_logits(model, [w]).argmax())
+        for w, k in zip(WORDS, ks):
             LimeTextExplainer(char_level=True, bow=False, mask_string=chr(0), random_state=0,
                               feature_selection="none").explain_instance(w, classify, labels=(k,),
                                                                          num_features=len(w), num_samples=samples)
@@ -89,15 +99,16 @@ def main() -> None:
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     model = pl.load_model("langid")
+    ks = targets(model)
     rows = [
-        ("input x gradient", lambda: pl.text_input_x_gradient(model, WORDS),
+        ("input x gradient", lambda: pl.text_input_x_gradient(model, WORDS, ks),
          captum_rows(model, InputXGradient), limit_run(model, 1, True)),
-        ("integrated gradients (128)", lambda: pl.text_integrated_gradients(model, WORDS, steps=128),
+        ("integrated gradients (128)", lambda: pl.text_integrated_gradients(model, WORDS, ks, steps=128),
          captum_rows(model, IntegratedGradients, n_steps=128, method="gausslegendre", internal_batch_size=128),
          limit_run(model, 128, True)),
-        ("occlusion (blank)", lambda: pl.text_occlusion(model, WORDS, mode="blank"), captum_ablation(model),
+        ("occlusion (blank)", lambda: pl.text_occlusion(model, WORDS, ks, mode="blank"), captum_ablation(model),
          limit_run(model, 10, False)),
-        ("lime (500 samples)", lambda: pl.text_lime(model, WORDS, samples=500), lime_run(model, 500),
+        ("lime (500 samples)", lambda: pl.text_lime(model, WORDS, ks, samples=500), lime_run(model, 500),
          limit_run(model, 500, False)),
     ]
     print(f"{len(WORDS)} words, torch threads {torch.get_num_threads()}, median of {REPEATS} (seconds)")
