@@ -30,6 +30,10 @@ _EXPORTS = {
     "activations": "visualize", "layer_names": "visualize",
     # can we trust it
     "deletion": "metrics", "insertion": "metrics", "sanity_check": "metrics", "compare": "metrics",
+    # sequences: the langid GRU, per-character attribution, a character attack
+    "check_words": "text_attribution", "explain_text": "text_attribution",
+    "text_input_x_gradient": "text_attribution", "text_integrated_gradients": "text_attribution",
+    "text_occlusion": "text_attribution", "text_lime": "text_attribution", "hotflip": "text_attack",
 }
 
 __all__ = ["PellucidError", *_EXPORTS]

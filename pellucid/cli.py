@@ -61,9 +61,9 @@ def _models_run(args):
 
 
 def _train_args(p):
-    p.add_argument("name", choices=["digits"], help="the built-in model to train")
+    p.add_argument("name", choices=["digits", "langid"], help="the built-in model to train")
     p.add_argument("--no-batchnorm", action="store_true", help="train the CNN without BatchNorm layers")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=None, help="default: 10 for digits, 4 for langid")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -72,8 +72,13 @@ def _train_run(args):
 
     from .models import digits_checkpoint, save_checkpoint, train_digits
 
-    if args.epochs < 1:
+    if args.epochs is not None and args.epochs < 1:
         raise PellucidError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.name == "langid":
+        from .text_cli import train_langid_command
+
+        return train_langid_command(args)
+    args.epochs = args.epochs or 10
     start = time.perf_counter()
     model, acc = train_digits(batchnorm=not args.no_batchnorm, epochs=args.epochs, seed=args.seed)
     seconds = time.perf_counter() - start
@@ -118,12 +123,47 @@ def _report_run(args):
     print(f"wrote {path}")
 
 
+def _explain_text_args(p):
+    p.add_argument("words", nargs="+", metavar="WORD", help="words to explain, e.g. hyvää gezellig")
+    p.add_argument("--model", default="langid", help="a text model (default langid)")
+    p.add_argument("--methods", default="input_x_gradient,integrated_gradients,occlusion,lime",
+                   help="comma-separated: input_x_gradient, integrated_gradients, occlusion, lime")
+    p.add_argument("--target", default=None, help="language to explain (name, code or index); default: predicted")
+    p.add_argument("--out", default="text.png", help="output PNG (an .html with the same stem is written too)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _explain_text_run(args):
+    from .text_cli import explain_text_run
+
+    explain_text_run(args)
+
+
+def _attack_text_args(p):
+    p.add_argument("word", metavar="WORD", help="the word to attack")
+    p.add_argument("--model", default="langid", help="a text model (default langid)")
+    p.add_argument("--target", default=None, help="language to reach (name, code or index); default: any other")
+    p.add_argument("--max-edits", type=int, default=3)
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--letters", default=None, help="replacement letters, e.g. 'ascii' for a-z only; default: all")
+
+
+def _attack_text_run(args):
+    from .text_cli import attack_text_run
+
+    attack_text_run(args)
+
+
 Command = tuple[str, Callable, Callable]
 COMMANDS: dict[str, Command] = {
     "models": ("list the models pellucid can load", _models_args, _models_run),
     "train": ("train a built-in model and print its held-out accuracy", _train_args, _train_run),
     "saliency": ("write a grid of saliency maps", _saliency_args, _saliency_run),
     "report": ("write the HTML report (the main job)", _report_args, _report_run),
+    "explain-text": ("which characters made a text model (langid) decide: per-character attributions",
+                     _explain_text_args, _explain_text_run),
+    "attack-text": ("the fewest letter changes that flip a text model's language (HotFlip)",
+                    _attack_text_args, _attack_text_run),
 }
 
 

@@ -108,4 +108,7 @@ def sample_images(name="digits", n: int | None = None, size: int | None = None):
         names = PHOTOS[: len(PHOTOS) if n is None else n]
         x = torch.stack([photo(p, size or 224) for p in names])
         return x, torch.full((len(names),), -1, dtype=torch.long)
+    if name == "langid":
+        raise PellucidError("langid reads words, not images: use `pellucid explain-text WORD...` or "
+                            "pl.explain_text; `pellucid report` includes a langid section once it is trained")
     raise PellucidError(f"unknown sample set {name!r}; choose 'digits' or 'photos'")

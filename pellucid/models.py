@@ -275,6 +275,7 @@ def load_torchvision(name: str, weights: str | Path | None = None) -> PixelModel
 BUILTIN = {
     "digits": "the course CNN (conv16-BN, conv32-BN-pool, conv64-BN-pool, linear) on real MNIST digits",
     "digits-nobn": "the same CNN without BatchNorm, for the course project's BatchNorm question",
+    "langid": "character GRU (hidden 128): English/Spanish/Finnish/Dutch/Polish words (needs pellucid[text])",
 }
 
 
@@ -288,6 +289,13 @@ def load_model(name: str = "digits", weights: str | Path | None = None) -> Pixel
         model = load_digits(batchnorm=name == "digits")
         if weights not in (None, "random"):
             model.net.load_state_dict(_read_state_dict(Path(weights)))
+        return model
+    if name == "langid":
+        from .text import load_langid
+
+        model = load_langid()
+        if weights not in (None, "random"):
+            model.load_state_dict(_read_state_dict(Path(weights)))
         return model
     if name in TORCHVISION or _is_torchvision(name):
         return load_torchvision(name, weights)

@@ -92,7 +92,45 @@ def saliency_section(ctx: ReportContext) -> render.Section:
                           render.img_tag(png, "saliency maps", width=420))
 
 
-SECTIONS: list[Callable[[ReportContext], render.Section]] = [predictions_section, saliency_section]
+LANGID_WORDS = ("hyvää", "gezellig", "niezbędny", "bicicleta", "weather")
+
+
+def langid_section(ctx: ReportContext) -> render.Section | None:
+    """Sequences: the langid GRU explained per character, and one HotFlip attack.
+
+    Omitted without wordfreq (``pellucid[text]``); uses the cached model only and never trains, so
+    an image report stays fast: without a cache it says how to train one.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("wordfreq") is None:
+        return None
+    from .text import cached_langid, word_titles
+
+    title = "Sequences: which letters made it say Finnish?"
+    model = cached_langid()
+    if model is None:
+        return render.Section(title, "The built-in langid GRU is not trained yet.",
+                              "<p>Run <code>pellucid train langid</code> (about a minute) and rebuild the report "
+                              "to see which characters drive its language predictions.</p>")
+    from .text_attack import hotflip
+    from .text_attribution import explain_text
+
+    words = list(LANGID_WORDS)
+    maps = explain_text(model, words, seed=ctx.seed)
+    titles = word_titles(model, words)
+    attack = hotflip(model, "weather", target="dutch", letters="ascii")
+    acc = getattr(model, "accuracy", None)
+    facts = f"held-out accuracy {100 * acc:.1f}% on words never seen in training. " if acc is not None else ""
+    body = (f"<p>{facts}HotFlip: {html.escape(attack.describe(model.labels))}</p>"
+            + render.text_html(words, maps, [t.replace(chr(10), " · ") for t in titles])
+            + render.img_tag(render.text_png(words, maps, titles), "per-character attributions", width=1000))
+    return render.Section(title, "The langid GRU reads a word letter by letter and names its language. Each "
+                          "letter's background shows how much it raised (red) or lowered (blue) the score of "
+                          "the predicted language, per method; hover a letter for its value.", body)
+
+
+SECTIONS: list[Callable[[ReportContext], render.Section]] = [predictions_section, saliency_section, langid_section]
 
 
 def build_report(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, out, seed: int = 0,
@@ -108,6 +146,8 @@ def build_report(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None,
     for make in sections or SECTIONS:
         t = time.perf_counter()
         section = make(ctx)
+        if section is None:  # a builder with nothing to show (e.g. an optional extra not installed)
+            continue
         if progress:
             print(f"  {section.title}: {time.perf_counter() - t:.1f}s", file=sys.stderr)
         built.append(section)
