@@ -37,6 +37,7 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.datastructures import MutableHeaders
 
 import pellucid
 
@@ -286,6 +287,15 @@ class Picture:
     name: str = "image"
 
 
+def sniff(data: bytes) -> str | None:
+    """The format its first bytes claim: PNG, JPEG, WEBP or None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    return "WEBP" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else None
+
+
 def decode_upload(data: bytes) -> Picture:
     """Check an upload by its content: PNG, JPEG or WebP, at most 4096x4096, fully decodable."""
     from PIL import Image, UnidentifiedImageError
@@ -295,6 +305,8 @@ def decode_upload(data: bytes) -> Picture:
     try:
         img = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, ValueError) as e:
+        if sniff(data):
+            raise HTTPException(400, f"the {sniff(data)} image is corrupt or truncated and cannot be decoded") from e
         raise HTTPException(415, "this file is not a PNG, JPEG or WebP image (its content was checked, "
                                  "not its name)") from e
     if img.format not in FORMATS:
@@ -426,13 +438,14 @@ def _predictions(model, x):
     return top5(model, predictions(model, x))
 
 
-def create_app(models: dict[str, Callable[[], torch.nn.Module]] | None = None, replicas: int = 2, workers: int = 4,
+def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]] | None = None, replicas: int = 2, workers: int = 4,
                allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]", "testserver")) -> FastAPI:
-    """The web app. ``models``: name -> loader (default: the built-in digits models)."""
+    """The web app. ``models``: name -> model or loader (default: the built-in digits models)."""
     from .models import load_model
 
     if models is None:
         models = {name: (lambda n=name: load_model(n)) for name in ("digits", "digits-nobn")}
+    models = {n: (lambda m=m: m) if isinstance(m, torch.nn.Module) else m for n, m in models.items()}
     srv = Server({n: ModelSlot(n, f, replicas) for n, f in models.items()}, workers)
     @asynccontextmanager
     async def lifespan(_app):
@@ -445,17 +458,7 @@ def create_app(models: dict[str, Callable[[], torch.nn.Module]] | None = None, r
     app.state.server = srv
     static = {name: resources.files("pellucid").joinpath("static", name).read_bytes() for name in STATIC}
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        host = _host_name(request.headers.get("host") or "")
-        if "*" not in allowed_hosts and host not in allowed_hosts:
-            return JSONResponse({"detail": f"unexpected Host header {host!r}"}, status_code=400)
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.add_middleware(Guard, allowed_hosts=allowed_hosts)
 
     @app.get("/")
     async def index():
@@ -674,6 +677,34 @@ def create_app(models: dict[str, Callable[[], torch.nn.Module]] | None = None, r
     return app
 
 
+class Guard:
+    """ASGI middleware: refuse unexpected Host headers (DNS rebinding), add the security headers."""
+
+    def __init__(self, app, allowed_hosts: tuple[str, ...]):
+        self.app, self.allowed_hosts = app, allowed_hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        host = _host_name(headers.get(b"host", b"").decode("latin-1"))
+        if "*" not in self.allowed_hosts and host not in self.allowed_hosts:
+            response = JSONResponse({"detail": f"unexpected Host header {host!r}"}, status_code=400)
+            return await response(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                extra = MutableHeaders(scope=message)
+                extra["Content-Security-Policy"] = CSP
+                extra["X-Content-Type-Options"] = "nosniff"
+                extra["Referrer-Policy"] = "no-referrer"
+                if "cache-control" not in extra:
+                    extra["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def _host_name(header: str) -> str:
     """The host of a Host header, without the port (``[::1]:8000`` -> ``[::1]``)."""
     return header.split("]")[0] + "]" if header.startswith("[") else header.rsplit(":", 1)[0]
@@ -719,6 +750,7 @@ def serve(model: str = "digits", weights: str | None = None, host: str = "127.0.
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # connections made as soon as the address is printed wait in the backlog
     shown = f"[{host}]" if ":" in host else host
     print(f"pellucid serve: http://{shown}:{sock.getsockname()[1]}/  (Ctrl-C to stop)", flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
