@@ -77,8 +77,10 @@ def attribution_methods() -> dict[str, Callable]:
     registry = getattr(attribution, "METHODS", None)
     if registry is not None:
         return dict(registry)
-    return {"saliency": attribution.saliency,
-            "input_x_gradient": lambda model, x, target, **kw: attribution.input_x_gradient(model, x, target, **kw).sum(1)}
+    def input_x_gradient(model, x, target, **kw):
+        return attribution.input_x_gradient(model, x, target, **kw).sum(1)
+
+    return {"saliency": attribution.saliency, "input_x_gradient": input_x_gradient}
 
 
 def require(name: str) -> Callable:
@@ -380,6 +382,10 @@ class Server:
             raise HTTPException(404, f"unknown model {name!r}; this server offers: {', '.join(self.models)}")
         return self.models[name]
 
+    def load_samples(self, name: str) -> None:
+        if name not in self.samples:
+            self.samples[name] = [self.add_image(p) for p in sample_pictures(self.slot(name).model)]
+
     def add_image(self, pic: Picture) -> str:
         iid = secrets.token_urlsafe(18)
         with self.lock:
@@ -438,7 +444,8 @@ def _predictions(model, x):
     return top5(model, predictions(model, x))
 
 
-def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]] | None = None, replicas: int = 2, workers: int = 4,
+def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]] | None = None,
+               replicas: int = 2, workers: int = 4,
                allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]", "testserver")) -> FastAPI:
     """The web app. ``models``: name -> model or loader (default: the built-in digits models)."""
     from .models import load_model
@@ -447,6 +454,7 @@ def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]
         models = {name: (lambda n=name: load_model(n)) for name in ("digits", "digits-nobn")}
     models = {n: (lambda m=m: m) if isinstance(m, torch.nn.Module) else m for n, m in models.items()}
     srv = Server({n: ModelSlot(n, f, replicas) for n, f in models.items()}, workers)
+
     @asynccontextmanager
     async def lifespan(_app):
         yield
@@ -456,9 +464,20 @@ def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]
 
     app = FastAPI(title="pellucid", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.server = srv
-    static = {name: resources.files("pellucid").joinpath("static", name).read_bytes() for name in STATIC}
-
     app.add_middleware(Guard, allowed_hosts=allowed_hosts)
+    for add_routes in (page_routes, image_routes, explain_routes, attack_routes, visualize_routes):
+        add_routes(app, srv)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, exc: HTTPException):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    return app
+
+
+def page_routes(app: FastAPI, srv: Server) -> None:
+    """The page, its static files, results by opaque id, and the app's state."""
+    static = {name: resources.files("pellucid").joinpath("static", name).read_bytes() for name in STATIC}
 
     @app.get("/")
     async def index():
@@ -498,12 +517,15 @@ def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]
             event.set()
         return {"cancelled": event is not None}
 
+
+def image_routes(app: FastAPI, srv: Server) -> None:
+    """Samples, uploads (checked by content) and predictions."""
+
     @app.get("/api/samples")
     async def samples(model: str = "digits"):
-        slot = srv.slot(model)
+        srv.slot(model)
         if model not in srv.samples:
-            pics = await asyncio.to_thread(lambda: sample_pictures(slot.model))
-            srv.samples[model] = [srv.add_image(p) for p in pics]
+            await asyncio.to_thread(srv.load_samples, model)
         out = []
         for iid in srv.samples[model]:
             pic = srv.images.get(iid)
@@ -550,6 +572,10 @@ def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]
         srv.picture(ask.image)
         return await _show(request, srv.slot(ask.model), ask.image)
 
+
+def explain_routes(app: FastAPI, srv: Server) -> None:
+    """Attribution overlays, one method per request, and the HTML report."""
+
     @app.post("/api/explain")
     async def explain(request: Request, ask: ExplainAsk):
         slot, pic = srv.slot(ask.model), srv.picture(ask.image)
@@ -571,6 +597,25 @@ def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]
                     "url": srv.url(overlay_png(x[0], heat), name)}
 
         return await srv.run(request, slot, fn, ask.job)
+
+    @app.post("/api/report")
+    async def report(request: Request, ask: Ask):
+        from .report import build_report
+
+        slot, pic = srv.slot(ask.model), srv.picture(ask.image)
+
+        def fn(model):
+            x = srv.tensor(ask.image, model)
+            with tempfile.TemporaryDirectory() as out, _PLOT_LOCK:
+                path = build_report(model, x, torch.tensor([pic.label]), out, progress=False)
+                page = Path(path).read_bytes()
+            return {"url": srv.url(page, "pellucid-report.html", "text/html; charset=utf-8")}
+
+        return await srv.run(request, slot, fn, ask.job)
+
+
+def attack_routes(app: FastAPI, srv: Server) -> None:
+    """FGSM / PGD with a chosen eps, and fooling images."""
 
     @app.post("/api/attack")
     async def attack(request: Request, ask: AttackAsk):
@@ -613,6 +658,10 @@ def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]
                 "magnified": round(k, 2), "linf": round(float((adv - x).abs().max()), 5),
                 "predictions": _predictions(model, adv)}
 
+
+def visualize_routes(app: FastAPI, srv: Server) -> None:
+    """Class and channel visualizations, streamed as NDJSON snapshots."""
+
     @app.post("/api/visualize")
     async def visualize(request: Request, ask: VisualAsk):
         if ask.kind not in ("class", "channel"):
@@ -622,59 +671,40 @@ def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]
         if ask.kind == "channel" and not ask.layer:
             raise HTTPException(400, "choose a layer for the channel visualization")
         args = (ask.target,) if ask.kind == "class" else (ask.layer, ask.channel)
-        return StreamingResponse(_stream(request, slot, vis_fn, args, ask), media_type="application/x-ndjson")
+        return StreamingResponse(stream_visualization(srv, slot, vis_fn, args, ask), media_type="application/x-ndjson")
 
-    async def _stream(request, slot, vis_fn, args, ask):
-        loop, frames = asyncio.get_running_loop(), asyncio.Queue()
-        cancel = threading.Event()
-        job = ask.job or secrets.token_urlsafe(9)
-        srv.jobs[job] = cancel
-        name = f"{ask.kind}-{args[0] if ask.kind == 'class' else f'{args[0]}-{args[1]}'}"
 
-        def on_frame(step, image):
-            url = srv.url(image_png(image), f"{name}-step{step}.png" if step is not None else f"{name}.png")
-            loop.call_soon_threadsafe(frames.put_nowait, {"step": step, "total": ask.steps, "url": url})
+async def stream_visualization(srv: Server, slot: ModelSlot, vis_fn: Callable, args: tuple, ask: VisualAsk):
+    """Run a visualization in the pool and yield its snapshots as NDJSON lines while it runs."""
+    loop, frames = asyncio.get_running_loop(), asyncio.Queue()
+    cancel = threading.Event()
+    job = ask.job or secrets.token_urlsafe(9)
+    srv.jobs[job] = cancel
+    name = f"{ask.kind}-{args[0] if ask.kind == 'class' else f'{args[0]}-{args[1]}'}"
 
-        def work():
-            with slot.lease(cancel) as model:
-                run_visualization(vis_fn, (model, *args), {"steps": ask.steps, "seed": 0}, on_frame)
+    def on_frame(step, image):
+        url = srv.url(image_png(image), f"{name}-step{step}.png" if step is not None else f"{name}.png")
+        loop.call_soon_threadsafe(frames.put_nowait, {"step": step, "total": ask.steps, "url": url})
 
-        fut = loop.run_in_executor(srv.pool, work)
-        fut.add_done_callback(lambda _f: loop.call_soon_threadsafe(frames.put_nowait, None))
+    def work():
+        with slot.lease(cancel) as model:
+            run_visualization(vis_fn, (model, *args), {"steps": ask.steps, "seed": 0}, on_frame)
+
+    fut = loop.run_in_executor(srv.pool, work)
+    fut.add_done_callback(lambda _f: loop.call_soon_threadsafe(frames.put_nowait, None))
+    try:
+        while (frame := await frames.get()) is not None:
+            yield json.dumps(frame) + "\n"
         try:
-            while (frame := await frames.get()) is not None:
-                yield json.dumps(frame) + "\n"
-            try:
-                fut.result()
-                yield json.dumps({"done": True}) + "\n"
-            except Cancelled:
-                yield json.dumps({"error": "cancelled"}) + "\n"
-            except Exception as e:  # the stream has started: report the error in it
-                yield json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n"
-        finally:
-            cancel.set()
-            srv.jobs.pop(job, None)
-
-    @app.post("/api/report")
-    async def report(request: Request, ask: Ask):
-        from .report import build_report
-
-        slot, pic = srv.slot(ask.model), srv.picture(ask.image)
-
-        def fn(model):
-            x = srv.tensor(ask.image, model)
-            with tempfile.TemporaryDirectory() as out, _PLOT_LOCK:
-                path = build_report(model, x, torch.tensor([pic.label]), out, progress=False)
-                page = Path(path).read_bytes()
-            return {"url": srv.url(page, "pellucid-report.html", "text/html; charset=utf-8")}
-
-        return await srv.run(request, slot, fn, ask.job)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_request, exc: HTTPException):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-
-    return app
+            fut.result()
+            yield json.dumps({"done": True}) + "\n"
+        except Cancelled:
+            yield json.dumps({"error": "cancelled"}) + "\n"
+        except Exception as e:  # the stream has started: report the error in it
+            yield json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n"
+    finally:
+        cancel.set()
+        srv.jobs.pop(job, None)
 
 
 class Guard:
@@ -727,7 +757,8 @@ def _model_info(slot: ModelSlot) -> dict:
     from .models import named_layers
 
     model = slot.model
-    layers = [{"name": n, "channels": m.out_channels} for n, m in named_layers(model).items() if isinstance(m, nn.Conv2d)]
+    convs = {n: m for n, m in named_layers(model).items() if isinstance(m, nn.Conv2d)}
+    layers = [{"name": n, "channels": m.out_channels} for n, m in convs.items()]
     return {"name": slot.name, "labels": list(getattr(model, "labels", None) or []),
             "input_size": list(getattr(model, "input_size", None) or []), "layers": layers,
             "description": html.escape(getattr(model, "name", slot.name))}
@@ -746,7 +777,7 @@ def serve(model: str = "digits", weights: str | None = None, host: str = "127.0.
         loaders = {model: lambda: loaded, **loaders}
     hosts = ("*",) if host in ("0.0.0.0", "::") else ("127.0.0.1", "localhost", "[::1]", host, f"[{host}]")
     app = create_app(loaders, replicas=replicas, workers=workers, allowed_hosts=hosts)
-    app.state.server.slot(model).model  # noqa: B018 (load the first model before printing the address)
+    app.state.server.load_samples(model)  # load the first model and its samples before printing the address
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

@@ -370,13 +370,25 @@ def test_parallel_explanations_equal_the_ones_run_alone(client, digits_model, sa
 # a live server (uvicorn on 127.0.0.1 in a thread): traversal, cancel, responsiveness
 
 class Nap(nn.Module):
+    awake = threading.Event()  # shared by every replica: set, forwards are fast (uploads, checks)
+
     def __init__(self, seconds: float):
         super().__init__()
         self.seconds = seconds
 
     def forward(self, x):
-        time.sleep(self.seconds)
+        if not self.awake.is_set():
+            time.sleep(self.seconds)
         return x
+
+
+@contextmanager
+def fast_naps():
+    Nap.awake.set()
+    try:
+        yield
+    finally:
+        Nap.awake.clear()
 
 
 def slow_model(layers: int = 40, seconds: float = 0.05):
@@ -457,8 +469,9 @@ def test_a_long_request_can_be_cancelled_and_the_page_stays_responsive():
     with live(app) as port:
         assert post_json(port, "/api/image?model=slow", {})[0] == 415  # not an image; keeps serving
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("POST", "/api/image?model=slow", png_bytes(x[0]), {"Content-Type": "application/octet-stream"})
-        image = json.loads(conn.getresponse().read())["image"]
+        with fast_naps():
+            conn.request("POST", "/api/image?model=slow", png_bytes(x[0]), {"Content-Type": "application/octet-stream"})
+            image = json.loads(conn.getresponse().read())["image"]
         conn.close()
 
         result = {}
@@ -484,8 +497,9 @@ def test_a_request_whose_client_disconnects_is_cancelled():
     x = pl.sample_images("digits", n=1)[0]
     with live(app) as port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("POST", "/api/image?model=slow", png_bytes(x[0]), {"Content-Type": "application/octet-stream"})
-        image = json.loads(conn.getresponse().read())["image"]
+        with fast_naps():
+            conn.request("POST", "/api/image?model=slow", png_bytes(x[0]), {"Content-Type": "application/octet-stream"})
+            image = json.loads(conn.getresponse().read())["image"]
         conn.request("POST", "/api/explain", json.dumps({"model": "slow", "image": image, "method": "saliency"}),
                      {"Content-Type": "application/json"})
         time.sleep(0.4)
@@ -498,7 +512,8 @@ def test_a_request_whose_client_disconnects_is_cancelled():
         assert json.loads(raw_get(port, "/api/status")[1])["jobs"] == 0
         # the replica came back clean: the next request on it gives the right answer
         model = app.state.server.models["slow"].model
-        status, body = post_json(port, "/api/predict", {"model": "slow", "image": image})
+        with fast_naps():
+            status, body = post_json(port, "/api/predict", {"model": "slow", "image": image})
         assert status == 200 and body["predictions"][0]["class"] == int(predictions(model, x).argmax(1)[0])
 
 

@@ -96,13 +96,13 @@ async function init() {
   const missing = Object.keys(f).filter((k) => !f[k]);
   $("features").textContent = missing.length ? `Not in this build: ${missing.join(", ")}.` : "";
   bind();
-  await selectModel($("model").value);
+  await selectModel($("model").value, false);
 }
 
-async function selectModel(name) {
+async function selectModel(name, again = true) {
   state.model = name;
   const m = modelInfo();
-  const classes = m.labels.map((l, i) => [i, `${i}: ${l}`]);
+  const classes = m.labels.map((l, i) => [i, l === String(i) ? l : `${i}: ${l}`]);
   fillOptions($("fool-target"), classes);
   fillOptions($("vis-class"), classes);
   fillOptions($("vis-layer"), m.layers.map((l) => [l.name, `${l.name} (${l.channels} channels)`]));
@@ -124,7 +124,7 @@ async function selectModel(name) {
       strip.append(b);
     }
   }
-  if (state.image) await choose(state.image);
+  if (again && state.image) await choose(state.image);
   enable();
 }
 
@@ -274,10 +274,12 @@ async function adversarial(path, body, label) {
   if (state.attack) { state.attack.controller.abort(); cancelJob(state.attack.job); }
   const run = { controller: new AbortController(), job: newJob() };
   state.attack = run;
-  const status = $("attack-status");
+  const status = $("attack-hint").hidden ? $("attack-status") : $("attack-hint");
   status.textContent = `${label}: computing…`;
   try {
     const res = await post(path, { ...body, model: state.model, image: state.image, job: run.job }, run.controller.signal);
+    $("trio").hidden = false;
+    $("attack-hint").hidden = true;
     $("adv").src = res.url;
     $("adv").hidden = false;
     $("diff").src = res.diff_url;
