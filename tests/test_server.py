@@ -545,38 +545,45 @@ def serve_process(*args: str):
             proc.kill()
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's memory from /proc")
-def test_load_20_concurrent_explanations_correct_and_memory_back_near_baseline(digits_model):
-    x_all, _ = pl.sample_images("digits", n=10)
+@pytest.fixture(scope="module")
+def served():
+    """`pellucid serve --port 0` in its own process."""
     with serve_process() as (proc, port):
-        def upload(i):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            conn.request("POST", "/api/image", png_bytes(x_all[i]), {"Content-Type": "application/octet-stream"})
-            body = json.loads(conn.getresponse().read())
-            conn.close()
-            return body["image"]
+        yield proc, port
 
-        def explain(i):
-            status, body = post_json(port, "/api/explain", {"image": images[i], "method": "saliency"})
-            assert status == 200, body
-            return raw_get(port, body["url"])[1]
 
-        images = [upload(i) for i in range(10)]
-        for _ in range(2):  # warm up: allocator pools, both replicas, the first PNGs
-            with ThreadPoolExecutor(4) as pool:
-                list(pool.map(explain, range(10)))
-        baseline = rss_mb(proc.pid)
-        with ThreadPoolExecutor(20) as pool:
-            got = list(pool.map(explain, [i % 10 for i in range(20)]))
-        for i, data in enumerate(got):
-            _, want = expected_saliency_png(digits_model, x_all[i % 10 : i % 10 + 1])
-            assert np.abs(decode(data).astype(int) - decode(want).astype(int)).max() <= 1, i
-        assert raw_get(port, "/")[0] == 200 and proc.poll() is None
-        time.sleep(0.5)
-        after = rss_mb(proc.pid)
-        assert after < baseline + 40, f"memory {baseline:.0f} MB before, {after:.0f} MB after the load"
-        status = json.loads(raw_get(port, "/api/status")[1])
-        assert status["jobs"] == 0 and status["idle_replica_hooks"] == 0
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's memory from /proc")
+def test_load_20_concurrent_explanations_correct_and_memory_back_near_baseline(digits_model, served):
+    x_all, _ = pl.sample_images("digits", n=10)
+    proc, port = served
+    def upload(i):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/api/image", png_bytes(x_all[i]), {"Content-Type": "application/octet-stream"})
+        body = json.loads(conn.getresponse().read())
+        conn.close()
+        return body["image"]
+
+    def explain(i):
+        status, body = post_json(port, "/api/explain", {"image": images[i], "method": "saliency"})
+        assert status == 200, body
+        return raw_get(port, body["url"])[1]
+
+    images = [upload(i) for i in range(10)]
+    for _ in range(2):  # warm up: allocator pools, both replicas, the first PNGs
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(explain, range(10)))
+    baseline = rss_mb(proc.pid)
+    with ThreadPoolExecutor(20) as pool:
+        got = list(pool.map(explain, [i % 10 for i in range(20)]))
+    for i, data in enumerate(got):
+        _, want = expected_saliency_png(digits_model, x_all[i % 10 : i % 10 + 1])
+        assert np.abs(decode(data).astype(int) - decode(want).astype(int)).max() <= 1, i
+    assert raw_get(port, "/")[0] == 200 and proc.poll() is None
+    time.sleep(0.5)
+    after = rss_mb(proc.pid)
+    assert after < baseline + 40, f"memory {baseline:.0f} MB before, {after:.0f} MB after the load"
+    status = json.loads(raw_get(port, "/api/status")[1])
+    assert status["jobs"] == 0 and status["idle_replica_hooks"] == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -237,7 +237,7 @@ function explain() {
       }))
       .then((res) => {
         card.className = "card";
-        cap.replaceChildren(`${titles[method]} · ${res.seconds.toFixed(2)} s `, download(res.url));
+        cap.replaceChildren(`${titles[method]} · ${seconds(res.seconds)} `, download(res.url));
       })
       .catch((e) => {
         if (isAbort(e)) { card.className = "card cancelled"; cap.textContent = `${titles[method]}: cancelled`; return; }
@@ -255,6 +255,8 @@ function explain() {
       });
   }
 }
+
+function seconds(s) { return s < 0.1 ? `${Math.max(1, Math.round(1000 * s))} ms` : `${s.toFixed(2)} s`; }
 
 function download(url) {
   const a = document.createElement("a");
