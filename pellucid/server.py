@@ -538,10 +538,9 @@ def image_routes(app: FastAPI, srv: Server) -> None:
         pic = srv.picture(iid)
 
         def make():
-            from .io import pil_to_tensor
-
-            return image_png(pil_to_tensor(pic.image, size=(64, 64) if pic.image.size[0] > 64 else None,
-                                           channels=1 if pic.image.mode == "L" else 3)[0])
+            small = pic.image.copy()
+            small.thumbnail((64, 64))
+            return png(np.asarray(small))
 
         return Response(await asyncio.to_thread(make), media_type="image/png")
 

@@ -601,3 +601,19 @@ def test_the_core_never_imports_the_web_framework():
     code = ("import sys, pellucid, pellucid.report, pellucid.cli; pellucid.saliency; "
             "assert not {'fastapi', 'uvicorn', 'starlette'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_an_rgb_torchvision_model_end_to_end(resnet_small, photos_small):
+    from fastapi.testclient import TestClient
+
+    with TestClient(server.create_app({"resnet18": resnet_small}), base_url="http://127.0.0.1") as c:
+        samples = c.get("/api/samples?model=resnet18").json()["samples"]
+        assert len(samples) == 4 and decode(c.get(samples[0]["url"]).content).shape == (64, 64, 3)
+        x = (photos_small[0][1:2] * 255).round() / 255  # samples are held as 8-bit images
+        r = c.post("/api/image?model=resnet18", content=png_bytes(x[0], "JPEG"))
+        assert r.status_code == 200, r.text
+        r = c.post("/api/explain", json={"model": "resnet18", "image": samples[1]["image"], "method": "saliency"})
+        assert r.status_code == 200, r.text
+        want = server.overlay_png(x[0], pl.saliency(resnet_small, x, r.json()["target"])[0])
+        assert c.get(r.json()["url"]).content == want
+        assert decode(want).shape == (192, 192, 3)  # 64 px enlarged 3x

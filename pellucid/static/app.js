@@ -276,12 +276,12 @@ async function adversarial(path, body, label) {
   if (state.attack) { state.attack.controller.abort(); cancelJob(state.attack.job); }
   const run = { controller: new AbortController(), job: newJob() };
   state.attack = run;
-  const status = $("attack-hint").hidden ? $("attack-status") : $("attack-hint");
+  $("attack-hint").hidden = true;
+  $("trio").hidden = false;
+  const status = $("attack-status");
   status.textContent = `${label}: computing…`;
   try {
     const res = await post(path, { ...body, model: state.model, image: state.image, job: run.job }, run.controller.signal);
-    $("trio").hidden = false;
-    $("attack-hint").hidden = true;
     $("adv").src = res.url;
     $("adv").hidden = false;
     $("diff").src = res.diff_url;
@@ -348,6 +348,7 @@ async function visualize(kind) {
     const reader = r.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
+    let last = null;
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
@@ -357,7 +358,12 @@ async function visualize(kind) {
         const frame = JSON.parse(buffer.slice(0, nl));
         buffer = buffer.slice(nl + 1);
         if (frame.error) throw new Error(frame.error);
-        if (frame.done) { progress.value = steps; cap.textContent = `${what}: done `; continue; }
+        if (frame.done) {
+          progress.value = steps;
+          cap.replaceChildren(`${what}: done `, ...(last ? [download(last)] : []));
+          continue;
+        }
+        last = frame.url;
         $("vis").src = frame.url;
         $("vis").hidden = false;
         if (frame.step != null) progress.value = frame.step;
