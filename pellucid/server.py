@@ -47,7 +47,7 @@ from ._state import hook_count
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_SIDE = 4096
-FORMATS = ("PNG", "JPEG", "WEBP")
+FORMATS = ("PNG", "JPEG", "MPO", "WEBP")  # MPO: the JPEG variant many phone cameras write
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "style.css": "text/css; charset=utf-8"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -325,6 +325,10 @@ def decode_upload(data: bytes) -> Picture:
     return Picture(img)
 
 
+def _pixels(pic: Picture) -> int:
+    return pic.image.size[0] * pic.image.size[1] * len(pic.image.getbands())
+
+
 def sample_pictures(model) -> list[Picture]:
     from PIL import Image
 
@@ -374,6 +378,8 @@ class Server:
         self.results = Store()
         self.images: OrderedDict[str, Picture] = OrderedDict()
         self.samples: dict[str, list[str]] = {}
+        self.pinned: set[str] = set()
+        self.max_image_bytes = 256 * 1024 * 1024
         self.jobs: dict[str, threading.Event] = {}
         self.lock = threading.Lock()
 
@@ -384,14 +390,18 @@ class Server:
 
     def load_samples(self, name: str) -> None:
         if name not in self.samples:
-            self.samples[name] = [self.add_image(p) for p in sample_pictures(self.slot(name).model)]
+            self.samples[name] = [self.add_image(p, pinned=True) for p in sample_pictures(self.slot(name).model)]
 
-    def add_image(self, pic: Picture) -> str:
+    def add_image(self, pic: Picture, pinned: bool = False) -> str:
+        """Keep an image by id; past ``max_image_bytes`` the oldest uploads (never samples) are dropped."""
         iid = secrets.token_urlsafe(18)
         with self.lock:
             self.images[iid] = pic
-            while len(self.images) > 500:
-                self.images.popitem(last=False)
+            if pinned:
+                self.pinned.add(iid)
+            uploads = [k for k in self.images if k not in self.pinned]
+            while uploads and sum(_pixels(self.images[k]) for k in uploads) > self.max_image_bytes:
+                del self.images[uploads.pop(0)]
         return iid
 
     def picture(self, iid: str) -> Picture:
@@ -771,7 +781,7 @@ def serve(model: str = "digits", weights: str | None = None, host: str = "127.0.
     from .models import BUILTIN, load_model
 
     loaders = {name: (lambda n=name: load_model(n)) for name in BUILTIN}
-    if model not in loaders:
+    if model not in loaders or weights is not None:
         loaded = load_model(model, weights=weights)  # fail now, with a clear message, if it cannot load
         loaders = {model: lambda: loaded, **loaders}
     hosts = ("*",) if host in ("0.0.0.0", "::") else ("127.0.0.1", "localhost", "[::1]", host, f"[{host}]")

@@ -170,6 +170,20 @@ def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(client, digits
     assert ok.status_code == 200 and ok.json()["predictions"][0]["class"] == int(digits_batch[1][3])
 
 
+def test_old_uploads_are_dropped_past_the_memory_budget_but_samples_stay(client, samples, digits_batch):
+    srv = client.app.state.server
+    budget, srv.max_image_bytes = srv.max_image_bytes, 3 * 28 * 28
+    try:
+        ids = [client.post("/api/image", content=png_bytes(digits_batch[0][i])).json()["image"] for i in range(5)]
+        kept = [i for i in ids if i in srv.images]
+        assert kept == ids[-3:]
+        assert all(s["image"] in srv.images for s in samples)
+        r = client.post("/api/predict", json={"image": ids[0]})
+        assert r.status_code == 404 and "upload the image again" in r.json()["detail"]
+    finally:
+        srv.max_image_bytes = budget
+
+
 def test_uploads_over_10_mb_are_refused_by_header_and_by_stream(client, digits_batch):
     big = png_bytes(digits_batch[0][0]) + os.urandom(server.MAX_UPLOAD_BYTES)  # a valid PNG, padded
     r = client.post("/api/image", content=big)
