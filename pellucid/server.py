@@ -442,6 +442,10 @@ class Server:
             raise HTTPException(409, "cancelled") from e
         except PellucidError as e:
             raise HTTPException(400, str(e)) from e
+        except HTTPException:
+            raise
+        except Exception as e:  # a bug or a model that fails: say what happened, keep serving
+            raise HTTPException(500, f"{type(e).__name__}: {e}") from e
         finally:
             if not fut.done():
                 cancel.set()

@@ -281,6 +281,24 @@ def test_fool_into_a_class(client, samples):
         assert r.json()["predictions"][0]["class"] == 6
 
 
+def test_a_bad_target_is_a_400_and_a_failing_model_a_500_with_its_message(client, samples):
+    r = client.post("/api/explain", json={"image": samples[0]["image"], "method": "saliency", "target": 10})
+    assert r.status_code == 400 and "10" in r.json()["detail"]
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("this model is broken")
+
+    from fastapi.testclient import TestClient
+
+    model = pl.wrap(Broken(), labels=list("ab"), input_size=(1, 28, 28))
+    with TestClient(server.create_app({"broken": model}), base_url="http://127.0.0.1") as c:
+        x = pl.sample_images("digits", n=1)[0]
+        r = c.post("/api/image?model=broken", content=png_bytes(x[0]))
+        assert r.status_code == 500 and r.json()["detail"] == "RuntimeError: this model is broken"
+        assert c.get("/api/status").json()["jobs"] == 0
+
+
 def test_report_downloads_as_html(client, samples):
     r = client.post("/api/report", json={"image": samples[2]["image"]})
     assert r.status_code == 200, r.text
