@@ -51,6 +51,7 @@ function fillPredictions(list, preds, highlight) {
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = p.label;
+    name.title = `${p.label} (class ${p.class})`;
     const bar = document.createElement("span");
     bar.className = "bar";
     const fill = document.createElement("span");
