@@ -154,6 +154,23 @@ def _attack_text_run(args):
     attack_text_run(args)
 
 
+def _serve_args(p):
+    add_model_args(p, images=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one; default 8000")
+    p.add_argument("--replicas", type=int, default=2, help="model copies computing in parallel; default 2")
+
+
+def _serve_run(args):
+    try:
+        from .server import serve
+    except ImportError as e:
+        raise PellucidError(f"`pellucid serve` needs the web extra: pip install 'pellucid[web]' ({e})") from e
+    if not 0 <= args.port <= 65535 or args.replicas < 1:
+        raise PellucidError(f"--port must be 0..65535 and --replicas >= 1, got {args.port} and {args.replicas}")
+    serve(args.model, args.weights, host=args.host, port=args.port, replicas=args.replicas)
+
+
 Command = tuple[str, Callable, Callable]
 COMMANDS: dict[str, Command] = {
     "models": ("list the models pellucid can load", _models_args, _models_run),
@@ -164,6 +181,7 @@ COMMANDS: dict[str, Command] = {
                      _explain_text_args, _explain_text_run),
     "attack-text": ("the fewest letter changes that flip a text model's language (HotFlip)",
                     _attack_text_args, _attack_text_run),
+    "serve": ("start the local web page to explore a model", _serve_args, _serve_run),
 }
 
 

@@ -24,17 +24,22 @@ def load_image(path, model=None, size: tuple[int, int] | None = None, channels: 
         raise PellucidError(f"image file {str(p)!r} does not exist")
     if p.is_dir():
         raise PellucidError(f"{str(p)!r} is a folder, not an image file")
+    try:
+        with Image.open(p) as img:
+            img.load()
+            return pil_to_tensor(img, model, size, channels)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise PellucidError(f"cannot read image {str(p)!r}: not a valid PNG, JPEG or WebP file ({e})") from e
+
+
+def pil_to_tensor(img, model=None, size: tuple[int, int] | None = None, channels: int | None = None) -> torch.Tensor:
+    """A PIL image as ``(1, C, H, W)`` in [0, 1], converted and sized for ``model`` like ``load_image``."""
     input_size = getattr(model, "input_size", None)
     if channels is None:
         channels = input_size[0] if input_size else 3
     if size is None and input_size:
         size = tuple(input_size[1:])
-    try:
-        with Image.open(p) as img:
-            img.load()
-            img = img.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise PellucidError(f"cannot read image {str(p)!r}: not a valid PNG, JPEG or WebP file ({e})") from e
+    img = img.convert("L" if channels == 1 else "RGB")
     arr = np.asarray(img, dtype=np.float32) / 255.0
     x = torch.from_numpy(arr.copy())
     x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
