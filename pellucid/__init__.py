@@ -30,6 +30,8 @@ _EXPORTS = {
     "activations": "visualize", "layer_names": "visualize",
     # can we trust it
     "deletion": "metrics", "insertion": "metrics", "sanity_check": "metrics", "compare": "metrics",
+    # a whole data set
+    "explain_dataset": "batch", "read_results": "batch",
 }
 
 __all__ = ["PellucidError", *_EXPORTS]
