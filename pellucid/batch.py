@@ -153,8 +153,9 @@ class Job:
     def load_model(self) -> nn.Module:
         from .models import load_model
 
-        model = self.module if self.module is not None else load_model(self.model, weights=self.weights)
-        return model.to(self.device)
+        if self.module is not None:
+            return self.module  # the caller's module stays where it is; images follow it
+        return load_model(self.model, weights=self.weights).to(self.device)
 
 
 def state_hash(module: nn.Module) -> str:
@@ -302,7 +303,7 @@ def explain_chunk(model: nn.Module, job: Job, items: Sequence[Item], x: torch.Te
     from .report import predictions
 
     start = time.perf_counter()
-    x = x.to(job.device)
+    x = x.to(next(model.parameters(), x).device)
     with timer("forward"):
         probs = predictions(model, x)
     conf, pred = probs.max(1)
@@ -375,8 +376,9 @@ def overlay_png(image: torch.Tensor, maps: Sequence[torch.Tensor], min_side: int
     for m in maps:
         a = m.float().abs().numpy()
         peak = float(np.percentile(a, 99.5)) or float(a.max()) or 1.0
-        heat = lut(np.clip(a / peak, 0, 1))[..., :3]
-        tiles.append(0.4 * tiles[0] + 0.6 * heat)
+        level = np.clip(a / peak, 0, 1)[..., None]
+        alpha = 0.3 + 0.7 * level  # the image shows through where the map is low
+        tiles.append((1 - alpha) * tiles[0] + alpha * lut(level[..., 0])[..., :3])
     arr = np.concatenate(tiles, axis=1)
     arr = np.kron(arr, np.ones((scale, scale, 1))) if scale > 1 else arr
     buf = _io.BytesIO()
