@@ -65,7 +65,8 @@ def local_table(methods, n: int, repeats: int) -> dict:
         results = [run_job(method, n) for _ in range(repeats)]
         job = statistics.median(r.seconds for r in results)
         loop = median_time(lambda: single_image_loop(model, x, method), repeats)  # noqa: B023
-        limit = median_time(lambda: fn(model, x, model(x).argmax(1)), repeats)  # noqa: B023
+        pred = torch.cat([model(x[i : i + 32]).argmax(1) for i in range(0, n, 32)])
+        limit = median_time(lambda: fn(model, x, pred), repeats)  # noqa: B023
         rows[method] = {"batch job": n / job, "single-image loop": n / loop, "limit": n / limit}
         breakdown[method] = {k: 1000 * v / n for k, v in results[-1].stages.items()}
     return {"images/s": rows, "ms per image": breakdown}

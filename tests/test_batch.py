@@ -100,7 +100,8 @@ def test_bad_files_are_recorded_and_the_job_goes_on(tmp_path):
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     (src / "notes.txt").write_text("not an image")
     Image.new("L", (3000, 2000), 128).save(src / "huge.png")
-    res = pl.explain_dataset(str(src), tmp_path / "out", limit=None, max_pixels=1_000_000, progress=False)
+    res = pl.explain_dataset(str(src), tmp_path / "out", max_pixels=1_000_000, num_workers=1, batch_size=4,
+                             progress=False)
     assert (res.done, res.failed) == (3, 3)
     rows = {r["key"]: r for r in pl.read_results(tmp_path / "out")}
     assert "not a valid PNG" in rows["broken.png"]["reason"]
@@ -109,6 +110,19 @@ def test_bad_files_are_recorded_and_the_job_goes_on(tmp_path):
     oks = [r for r in rows.values() if r["status"] == "done"]
     assert all(r["label"] == int(y[i]) for i, r in enumerate(sorted(oks, key=lambda r: r["key"][2:])))
     assert "broken.png" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_module_is_used_as_is_and_left_unchanged(tmp_path):
+    model = pl.load_model("digits")
+    model.train()
+    params = [p.detach().clone() for p in model.parameters()]
+    res = pl.explain_dataset("digits-test", tmp_path, model=model, limit=4, progress=False, report=False)
+    assert res.done == 4 and model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), params))
+    with torch.no_grad():
+        model.net[-1].bias.add_(1.0)
+    with pytest.raises(pl.PellucidError, match="other arguments.*model"):
+        pl.explain_dataset("digits-test", tmp_path, model=model, limit=4, progress=False)
 
 
 def test_seeded_methods_are_reproducible_per_image(tmp_path, monkeypatch):
