@@ -314,6 +314,8 @@ def explain_chunk(model: nn.Module, job: Job, items: Sequence[Item], x: torch.Te
     for name in job.methods:
         with timer(f"method {name}"):
             maps[name] = attribute(job, name, model, x, pred, items).detach().float()
+            if maps[name].dim() == 4:  # a per-channel method: sum the channels, as Captum's plots do
+                maps[name] = maps[name].sum(1)
         if job.metric_steps > 0:
             with timer("deletion/insertion"):
                 dels, ins = faithfulness(model, x, pred, maps[name], job.metric_steps)
@@ -489,7 +491,7 @@ class BatchResult:
         return (self.done + self.failed) / self.seconds if self.seconds > 0 else float("nan")
 
 
-def explain_dataset(input: str, out, model: str | nn.Module = "digits", methods: Sequence[str] | str = ("saliency",),
+def explain_dataset(source: str, out, model: str | nn.Module = "digits", methods: Sequence[str] | str = ("saliency",),
                     *, weights: str | None = None, attack: str | None = None, eps: float | None = None,
                     metric_steps: int = 20, seed: int = 0, limit: int | None = None, batch_size: int = 32,
                     num_workers: int = 0, engine: str = "local", ray_workers: int = 2, address: str | None = None,
@@ -511,7 +513,8 @@ def explain_dataset(input: str, out, model: str | nn.Module = "digits", methods:
     if limit is not None:
         check_positive_int(limit, "limit")
     name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
-    job = Job(str(input), name, weights, resolve_methods(methods), attack, eps, metric_steps, seed, max_pixels,
+    source = str(source) if str(source) in DATASETS else str(Path(source).resolve())
+    job = Job(source, name, weights, resolve_methods(methods), attack, eps, metric_steps, seed, max_pixels,
               limit, device, None if isinstance(model, str) else model)
     out = Path(out)
     with job_folder(out, job) as meta:
