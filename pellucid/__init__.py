@@ -34,6 +34,8 @@ _EXPORTS = {
     "check_words": "text_attribution", "explain_text": "text_attribution",
     "text_input_x_gradient": "text_attribution", "text_integrated_gradients": "text_attribution",
     "text_occlusion": "text_attribution", "text_lime": "text_attribution", "hotflip": "text_attack",
+    # a whole data set
+    "explain_dataset": "batch", "read_results": "batch",
 }
 
 __all__ = ["PellucidError", *_EXPORTS]

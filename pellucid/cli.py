@@ -171,6 +171,40 @@ def _serve_run(args):
     serve(args.model, args.weights, host=args.host, port=args.port, replicas=args.replicas)
 
 
+def _batch_args(p):
+    p.add_argument("input", metavar="INPUT", help="a folder of images (recursive) or digits-test")
+    add_model_args(p, images=False)
+    p.add_argument("--methods", default="saliency", help="comma-separated attribution methods")
+    p.add_argument("--attack", default=None, choices=["fgsm", "pgd"], help="also find the minimal epsilon")
+    p.add_argument("--eps", type=float, default=None, help="largest epsilon the search tries")
+    p.add_argument("--metric-steps", type=int, default=20, help="deletion/insertion steps; 0 skips them")
+    p.add_argument("--out", required=True, help="output folder (rerun with the same arguments to resume)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch: bounds memory")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader processes that load images")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--seed", type=int, default=0, help="seed of random methods (per image)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"])
+    p.add_argument("--ray-workers", type=int, default=2, help="Ray actors (each loads the model once)")
+    p.add_argument("--address", default=None, help="Ray cluster address, e.g. ray://head:10001 or auto")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (Ray: one GPU per actor)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="larger images are recorded as failed")
+    p.add_argument("--fsync", action="store_true", help="fsync every file (survive power loss, not just kill)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _batch_run(args):
+    from .batch import explain_dataset
+
+    res = explain_dataset(args.input, args.out, args.model, args.methods, weights=args.weights,
+                          attack=args.attack, eps=args.eps, metric_steps=args.metric_steps, seed=args.seed,
+                          limit=args.limit, batch_size=args.batch_size, num_workers=args.num_workers,
+                          engine=args.engine, ray_workers=args.ray_workers, address=args.address,
+                          device=args.device, max_pixels=args.max_pixels, progress=not args.no_progress,
+                          fsync=args.fsync)
+    print(f"{res.done} explained, {res.failed} failed, {res.skipped} already finished "
+          f"({res.images_per_s:.1f} images/s); table {res.out / 'results.sqlite'}; report {res.report}")
+
+
 Command = tuple[str, Callable, Callable]
 COMMANDS: dict[str, Command] = {
     "models": ("list the models pellucid can load", _models_args, _models_run),
@@ -182,6 +216,7 @@ COMMANDS: dict[str, Command] = {
     "attack-text": ("the fewest letter changes that flip a text model's language (HotFlip)",
                     _attack_text_args, _attack_text_run),
     "serve": ("start the local web page to explore a model", _serve_args, _serve_run),
+    "batch": ("explain a whole data set: maps, overlays, a results table; resumable", _batch_args, _batch_run),
 }
 
 

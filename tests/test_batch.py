@@ -1,0 +1,235 @@
+"""Batch jobs over a whole data set: oracles, resume after kill -9, bad files, Ray equals local."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pellucid as pl
+from pellucid import attribution, batch
+from pellucid.cli import main
+from pellucid.data import digits
+
+
+def maps_of(out: Path, method: str) -> dict[str, np.ndarray]:
+    root = Path(out) / "maps" / method
+    return {p.relative_to(root).as_posix()[:-4]: np.load(p) for p in sorted(root.rglob("*.npy"))}
+
+
+def leftovers(out: Path) -> list[Path]:
+    return [p for p in Path(out).rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_maps_and_rows_match_the_single_image_api(tmp_path, digits_model):
+    res = pl.explain_dataset("digits-test", tmp_path, methods="saliency,input_x_gradient", limit=20,
+                             batch_size=8, progress=False)
+    assert (res.done, res.failed, res.skipped) == (20, 0, 0)
+    x, y = digits("test")
+    x, y = x[:20], y[:20]
+    probs = digits_model(x).softmax(1).detach()
+    pred = probs.argmax(1)
+    rows = pl.read_results(tmp_path)
+    assert [r["key"] for r in rows] == [f"digits-test/{i:05d}" for i in range(20)]
+    assert [r["prediction"] for r in rows] == pred.tolist()
+    assert [r["label"] for r in rows] == y.tolist()
+    assert np.allclose([r["confidence"] for r in rows], probs.max(1).values.numpy(), atol=1e-6)
+    # oracle: the gradient of the predicted logit, by plain autograd, image by image
+    for i in (0, 7, 19):
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(digits_model(xi)[0, pred[i]], xi)
+        key = f"digits-test/{i:05d}"
+        assert np.allclose(maps_of(tmp_path, "saliency")[key], g.abs().amax(1)[0].numpy(), atol=1e-6)
+        assert np.allclose(maps_of(tmp_path, "input_x_gradient")[key], (g * x[i]).sum(1)[0].numpy(), atol=1e-6)
+    from PIL import Image
+
+    with Image.open(tmp_path / "overlays" / "digits-test" / "00003.png") as img:
+        assert img.width == 3 * img.height >= 3 * 112
+    page = (tmp_path / "report.html").read_text()
+    assert "Batch summary" in page and "accuracy" in page and "Mean saliency per predicted class" in page
+
+
+def test_unknown_method_and_bad_arguments(tmp_path):
+    with pytest.raises(pl.PellucidError, match="unknown method 'nope'.*saliency.*input_x_gradient"):
+        pl.explain_dataset("digits-test", tmp_path, methods="saliency,nope")
+    with pytest.raises(pl.PellucidError, match="neither a folder nor a data set"):
+        pl.explain_dataset(str(tmp_path / "missing"), tmp_path / "o")
+    with pytest.raises(pl.PellucidError, match="engine"):
+        pl.explain_dataset("digits-test", tmp_path, engine="spark")
+    with pytest.raises(pl.PellucidError, match="batch_size"):
+        pl.explain_dataset("digits-test", tmp_path, batch_size=0)
+
+
+def test_resume_skips_finished_images_and_refuses_other_arguments(tmp_path):
+    first = pl.explain_dataset("digits-test", tmp_path, limit=12, batch_size=4, progress=False, report=False)
+    again = pl.explain_dataset("digits-test", tmp_path, limit=20, batch_size=4, progress=False, report=False)
+    assert (first.done, again.done, again.skipped) == (12, 8, 12)
+    assert len(pl.read_results(tmp_path)) == 20
+    with pytest.raises(pl.PellucidError, match="other arguments.*methods"):
+        pl.explain_dataset("digits-test", tmp_path, methods="input_x_gradient", limit=20)
+
+
+def test_missing_features_leave_null_columns_with_a_note(tmp_path):
+    import importlib.util
+
+    res = pl.explain_dataset("digits-test", tmp_path, limit=4, progress=False, report=False)
+    row = pl.read_results(tmp_path)[0]
+    if importlib.util.find_spec("pellucid.metrics") is None:
+        assert row["saliency_deletion"] is None and row["saliency_insertion"] is None
+        assert any("pellucid.metrics" in n for n in res.notes)
+    else:
+        assert 0 <= row["saliency_deletion"] <= 1 and 0 <= row["saliency_insertion"] <= 1
+
+
+def test_bad_files_are_recorded_and_the_job_goes_on(tmp_path):
+    from PIL import Image
+
+    x, y = digits("test")
+    src = tmp_path / "in"
+    for i in range(3):
+        pl.save_image(x[i], src / str(int(y[i])) / f"ok{i}.png")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    (src / "notes.txt").write_text("not an image")
+    Image.new("L", (3000, 2000), 128).save(src / "huge.png")
+    res = pl.explain_dataset(str(src), tmp_path / "out", max_pixels=1_000_000, num_workers=1, batch_size=4,
+                             progress=False)
+    assert (res.done, res.failed) == (3, 3)
+    rows = {r["key"]: r for r in pl.read_results(tmp_path / "out")}
+    assert "not a valid PNG" in rows["broken.png"]["reason"]
+    assert "not an image file" in rows["notes.txt"]["reason"] and ".txt" in rows["notes.txt"]["reason"]
+    assert "too large: 3000x2000" in rows["huge.png"]["reason"]
+    oks = [r for r in rows.values() if r["status"] == "done"]
+    assert all(r["label"] == int(y[i]) for i, r in enumerate(sorted(oks, key=lambda r: r["key"][2:])))
+    assert "broken.png" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_module_is_used_as_is_and_left_unchanged(tmp_path):
+    model = pl.load_model("digits")
+    model.train()
+    params = [p.detach().clone() for p in model.parameters()]
+    res = pl.explain_dataset("digits-test", tmp_path, model=model, limit=4, progress=False, report=False)
+    assert res.done == 4 and model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), params))
+    with torch.no_grad():
+        model.net[-1].bias.add_(1.0)
+    with pytest.raises(pl.PellucidError, match="other arguments.*model"):
+        pl.explain_dataset("digits-test", tmp_path, model=model, limit=4, progress=False)
+
+
+def test_seeded_methods_are_reproducible_per_image(tmp_path, monkeypatch):
+    """A random method gets a seed per image, so its map does not depend on the batch it ran in."""
+
+    def noisy(model, x, target, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        noise = 0.1 * torch.randn(x.shape, generator=gen)
+        return pl.saliency(model, (x + noise).clamp(0, 1), target)
+
+    monkeypatch.setattr(attribution, "METHODS", {"saliency": pl.saliency, "smoothgrad": noisy}, raising=False)
+    a = pl.explain_dataset("digits-test", tmp_path / "a", methods="smoothgrad", limit=9, batch_size=3,
+                           progress=False, report=False)
+    b = pl.explain_dataset("digits-test", tmp_path / "b", methods="smoothgrad", limit=9, batch_size=4,
+                           progress=False, report=False)
+    ma, mb = maps_of(tmp_path / "a", "smoothgrad"), maps_of(tmp_path / "b", "smoothgrad")
+    assert a.done == b.done == 9 and ma.keys() == mb.keys()
+    assert all(np.array_equal(ma[k], mb[k]) for k in ma)
+    assert not np.array_equal(ma["digits-test/00000"], maps_of(tmp_path / "a", "smoothgrad")["digits-test/00001"])
+
+
+def _count_rows(table: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{table}?mode=ro", uri=True, timeout=1) as db:
+            return db.execute("SELECT count(*) FROM results").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_at_random_points_then_resume(tmp_path):
+    n, out = 100, tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pellucid.cli", "batch", "digits-test", "--limit", str(n), "--batch-size", "4",
+           "--metric-steps", "0", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    rng, kills = random.Random(0), 0
+    for _ in range(3):
+        stop_at = _count_rows(out / "results.sqlite") + rng.randint(4, 24)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while proc.poll() is None and _count_rows(out / "results.sqlite") < stop_at and time.time() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.02))  # a random moment of a batch: model passes, file writes or commit
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    before = {r["key"]: r["finished_at"] for r in pl.read_results(out)}
+    assert kills >= 2 and 0 < len(before) < n
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+    rows = pl.read_results(out)
+    assert sorted(r["position"] for r in rows) == list(range(n)) and all(r["status"] == "done" for r in rows)
+    assert all(r["finished_at"] == before[r["key"]] for r in rows if r["key"] in before), "a finished image was redone"
+    assert leftovers(out) == []
+    ref = tmp_path / "ref"
+    pl.explain_dataset("digits-test", ref, metric_steps=0, limit=n, batch_size=4, progress=False, report=False)
+    got, want = maps_of(out, "saliency"), maps_of(ref, "saliency")
+    assert got.keys() == want.keys() and len(got) == n
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    assert len(list((out / "overlays").rglob("*.png"))) == n
+
+
+def test_cli_batch_writes_table_maps_and_report(tmp_path, capsys):
+    assert main(["batch", "digits-test", "--limit", "6", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "6 explained, 0 failed" in capsys.readouterr().out
+    assert len(maps_of(tmp_path, "saliency")) == 6 and (tmp_path / "report.html").exists()
+    assert main(["batch", "digits-test", "--methods", "bogus", "--out", str(tmp_path)]) == 2
+    assert "unknown method 'bogus'" in capsys.readouterr().err
+
+
+def test_ray_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(pl.PellucidError, match="pip install 'pellucid\\[ray\\]'"):
+        batch._ray()
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray Data, locally
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _ray_equals_local(tmp_path, method: str, n: int = 200):
+    kw = dict(methods=method, limit=n, batch_size=25, metric_steps=0, progress=False)
+    local = pl.explain_dataset("digits-test", tmp_path / "local", report=False, **kw)
+    ray = pl.explain_dataset("digits-test", tmp_path / "ray", engine="ray", ray_workers=2, **kw)
+    assert local.done == ray.done == n
+    a, b = maps_of(tmp_path / "local", method), maps_of(tmp_path / "ray", method)
+    assert a.keys() == b.keys() and len(a) == n
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    drop = ("finished_at", "seconds")
+    rows_a = [{k: v for k, v in r.items() if k not in drop} for r in pl.read_results(tmp_path / "local")]
+    rows_b = [{k: v for k, v in r.items() if k not in drop} for r in pl.read_results(tmp_path / "ray")]
+    assert rows_a == rows_b
+    assert leftovers(tmp_path / "ray") == [] and (tmp_path / "ray" / "report.html").exists()
+
+
+def test_ray_equals_local_for_saliency(tmp_path, ray_local):
+    _ray_equals_local(tmp_path, "saliency")
+
+
+@pytest.mark.skipif(not hasattr(attribution, "integrated_gradients"), reason="needs pl.integrated_gradients")
+def test_ray_equals_local_for_integrated_gradients(tmp_path, ray_local):
+    _ray_equals_local(tmp_path, "ig")
