@@ -573,7 +573,8 @@ def class_visualization(model: nn.Module, target, steps: int = 100, lr: float | 
                         progress: bool | None = None) -> Visualization:
     """Class visualization (Simonyan et al. 2014, Yosinski et al. 2015), as in the CS231n exercise.
 
-    From seeded noise, each step rolls the image by up to ``jitter`` pixels, ascends
+    From seeded noise, each step rolls the image by up to ``jitter`` pixels (given, like ``lr``, for
+    the course's 224² images and scaled with the image side: 2 px at 28²), ascends
     ``logit[target] - l2 * ||I||²`` with the course's normalized step of size ``lr``, rolls back,
     clamps to [0, 1], and every ``blur_every`` steps blurs by ``blur_sigma``. ``target``: an int or
     one class per image (a batch). ``param="fourier"`` optimizes Lucid's decorrelated spectrum with
@@ -589,6 +590,8 @@ def class_visualization(model: nn.Module, target, steps: int = 100, lr: float | 
     n = len(target) if isinstance(target, Sequence | torch.Tensor) and not isinstance(target, str) else 1
     t = as_target(target, n, num_classes(model))  # range checks before any work
     check_positive_int(jitter, "jitter", minimum=0)
+    side = (size or getattr(model, "input_size", None) or (0, 224, 224))[-1]
+    jitter = max(1, round(jitter * side / 224)) if jitter else 0  # the course's 16 px at 224; 2 px at 28
     if param != "pixel" and lr == 25:
         lr = None
     objective = class_logit(t) - l2 * _l2() if l2 else class_logit(t)
@@ -644,6 +647,13 @@ def activations(model: nn.Module, x: torch.Tensor, layer: str | nn.Module, *,
     return torch.cat(outs)
 
 
+def _shape_recorder(shapes: dict, name: str) -> Callable:
+    def hook(_m, _inputs, out) -> None:
+        shapes.setdefault(name, tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None)
+
+    return hook
+
+
 def layer_names(model: nn.Module, size: Sequence[int] | None = None) -> list[tuple[str, str, tuple | None]]:
     """``(name, type, output shape)`` of every layer ``layer=`` accepts, from one forward of a blank image.
 
@@ -655,8 +665,54 @@ def layer_names(model: nn.Module, size: Sequence[int] | None = None) -> list[tup
     if size is not None:
         with model_state(model) as state:
             for name, m in layers.items():
-                state.forward_hook(m, lambda _m, _i, out, name=name: shapes.setdefault(
-                    name, tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None))
+                state.forward_hook(m, _shape_recorder(shapes, name))
             with torch.no_grad():
                 model(torch.full((1, *size), 0.5, device=_model_device(model)))
     return [(name, type(m).__name__, shapes.get(name)) for name, m in layers.items()]
+
+
+def filter_layer(model: nn.Module) -> str:
+    """The conv layer whose filters the report shows: the second ``Conv2d`` (the first if only one)."""
+    convs = [name for name, m in named_layers(model).items() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise PellucidError("the model has no Conv2d layer; pass layer='name' explicitly")
+    return convs[min(1, len(convs) - 1)]
+
+
+def filter_maps(model: nn.Module, layer: str | nn.Module, channels: Sequence[int], x: torch.Tensor) -> torch.Tensor:
+    """Activation maps ``(K, N, h, w)`` of ``channels`` of a conv ``layer`` on images ``x``."""
+    acts = activations(model, x, layer)
+    if acts.dim() != 4:
+        raise PellucidError(f"layer {layer!r} outputs shape {tuple(acts.shape)}; activation maps need (N, C, H, W)")
+    bad = [c for c in channels if not 0 <= c < acts.shape[1]]
+    if bad:
+        raise PellucidError(f"channel {bad[0]} is out of range: layer {layer!r} has channels 0..{acts.shape[1] - 1}")
+    return acts[:, list(channels)].transpose(0, 1)
+
+
+LEARNED_STEPS = 100  # the report's optimization steps (tests lower it)
+
+
+def learned_figures(model: nn.Module, x: torch.Tensor, predicted: torch.Tensor, seed: int = 0,
+                    channels: int = 8, images: int = 4) -> tuple[bytes, bytes, str]:
+    """The report's "What has it learned" pictures: class visualizations and one conv layer's filters.
+
+    Every class of a model with at most 10 classes (all of ``digits``), else the predicted classes (up to
+    4, with the Fourier parameterization). Returns ``(classes PNG, filters PNG, layer name)``.
+    """
+    from . import render
+
+    k = num_classes(model)
+    classes = list(range(k)) if k is not None and k <= 10 else list(dict.fromkeys(predicted.tolist()))[:4]
+    param = "pixel" if k is not None and k <= 10 else "fourier"
+    v = class_visualization(model, classes, steps=LEARNED_STEPS, seed=seed, param=param)
+    with torch.no_grad(), model_state(model):
+        probs = model(v.image).softmax(1)[range(len(classes)), classes]
+    label = getattr(model, "label", str)
+    titles = [f"{label(c)} ({100 * float(p):.0f}%)" for c, p in zip(classes, probs)]
+    layer = filter_layer(model)
+    chans = list(range(min(channels, find_layer(model, layer).out_channels)))
+    shown = x[:images]
+    f = channel_visualization(model, layer, chans, steps=LEARNED_STEPS, seed=seed)
+    filters = render.filter_grid(f.image, filter_maps(model, layer, chans, shown), shown, chans)
+    return render.image_grid(v.image, titles), filters, layer
