@@ -5,7 +5,8 @@ input), which every step must pay. pellucid's step adds the jitter, the blur, th
 the update; the goal is <= 1.15x the limit. The anchor is the CS231n reference loop written in plain
 PyTorch (roll, forward, backward into the image, normalized step, unroll, clamp, scipy-free blur).
 
-Run: ``python benchmarks/visualization.py`` (about 1-2 minutes on 2 CPU cores). Median of ``REPEATS``.
+Run: ``python benchmarks/visualization.py [digits] [resnet18]`` (about a minute on 2 quiet CPU cores;
+much longer on a loaded machine). Median of ``REPEATS``.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ REPEATS = 3
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def median_time(fn, repeats: int = REPEATS) -> float:
+def median_time(fn, repeats: int = REPEATS) -> tuple[float, float]:
+    """Median wall-clock and CPU (process) seconds of ``fn()``; CPU time is steadier on a busy machine."""
     fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        w, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def course_loop(model, targets, steps, lr=25.0, l2=1e-3, jitter=16, blur_every=10):
@@ -62,7 +65,7 @@ def course_loop(model, targets, steps, lr=25.0, l2=1e-3, jitter=16, blur_every=1
 
 def bench(name, model, targets, steps):
     x = torch.rand((len(targets), *model.input_size), generator=torch.Generator().manual_seed(1))
-    limit = median_time(lambda: pl.gradient(model, x, targets)) * 1.0
+    limit = median_time(lambda: pl.gradient(model, x, targets))
     runs = {
         "pellucid class_visualization (pixel)": lambda: pl.class_visualization(model, targets, steps=steps),
         "pellucid class_visualization (fourier)": lambda: pl.class_visualization(model, targets, steps=steps,
@@ -70,20 +73,21 @@ def bench(name, model, targets, steps):
         "course loop, plain PyTorch (anchor)": lambda: course_loop(model, targets, steps),
     }
     print(f"\n{name}: batch {len(targets)} x {tuple(model.input_size)}, {steps} steps per run, "
-          f"median of {REPEATS}")
-    print(f"  {'limit: one input-gradient pass':<44} {1000 * limit:8.1f} ms/step   1.00x")
+          f"median of {REPEATS}; ms per step (ratio to the limit)")
+    print(f"  {'':<44} {'wall':>16} {'CPU':>16}")
+    print(f"  {'limit: one input-gradient pass':<44} {1000 * limit[0]:8.1f} (1.00x) {1000 * limit[1]:8.1f} (1.00x)")
     for label, fn in runs.items():
-        per_step = median_time(fn) / steps
-        print(f"  {label:<44} {1000 * per_step:8.1f} ms/step   {per_step / limit:.2f}x")
+        wall, cpu = (t / steps for t in median_time(fn))
+        print(f"  {label:<44} {1000 * wall:8.1f} ({wall / limit[0]:.2f}x) {1000 * cpu:8.1f} ({cpu / limit[1]:.2f}x)")
 
 
-def main():
+def main(which=("digits", "resnet18")):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; timings on a shared machine are noisy")
-    digits = pl.load_model("digits")
-    bench("digits", digits, list(range(10)), steps=40)
-    resnet = pl.load_model("resnet18", weights="random")
-    bench("resnet18 (random weights)", resnet, [1, 207, 500, 950], steps=4)
+    if "digits" in which:
+        bench("digits", pl.load_model("digits"), list(range(10)), steps=20)
+    if "resnet18" in which:
+        bench("resnet18 (random weights)", pl.load_model("resnet18", weights="random"), [1, 500], steps=3)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or ("digits", "resnet18"))
