@@ -478,7 +478,7 @@ def visualize(model: nn.Module, objective, *, n: int | None = None, size: Sequen
     gen = torch.Generator().manual_seed(seed)
     p = make_param(param, start, n, size, model, gen, start.device if start is not None else _model_device(model))
     bind = objective.bind(model, n)
-    trackers = {"objective": bind} | {k: as_objective(v).bind(model, n) for k, v in (track or {}).items()}
+    trackers = {k: as_objective(v).bind(model, n) for k, v in (track or {}).items()}
     keys = list(dict.fromkeys(objective.layers + sum((as_objective(v).layers for v in (track or {}).values()), ())))
     modules = {k: find_layer(model, k) for k in keys}  # unknown names fail here, with close matches
     with model_state(model) as state:
@@ -507,7 +507,7 @@ def _optimize(model, state, p, scorer, transforms, steps, lr, optimizer, blur_ev
     opt = torch.optim.Adam([p.tensor], lr=lr) if optimizer == "adam" else None
     std = _norm_stats(model, p.tensor.shape[1])[1] if isinstance(p, PixelParam) else None
     std = std.to(p.tensor.device, p.tensor.dtype) if std is not None else None
-    history: dict[str, list] = {k: [] for k in scorer.trackers}
+    history: dict[str, list] = {k: [] for k in ("objective", *scorer.trackers)}
     shots: dict[int, torch.Tensor] = {}
     for step in tqdm(range(1, steps + 1), desc="visualizing", disable=None if progress is None else not progress,
                      leave=False, mininterval=0.5):
@@ -515,8 +515,9 @@ def _optimize(model, state, p, scorer, transforms, steps, lr, optimizer, blur_ev
         with torch.enable_grad():
             img = p.image()
             seen = _fit(transforms(img, gen), img.shape[-2:]) if transforms is not None else img
-            grads = [g for _, g, _ in iter_gradients(model, seen, n, Target(None, scorer), bs)]
-            g = torch.cat(grads)
+            parts = list(iter_gradients(model, seen, n, Target(None, scorer), bs))
+            g = torch.cat([grad for _, grad, _ in parts])
+            history["objective"].append(torch.cat([score for _, _, score in parts]))
             if seen is not p.tensor:
                 (g,) = torch.autograd.grad(seen, p.tensor, grad_outputs=g)
         _step(p, g, lr, opt, std)
@@ -622,9 +623,11 @@ def channel_visualization(model: nn.Module, layer: str | nn.Module, channel, ste
     objective = _channel(layer, chans)
     if transforms is None and jitter:
         transforms = roll(check_positive_int(jitter, "jitter", minimum=0))
-    return visualize(model, objective, n=n, start=start, param=param, transforms=transforms, steps=steps, lr=lr,
-                     blur_every=blur_every, blur_sigma=blur_sigma, snapshots=snapshots,
-                     track={"activation": objective}, seed=seed, batch_size=batch_size, progress=progress)
+    v = visualize(model, objective, n=n, start=start, param=param, transforms=transforms, steps=steps, lr=lr,
+                  blur_every=blur_every, blur_sigma=blur_sigma, snapshots=snapshots, seed=seed,
+                  batch_size=batch_size, progress=progress)
+    v.history["activation"] = v.history["objective"]  # the objective is the channel's mean activation
+    return v
 
 
 def activations(model: nn.Module, x: torch.Tensor, layer: str | nn.Module, *,
