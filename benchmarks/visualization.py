@@ -6,7 +6,8 @@ the update; the goal is <= 1.15x the limit. The anchor is the CS231n reference l
 PyTorch (roll, forward, backward into the image, normalized step, unroll, clamp, scipy-free blur).
 
 Run: ``python benchmarks/visualization.py [digits] [resnet18]`` (about a minute on 2 quiet CPU cores;
-much longer on a loaded machine). Median of ``REPEATS``.
+much longer on a loaded machine; ``BENCH_THREADS=1`` avoids thread oversubscription there). Median
+of ``REPEATS``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pellucid as pl  # noqa: E402
 from pellucid.visualize import gaussian_blur  # noqa: E402
 
 REPEATS = 3
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("BENCH_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
 def median_time(fn, repeats: int = REPEATS) -> tuple[float, float]:
