@@ -92,6 +92,9 @@ def saliency_section(ctx: ReportContext) -> render.Section:
                           render.img_tag(png, "saliency maps", width=420))
 
 
+SECTIONS: list[Callable[[ReportContext], render.Section]] = [predictions_section, saliency_section]
+
+
 def learned_section(ctx: ReportContext) -> render.Section:
     from .visualize import learned_figures
 
@@ -105,7 +108,7 @@ def learned_section(ctx: ReportContext) -> render.Section:
                           + render.img_tag(filters_png, f"filters of {layer}", width=620))
 
 
-SECTIONS: list[Callable[[ReportContext], render.Section]] = [predictions_section, saliency_section, learned_section]
+SECTIONS.append(learned_section)
 
 
 def build_report(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, out, seed: int = 0,
