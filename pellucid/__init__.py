@@ -8,6 +8,8 @@ Public names are imported lazily from their modules, so ``import pellucid`` stay
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from ._checks import PellucidError
 
@@ -27,7 +29,11 @@ _EXPORTS = {
     "minimal_epsilon": "adversarial", "robustness_curve": "adversarial",
     # what has it learned
     "class_visualization": "visualize", "channel_visualization": "visualize", "visualize": "visualize",
-    "activations": "visualize", "layer_names": "visualize",
+    "activations": "visualize", "layer_names": "visualize", "Visualization": "visualize", "Objective": "visualize",
+    "class_logit": "visualize", "channel": "visualize", "neuron": "visualize", "l2": "visualize",
+    "total_variation": "visualize", "compose": "visualize", "roll": "visualize", "pad": "visualize",
+    "jitter": "visualize", "random_scale": "visualize", "random_rotate": "visualize", "blur": "visualize",
+    "standard_transforms": "visualize",
     # can we trust it
     "deletion": "metrics", "insertion": "metrics", "sanity_check": "metrics", "compare": "metrics",
     # sequences: the langid GRU, per-character attribution, a character attack
@@ -48,6 +54,18 @@ def __getattr__(name: str):
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """Keeps ``pl.visualize`` the function: importing the submodule of the same name would replace it."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __dir__():

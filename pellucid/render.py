@@ -243,6 +243,29 @@ def text_png(words: Sequence[str], maps: dict[str, Sequence[torch.Tensor]],
     for i in range(n):
         axes[i][0].set_ylabel(row_titles[i] if row_titles else words[i], fontsize=8, rotation=0, ha="right",
                               va="center")
+# feature visualizations
+
+def _blank(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int | None = None,
+               scale: float = 1.5) -> bytes:
+    """A PNG of images ``(N, C, H, W)`` in [0, 1], in rows of ``ncols`` (default: up to 10), titled."""
+    plt = _plt()
+    n = len(images)
+    ncols = ncols or min(n, 10)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, (scale + 0.25) * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        _blank(ax)
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(image_array(images[i]), interpolation="nearest" if images.shape[-1] < 64 else "antialiased")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
     return fig_png(fig)
 
@@ -263,3 +286,53 @@ def text_html(words: Sequence[str], maps: dict[str, Sequence[torch.Tensor]],
             cells.append(spans)
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f'<table class="text-attr"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def snapshot_strip(snapshots: dict[int, torch.Tensor], row_titles: Sequence[str] | None = None,
+                   scale: float = 1.5) -> bytes:
+    """The iteration strip: one row per image, one column per snapshot step ("step 1", "step 25", ...)."""
+    plt = _plt()
+    steps = sorted(snapshots)
+    n = len(snapshots[steps[0]])
+    fig, axes = plt.subplots(n, len(steps), figsize=(scale * len(steps), scale * n + 0.3), squeeze=False)
+    for j, step in enumerate(steps):
+        for i in range(n):
+            ax = axes[i][j]
+            _blank(ax)
+            ax.imshow(image_array(snapshots[step][i]), interpolation="nearest")
+            if i == 0:
+                ax.set_title(f"step {step}", fontsize=9)
+            if j == 0 and row_titles is not None:
+                ax.set_ylabel(row_titles[i], fontsize=9)
+    fig.tight_layout()
+    return fig_png(fig)
+
+
+def filter_grid(visualizations: torch.Tensor, maps: torch.Tensor, images: torch.Tensor,
+                channels: Sequence[int], scale: float = 1.4) -> bytes:
+    """One row per channel: its visualization, then its activation map on each image ``(K, N, h, w)``.
+
+    Every map of a row shares one colour scale, so rows show where and how strongly the filter fires.
+    """
+    plt = _plt()
+    k, n = len(channels), len(images)
+    fig, axes = plt.subplots(k + 1, n + 1, figsize=(scale * (n + 1), scale * (k + 1)), squeeze=False)
+    axes[0][0].axis("off")
+    for j in range(n):
+        _blank(axes[0][j + 1])
+        axes[0][j + 1].imshow(image_array(images[j]), interpolation="nearest")
+        axes[0][j + 1].set_title(f"image {j}", fontsize=8)
+    for i, c in enumerate(channels):
+        ax = axes[i + 1][0]
+        _blank(ax)
+        ax.imshow(image_array(visualizations[i]), interpolation="nearest")
+        ax.set_ylabel(f"channel {c}", fontsize=8)
+        if i == 0:
+            ax.set_title("visualization", fontsize=8)
+        peak = float(maps[i].max()) or 1.0
+        for j in range(n):
+            _blank(axes[i + 1][j + 1])
+            axes[i + 1][j + 1].imshow(maps[i, j].detach().float().cpu().numpy(), cmap="inferno", vmin=0,
+                                      vmax=peak, interpolation="nearest")
+    fig.tight_layout()
+    return fig_png(fig)

@@ -133,6 +133,22 @@ def langid_section(ctx: ReportContext) -> render.Section | None:
 SECTIONS: list[Callable[[ReportContext], render.Section]] = [predictions_section, saliency_section, langid_section]
 
 
+def learned_section(ctx: ReportContext) -> render.Section:
+    from .visualize import learned_figures
+
+    classes_png, filters_png, layer = learned_figures(ctx.model, ctx.x, ctx.predicted, seed=ctx.seed)
+    return render.Section("What has it learned",
+                          "Class visualizations (gradient ascent from noise with L2, jitter and blur, "
+                          "Yosinski et al. 2015) with the probability the model gives each, then the "
+                          f"filters of layer {layer}: each row is the image that most excites one channel, "
+                          "beside where that channel fires on the report's images.",
+                          render.img_tag(classes_png, "class visualizations", width=900)
+                          + render.img_tag(filters_png, f"filters of {layer}", width=620))
+
+
+SECTIONS.append(learned_section)
+
+
 def build_report(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, out, seed: int = 0,
                  progress: bool = True, sections=None) -> Path:
     """Write ``out/index.html`` and return its path."""

@@ -1,0 +1,56 @@
+"""Regenerate the README's "What has it learned" pictures: python docs/visualize_figures.py [WEIGHTS]
+
+WEIGHTS: an optional resnet18 ImageNet state_dict (.pth/.safetensors); without it, a random-weight
+resnet18 is shown (no weights can be downloaded here).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pellucid as pl  # noqa: E402
+from pellucid import render  # noqa: E402
+from pellucid.visualize import filter_maps  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "img"
+
+
+def digits_figures():
+    model = pl.load_model("digits")
+    v = pl.class_visualization(model, range(10))
+    with torch.no_grad():
+        probs = model(v.image).softmax(1).diagonal()
+    titles = [f"{k} ({100 * float(p):.0f}%)" for k, p in enumerate(probs)]
+    render.write_png(render.image_grid(v.image, titles), OUT / "classviz_digits.png")
+    render.write_png(render.snapshot_strip({s: im[[0, 3, 8]] for s, im in v.snapshots.items()}, ["0", "3", "8"]),
+                     OUT / "classviz_digits_history.png")
+    x, _ = pl.sample_images("digits", n=4)
+    chans = list(range(6))
+    f = pl.channel_visualization(model, "conv2", chans)
+    render.write_png(render.filter_grid(f.image, filter_maps(model, "conv2", chans, x), x, chans),
+                     OUT / "filters_digits_conv2.png")
+    print("digits:", [round(float(p), 3) for p in probs])
+
+
+def resnet_figures(weights: str, size: int = 128, steps: int = 64):
+    model = pl.load_model("resnet18", weights=weights)
+    targets = [1, 130, 945]  # goldfish, flamingo, bell pepper
+    names = [model.label(t) for t in targets]
+    images, titles = [], []
+    for param in ("pixel", "fourier"):
+        v = pl.class_visualization(model, targets, steps=steps, param=param, size=(3, size, size))
+        images.append(v.image)
+        titles += [f"{param}: {n} ({100 * float(p):.0f}%)" for n, p in zip(names, v.probability[-1])]
+    kind = "random" if weights == "random" else "pretrained"
+    render.write_png(render.image_grid(torch.cat(images), titles, ncols=len(targets), scale=2.2),
+                     OUT / f"classviz_resnet18_{kind}.png")
+
+
+if __name__ == "__main__":
+    digits_figures()
+    resnet_figures(sys.argv[1] if len(sys.argv) > 1 else "random")
