@@ -308,7 +308,7 @@ def test_report_on_resnet18_photos(tmp_path, resnet_small, photos_small):
     from pellucid.report import build_report, faithfulness_section, predictions_section
 
     x, y = photos_small
-    path = build_report(resnet_small, x[:2], y[:2], tmp_path, progress=False,
+    path = build_report(resnet_small, x[:1], y[:1], tmp_path, progress=False,
                         sections=[predictions_section, faithfulness_section])
     page = path.read_text()
     assert 'id="faithfulness-and-sanity-checks"' in page and page.count("<img") >= 3
