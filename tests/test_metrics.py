@@ -75,6 +75,21 @@ def test_curve_endpoints_are_the_image_and_the_baseline(digits_model, digits_bat
     torch.testing.assert_close(d.fractions, torch.linspace(0, 1, 5))
 
 
+def test_deletion_matches_quantus_pixel_flipping(digits_model, digits_batch):
+    """Quantus's PixelFlipping (one forward per step, "black" = the image's minimum, 0 for digits)."""
+    quantus = pytest.importorskip("quantus")
+    x, y = digits_batch
+    x, y = x[:4], y[:4]
+    maps = torch.rand(4, 28, 28, generator=torch.Generator().manual_seed(0))  # no ties: one order
+    ours = pl.deletion(digits_model, x, y, maps, steps=50)
+    metric = quantus.PixelFlipping(features_in_step=16, perturb_baseline="black", disable_warnings=True,
+                                   display_progressbar=False)
+    digits_model.eval()
+    ref = metric(model=digits_model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(),
+                 softmax=True, device="cpu")
+    np.testing.assert_allclose(ours.scores[:, 1:].numpy(), np.array(ref), atol=1e-5)
+
+
 def test_blur_matches_torchvision():
     from torchvision.transforms.functional import gaussian_blur
 
