@@ -4,7 +4,7 @@ The limit is the raw forward passes of the same N * steps step images, pre-built
 the best batch size of a sweep: deletion/insertion can only add the cost of building each chunk.
 Quantus (if installed) runs one forward of the whole batch per step, round-tripping through numpy.
 
-    python benchmarks/metrics.py            # digits (32 images) and resnet18 at 64x64 (8 images)
+    python benchmarks/metrics.py            # digits (32 images) and resnet18 at 64x64 (4 photos)
 """
 
 from __future__ import annotations
