@@ -325,7 +325,10 @@ def sanity_check(model: nn.Module, x: torch.Tensor, target, method: str | Method
 
     name, fn = resolve_method(method)
     x, _, _ = prepare(model, x, target, None)
-    copy_ = copy.deepcopy(model)
+    try:
+        copy_ = copy.deepcopy(model)
+    except Exception as e:
+        raise PellucidError(f"sanity_check randomizes a copy of the model, but copy.deepcopy failed: {e}") from e
     names = list(layers) if layers is not None else randomizable_layers(copy_)
     if not names:
         raise PellucidError("the model has no layer with parameters to randomize")

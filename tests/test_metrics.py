@@ -327,4 +327,4 @@ def test_report_on_resnet18_photos(tmp_path, resnet_small, photos_small):
                         sections=[predictions_section, faithfulness_section])
     page = path.read_text()
     assert 'id="faithfulness-and-sanity-checks"' in page and page.count("<img") >= 3
-    assert "layer4" in page or "random" in page
+    assert "<td>saliency</td>" in page and "<td>random</td>" in page
