@@ -95,6 +95,7 @@ def saliency_section(ctx: ReportContext) -> render.Section:
 # cheaper settings for the report's faithfulness section, applied where a method takes the keyword
 REPORT_SETTINGS = {"ig": {"steps": 16}, "smoothgrad": {"samples": 8}, "lime": {"samples": 250}}
 SANITY_METHODS = ("saliency", "input_x_gradient", "smoothgrad", "ig", "gradcam")
+SANITY_METHODS_LARGE = ("saliency", "input_x_gradient", "gradcam")  # large images: the cheap ones
 
 
 def faithfulness_section(ctx: ReportContext) -> render.Section:
@@ -102,13 +103,13 @@ def faithfulness_section(ctx: ReportContext) -> render.Section:
 
     from .metrics import COLUMNS, accepts, available_methods, compare, top_layers
 
-    n = min(len(ctx.x), 6)
     small = ctx.x.shape[-1] * ctx.x.shape[-2] <= 64 * 64
+    n = min(len(ctx.x), 6 if small else 4)
     methods = {}
     for name, fn in available_methods().items():
         kw = {k: v for k, v in REPORT_SETTINGS.get(name, {}).items() if accepts(fn, k)}
         methods[name] = partial(fn, **kw) if kw else fn
-    sanity = [m for m in SANITY_METHODS if m in methods]
+    sanity = [m for m in (SANITY_METHODS if small else SANITY_METHODS_LARGE) if m in methods]
     result = compare(ctx.model, ctx.x[:n], ctx.predicted[:n], methods, steps=21 if small else 11,
                      sanity=sanity, sanity_layers=top_layers(ctx.model), seed=ctx.seed)
     rows = [[r[c] if isinstance(r[c], str) else render.number(r[c]) for c in COLUMNS] for r in result.rows]

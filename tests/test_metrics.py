@@ -328,3 +328,20 @@ def test_report_on_resnet18_photos(tmp_path, resnet_small, photos_small):
     page = path.read_text()
     assert 'id="faithfulness-and-sanity-checks"' in page and page.count("<img") >= 3
     assert "<td>saliency</td>" in page and "<td>random</td>" in page
+
+
+def test_report_section_uses_the_registry_with_cheap_settings(monkeypatch, digits_model, digits_batch, tmp_path):
+    from pellucid.report import build_report, faithfulness_section
+
+    seen = []
+
+    def ig_like(model, x, target, steps=50):
+        seen.append(steps)
+        return pl.saliency(model, x, target)
+
+    monkeypatch.setattr(attribution, "METHODS", {"saliency": attribution.saliency, "ig": ig_like}, raising=False)
+    x, y = digits_batch
+    page = build_report(digits_model, x[:2], y[:2], tmp_path, progress=False,
+                        sections=[faithfulness_section]).read_text()
+    assert "<td>ig</td>" in page and "<td>saliency</td>" in page and "input_x_gradient" not in page
+    assert seen and set(seen) == {16}
