@@ -402,9 +402,11 @@ def compare(model: nn.Module, x: torch.Tensor, target, methods: Sequence | dict 
     steps = _check_steps(steps)
     x, _, _ = prepare(model, x, target, batch_size)
     table = _methods(methods)
-    gen_seed = seed
-    table["random"] = lambda _m, xx, _t: random_attribution(xx, gen_seed)
+    table["random"] = lambda _m, xx, _t: random_attribution(xx, seed)
     checked = set(table) if sanity is True else set() if sanity is False else set(sanity) | {"random"}
+    if checked - set(table):
+        raise PellucidError(f"sanity names {sorted(checked - set(table))} are not among the compared methods: "
+                            f"{', '.join(table)}")
     result = Comparison([], {}, {}, {})
     for name, fn in table.items():
         start = time.perf_counter()

@@ -257,6 +257,8 @@ def test_unknown_names_use_the_attribution_registry(monkeypatch, digits_model, d
         pl.compare(digits_model, x[:2], y[:2], ["salency"])
     with pytest.raises(PellucidError, match="unknown attribution method"):
         pl.sanity_check(digits_model, x[:2], y[:2], "nope")
+    with pytest.raises(PellucidError, match=r"sanity names \['ig'\] are not among the compared methods"):
+        pl.compare(digits_model, x[:2], y[:2], ["saliency"], sanity=["ig"])
     monkeypatch.setattr(attribution, "METHODS", {"only": attribution.saliency}, raising=False)
     assert list(metrics.available_methods()) == ["only"]
     with pytest.raises(PellucidError, match="choose one of: only"):
