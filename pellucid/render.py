@@ -145,6 +145,50 @@ def write_png(data: bytes, path) -> Path:
     return p
 
 
+def sanity_plot(checks: Sequence) -> bytes:
+    """PNG: mean Spearman and SSIM per cascading-randomization stage, one line per method.
+
+    ``checks`` are :class:`pellucid.metrics.SanityCheck` results over the same layers.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=True)
+    stages = checks[0].stages
+    for check in checks:
+        dashed = check.method == "random"
+        for ax, values in zip(axes, (check.spearman, check.ssim)):
+            ax.plot(range(len(stages)), values.mean(1).cpu().numpy(), marker="o", ms=3,
+                    ls="--" if dashed else "-", color="gray" if dashed else None, label=check.method)
+    for ax, title in zip(axes, ("Spearman rank correlation", "SSIM")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(range(len(stages)), stages, rotation=60, ha="right", fontsize=7)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_xlabel("randomized down to layer", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("similarity to the original map", fontsize=8)
+    axes[1].legend(fontsize=7, loc="center right")
+    fig.tight_layout()
+    return fig_png(fig)
+
+
+def curves_plot(deletion: dict, insertion: dict) -> bytes:
+    """PNG: mean deletion and insertion curves (:class:`pellucid.metrics.Curve`) per method."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.2), sharey=True)
+    for ax, curves, title in zip(axes, (deletion, insertion), ("deletion (lower is better)",
+                                                                "insertion (higher is better)")):
+        for name, c in curves.items():
+            dashed = name == "random"
+            ax.plot(c.fractions.cpu().numpy(), c.scores.mean(0).cpu().numpy(), ls="--" if dashed else "-",
+                    color="gray" if dashed else None, label=f"{name} (AUC {float(c.auc.mean()):.3f})")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("fraction of pixels " + ("removed" if curves is deletion else "inserted"), fontsize=8)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("class probability (mean)", fontsize=8)
+    fig.tight_layout()
+    return fig_png(fig)
+
+
 # ---------------------------------------------------------------------------------------------
 # HTML report
 
@@ -166,6 +210,13 @@ def img_tag(png: bytes, alt: str, width: int | None = None) -> str:
     data = base64.b64encode(png).decode("ascii")
     w = f' style="max-width:{width}px"' if width else ""
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"{w}>'
+
+
+def number(v) -> str:
+    """A table cell: '-' for None, 3 decimals for floats."""
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence], cls: str = "") -> str:

@@ -130,9 +130,6 @@ def langid_section(ctx: ReportContext) -> render.Section | None:
                           "the predicted language, per method; hover a letter for its value.", body)
 
 
-SECTIONS: list[Callable[[ReportContext], render.Section]] = [predictions_section, saliency_section, langid_section]
-
-
 def learned_section(ctx: ReportContext) -> render.Section:
     from .visualize import learned_figures
 
@@ -146,7 +143,45 @@ def learned_section(ctx: ReportContext) -> render.Section:
                           + render.img_tag(filters_png, f"filters of {layer}", width=620))
 
 
-SECTIONS.append(learned_section)
+# cheaper settings for the report's faithfulness section, applied where a method takes the keyword
+REPORT_SETTINGS = {"ig": {"steps": 16}, "smoothgrad": {"samples": 8}, "lime": {"samples": 250}}
+SANITY_METHODS = ("saliency", "input_x_gradient", "smoothgrad", "ig", "gradcam")
+SANITY_METHODS_LARGE = ("saliency", "input_x_gradient", "gradcam")  # large images: the cheap ones
+
+
+def faithfulness_section(ctx: ReportContext) -> render.Section:
+    from functools import partial
+
+    from .metrics import COLUMNS, accepts, available_methods, compare, top_layers
+
+    small = ctx.x.shape[-1] * ctx.x.shape[-2] <= 64 * 64
+    n = min(len(ctx.x), 6 if small else 4)
+    methods = {}
+    for name, fn in available_methods().items():
+        kw = {k: v for k, v in REPORT_SETTINGS.get(name, {}).items() if accepts(fn, k)}
+        methods[name] = partial(fn, **kw) if kw else fn
+    sanity = [m for m in (SANITY_METHODS if small else SANITY_METHODS_LARGE) if m in methods]
+    result = compare(ctx.model, ctx.x[:n], ctx.predicted[:n], methods, steps=21 if small else 11,
+                     sanity=sanity, sanity_layers=top_layers(ctx.model), seed=ctx.seed)
+    rows = [[r[c] if isinstance(r[c], str) else render.number(r[c]) for c in COLUMNS] for r in result.rows]
+    body = (render.table(COLUMNS, rows, cls="faithfulness")
+            + render.img_tag(render.curves_plot(result.deletion, result.insertion), "deletion and insertion curves")
+            + render.img_tag(render.sanity_plot(list(result.sanity.values())), "sanity check: similarity per "
+                             "randomized layer"))
+    return render.Section(
+        "Faithfulness and sanity checks",
+        f"Can the maps be trusted? On {n} images, pixels are removed (deletion) or restored onto a blurred "
+        "copy (insertion) in each map's order (Petsiuk et al. 2018): a faithful map makes the probability "
+        "drop faster (lower deletion AUC) and rise faster (higher insertion AUC) than the random map. "
+        "Below, the model's layers are randomized from the output down (Adebayo et al. 2018): a map that "
+        "explains the model should lose its similarity to the original; one that stays similar "
+        f"shows the image, not the model (sanity check run for {', '.join(sanity)}).", body)
+
+
+# the report's sections, in reading order
+SECTIONS: list[Callable[[ReportContext], render.Section | None]] = [
+    predictions_section, saliency_section, faithfulness_section, learned_section, langid_section,
+]
 
 
 def build_report(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, out, seed: int = 0,
