@@ -294,6 +294,29 @@ def text_png(words: Sequence[str], maps: dict[str, Sequence[torch.Tensor]],
     for i in range(n):
         axes[i][0].set_ylabel(row_titles[i] if row_titles else words[i], fontsize=8, rotation=0, ha="right",
                               va="center")
+    fig.tight_layout()
+    return fig_png(fig)
+
+
+def text_html(words: Sequence[str], maps: dict[str, Sequence[torch.Tensor]],
+              row_titles: Sequence[str] | None = None) -> str:
+    """An HTML table: one row per word, one column per method, each character a coloured ``<span>``
+    whose tooltip gives its value."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["word", *[m.replace("_", " ") for m in maps]])
+    rows = []
+    for i, word in enumerate(words):
+        cells = [html.escape(row_titles[i] if row_titles else word)]
+        for values in maps.values():
+            spans = "".join(
+                f'<span title="{float(v):+.4f}" style="background:rgba({r * 255:.0f},{g * 255:.0f},{b * 255:.0f},'
+                f'{a:.2f});padding:.1em .15em;font-family:monospace;font-size:1.3em">{html.escape(ch)}</span>'
+                for ch, v, (r, g, b, a) in zip(word, values[i].tolist(), char_colours(values[i])))
+            cells.append(spans)
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f'<table class="text-attr"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+# ---------------------------------------------------------------------------------------------
 # feature visualizations
 
 def _blank(ax) -> None:
@@ -319,24 +342,6 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
             ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
     return fig_png(fig)
-
-
-def text_html(words: Sequence[str], maps: dict[str, Sequence[torch.Tensor]],
-              row_titles: Sequence[str] | None = None) -> str:
-    """An HTML table: one row per word, one column per method, each character a coloured ``<span>``
-    whose tooltip gives its value."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["word", *[m.replace("_", " ") for m in maps]])
-    rows = []
-    for i, word in enumerate(words):
-        cells = [html.escape(row_titles[i] if row_titles else word)]
-        for values in maps.values():
-            spans = "".join(
-                f'<span title="{float(v):+.4f}" style="background:rgba({r * 255:.0f},{g * 255:.0f},{b * 255:.0f},'
-                f'{a:.2f});padding:.1em .15em;font-family:monospace;font-size:1.3em">{html.escape(ch)}</span>'
-                for ch, v, (r, g, b, a) in zip(word, values[i].tolist(), char_colours(values[i])))
-            cells.append(spans)
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return f'<table class="text-attr"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def snapshot_strip(snapshots: dict[int, torch.Tensor], row_titles: Sequence[str] | None = None,
