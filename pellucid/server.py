@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import html
-import inspect
 import io
 import json
 import queue
@@ -108,37 +107,12 @@ def _as_image(t: torch.Tensor) -> torch.Tensor:
     return t[0] if t.dim() == 4 else t
 
 
-def visualization_frames(result) -> list[tuple[int | None, torch.Tensor]]:
-    """``[(step, image (C, H, W))]`` from a visualization's result: a tensor, ``(image, snapshots)``,
-    or an object / dict with an image and snapshots (tensors, ``(step, tensor)`` or dicts)."""
-    if isinstance(result, torch.Tensor):
-        return [(None, _as_image(result))]
-    if isinstance(result, (tuple, list)) and result and isinstance(result[0], torch.Tensor):
-        image, snaps = result[0], (result[1] if len(result) > 1 else [])
-    else:
-        get = result.get if isinstance(result, dict) else (lambda k, d=None: getattr(result, k, d))
-        image = get("image")
-        snaps = next((s for s in (get("snapshots"), get("history"), get("frames")) if s is not None), [])
-    frames = []
-    for i, snap in enumerate(snaps or []):
-        if isinstance(snap, dict):
-            frames.append((snap.get("step", i), _as_image(snap["image"])))
-        elif isinstance(snap, (tuple, list)):
-            frames.append((int(snap[0]), _as_image(snap[1])))
-        else:
-            frames.append((i, _as_image(snap)))
-    if image is not None and (not frames or not torch.equal(frames[-1][1], _as_image(image))):
-        frames.append((None, _as_image(image)))
-    return frames
-
-
-def run_visualization(fn: Callable, args: tuple, kwargs: dict, on_frame: Callable) -> None:
-    """Call a visualization; stream snapshots live if it takes a ``callback``, else after it ends."""
-    if "callback" in inspect.signature(fn).parameters:
-        fn(*args, **kwargs, callback=lambda step, image: on_frame(step, _as_image(image)))
-        return
-    for step, image in visualization_frames(fn(*args, **kwargs)):
-        on_frame(step, image)
+def run_visualization(fn: Callable, args: tuple, kwargs: dict, on_frame: Callable, frames: int = 10) -> None:
+    """Run a class/channel visualization, streaming about ``frames`` snapshots while it runs."""
+    steps = kwargs["steps"]
+    every = max(1, steps // frames)
+    fn(*args, **kwargs, snapshots=sorted({*range(every, steps + 1, every), steps}),
+       callback=lambda step, images: on_frame(step, _as_image(images)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -447,7 +447,8 @@ def visualize(model: nn.Module, objective, *, n: int | None = None, size: Sequen
               start: torch.Tensor | None = None, param: str = "pixel", transforms: Transform | None = None,
               steps: int = 100, lr: float | None = None, optimizer: str | None = None, blur_every: int = 0,
               blur_sigma: float = 0.5, snapshots: Sequence[int] = (), track: dict | None = None, seed: int = 0,
-              batch_size: int | None = None, progress: bool | None = None) -> Visualization:
+              batch_size: int | None = None, progress: bool | None = None,
+              callback: Callable[[int, torch.Tensor], None] | None = None) -> Visualization:
     """Maximize ``objective`` over images by gradient ascent; the loop every visualization uses.
 
     Each step draws the ``transforms`` (one random draw per step for the whole batch, from a
@@ -459,6 +460,7 @@ def visualize(model: nn.Module, objective, *, n: int | None = None, size: Sequen
 
     ``objective``: an :class:`Objective`, a class index (or one per image), or ``logits -> (N,)``.
     ``n`` images of ``size`` (default: ``model.input_size``) start from seeded noise, or from ``start``.
+    ``callback(step, images)`` is called at every snapshot step, while the loop runs (for streaming).
     Example::
 
         v = pl.visualize(model, channel("conv2", 5) - 1e-3 * total_variation(), n=1, transforms=roll(2))
@@ -485,7 +487,7 @@ def visualize(model: nn.Module, objective, *, n: int | None = None, size: Sequen
         return _optimize(model, state, p, _Scorer(bind, trackers, {k: state.capture(m) for k, m in modules.items()},
                                                   _capture_input(state, model)),
                          transforms, steps, lr, optimizer, blur_every, blur_sigma, set(snapshots), gen,
-                         batch_size, progress)
+                         batch_size, progress, callback)
 
 
 def _capture_input(state, model) -> dict:
@@ -499,7 +501,7 @@ def _capture_input(state, model) -> dict:
 
 
 def _optimize(model, state, p, scorer, transforms, steps, lr, optimizer, blur_every, blur_sigma, snapshots, gen,
-              batch_size, progress) -> Visualization:
+              batch_size, progress, callback) -> Visualization:
     from tqdm import tqdm
 
     n = len(p.image())
@@ -528,6 +530,8 @@ def _optimize(model, state, p, scorer, transforms, steps, lr, optimizer, blur_ev
             history[k].append(torch.cat(parts))
         if step in snapshots:
             shots[step] = p.image().detach().clone()
+            if callback is not None:
+                callback(step, shots[step])
     with torch.no_grad():
         image = p.image().detach().clone()
     return Visualization(image, shots, {k: torch.stack(v) for k, v in history.items()})
@@ -571,7 +575,7 @@ def class_visualization(model: nn.Module, target, steps: int = 100, lr: float | 
                         jitter: int = 16, blur_every: int = 10, blur_sigma: float = 0.5, seed: int = 0, *,
                         param: str = "pixel", snapshots: Sequence[int] | None = None,
                         size: Sequence[int] | None = None, batch_size: int | None = None,
-                        progress: bool | None = None) -> Visualization:
+                        progress: bool | None = None, callback: Callable | None = None) -> Visualization:
     """Class visualization (Simonyan et al. 2014, Yosinski et al. 2015), as in the CS231n exercise.
 
     From seeded noise, each step rolls the image by up to ``jitter`` pixels (given, like ``lr``, for
@@ -600,14 +604,15 @@ def class_visualization(model: nn.Module, target, steps: int = 100, lr: float | 
     return visualize(model, objective, n=n, size=size, param=param, transforms=roll(jitter) if jitter else None,
                      steps=steps, lr=lr, blur_every=blur_every if param == "pixel" else 0, blur_sigma=blur_sigma,
                      snapshots=_default_snapshots(steps) if snapshots is None else snapshots,
-                     track=track, seed=seed, batch_size=batch_size, progress=progress)
+                     track=track, seed=seed, batch_size=batch_size, progress=progress, callback=callback)
 
 
 def channel_visualization(model: nn.Module, layer: str | nn.Module, channel, steps: int = 100, seed: int = 0,
                           start: torch.Tensor | None = None, *, lr: float | None = None, jitter: int = 2,
                           blur_every: int = 0, blur_sigma: float = 0.5, param: str = "pixel",
                           transforms: Transform | None = None, snapshots: Sequence[int] = (),
-                          batch_size: int | None = None, progress: bool | None = None) -> Visualization:
+                          batch_size: int | None = None, progress: bool | None = None,
+                          callback: Callable | None = None) -> Visualization:
     """Filter visualization: maximize the mean activation of ``channel`` of ``layer`` (a forward hook).
 
     ``channel`` is an int, or one per image (a batch, e.g. ``range(16)`` for every filter of a
@@ -625,7 +630,7 @@ def channel_visualization(model: nn.Module, layer: str | nn.Module, channel, ste
         transforms = roll(check_positive_int(jitter, "jitter", minimum=0))
     v = visualize(model, objective, n=n, start=start, param=param, transforms=transforms, steps=steps, lr=lr,
                   blur_every=blur_every, blur_sigma=blur_sigma, snapshots=snapshots, seed=seed,
-                  batch_size=batch_size, progress=progress)
+                  batch_size=batch_size, progress=progress, callback=callback)
     v.history["activation"] = v.history["objective"]  # the objective is the channel's mean activation
     return v
 

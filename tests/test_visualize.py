@@ -237,3 +237,12 @@ def test_report_section(tmp_path, digits_model, digits_batch, monkeypatch):
     x, y = digits_batch
     section = learned_section(ReportContext(digits_model, x, y, tmp_path, progress=False))
     assert section.title == "What has it learned" and section.body.count("<img") == 2
+
+
+def test_callback_sees_every_snapshot_while_the_loop_runs(digits_model):
+    seen = []
+    v = pl.class_visualization(digits_model, 3, steps=6, snapshots=(2, 4, 6), progress=False,
+                               callback=lambda step, images: seen.append((step, images.clone())))
+    assert [s for s, _ in seen] == [2, 4, 6]
+    assert all(torch.equal(img, v.snapshots[s]) for s, img in seen)
+    assert torch.equal(seen[-1][1], v.image)
