@@ -425,3 +425,18 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, label, eps_values: Seque
     fooled = _fooled(model, big_labels, bs, adversarial)(eps.repeat_interleave(n).to(x.device), torch.arange(n * e))
     accuracy = 1 - fooled.reshape(e, n).float().mean(1)
     return RobustnessCurve(eps, accuracy, attack, norm)
+
+
+def random_targets(classes, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """One random class per image, different from ``classes[i]`` (seeded; the global RNG is untouched)."""
+    classes = torch.as_tensor(classes).long().cpu()
+    num_classes = check_positive_int(num_classes, "num_classes", 2)
+    shift = torch.randint(1, num_classes, classes.shape, generator=_generator(seed, "cpu"))
+    return (classes + shift) % num_classes
+
+
+def default_eps(x: torch.Tensor) -> list[float]:
+    """Eps values for a robustness curve: MNIST's usual range for gray images, up to 16/255 for photos."""
+    if x.shape[1] == 1:
+        return [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    return [0.0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
