@@ -109,6 +109,7 @@ def _gradient_and_logits(model, x, target: Target, batch_size: int) -> tuple[tor
     return grad, torch.cat(rec.logits)
 
 
+Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Done = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -310,7 +311,7 @@ def _random_start(x: torch.Tensor, eps: torch.Tensor, norm: str, gen: torch.Gene
 
 
 def _attack_fn(model, x, labels: Target, attack: str, norm: str, steps: int, rel_alpha: float | None, seed,
-               bs: int, progress: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+               bs: int, progress: bool = False, random_start: bool = True) -> Attack:
     """``adversarial(eps (M,), rows (M,))``: the attack of images ``rows`` at per-image ``eps``."""
     check_choice(attack, "attack", ATTACKS)
     if attack == "fgsm":
@@ -323,7 +324,8 @@ def _attack_fn(model, x, labels: Target, attack: str, norm: str, steps: int, rel
 
     def adversarial(eps: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         label = labels.classes[rows]
-        return _pgd(model, x[rows], label, eps, eps * ratio, steps, norm, False, True, seed, True, bs, progress)[0]
+        return _pgd(model, x[rows], label, eps, eps * ratio, steps, norm, False, random_start, seed, True, bs,
+                    progress)[0]
 
     return adversarial
 
@@ -342,14 +344,15 @@ def _fooled(model, labels: Target, bs: int, adversarial) -> Callable[[torch.Tens
 
 def minimal_epsilon(model: nn.Module, x: torch.Tensor, label, attack: str = "fgsm", *, norm: str = "linf",
                     eps_max: float | None = None, tol: float = 1e-3, grid: int = 8, steps: int = 10,
-                    rel_alpha: float | None = None, seed: int = 0, batch_size: int | None = None,
+                    rel_alpha: float | None = None, batch_size: int | None = None,
                     progress: bool = True) -> torch.Tensor:
     """The smallest eps at which ``attack`` flips each image's prediction, within ``tol``.
 
     A scan of ``grid`` evenly spaced eps in ``(0, eps_max]`` finds the first that flips; bisection
     then narrows the bracket to ``tol``: the attack flips at the returned eps and not at ``eps - tol``.
     ``inf`` where even ``eps_max`` does not flip, ``0`` where the image is already misclassified.
-    PGD runs ``steps`` steps of ``rel_alpha * eps`` (default ``2.5 / steps``), with early stop.
+    PGD runs ``steps`` steps of ``rel_alpha * eps`` (default ``2.5 / steps``), with early stop and
+    without random start, so that each image's answer does not depend on the rest of the batch.
     Shape: ``(N,)``.
 
     >>> eps = pl.minimal_epsilon(model, x, y, attack="fgsm")
@@ -361,7 +364,8 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, label, attack: str = "fgs
     eps_max = float(_per_sample(eps_max, "eps_max", 1, "cpu", 1e-12)[0])
     tol = float(_per_sample(tol, "tol", 1, "cpu", 1e-12)[0])
     grid = check_positive_int(grid, "grid")
-    fooled = _fooled(model, labels, bs, _attack_fn(model, x, labels, attack, norm, steps, rel_alpha, seed, bs))
+    attack_at = _attack_fn(model, x, labels, attack, norm, steps, rel_alpha, 0, bs, random_start=False)
+    fooled = _fooled(model, labels, bs, attack_at)
     return _search(fooled, len(x), eps_max, tol, grid, progress)
 
 
