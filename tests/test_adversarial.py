@@ -309,7 +309,7 @@ def test_attack_rows_png(digits_model, digits_batch):
 
     three = Image.open(BytesIO(render.attack_rows(x[:3], adv, probs, probs, digits_model.label, ["a", "b", "c"])))
     one = Image.open(BytesIO(render.attack_rows(x[:1], adv[:1], probs[:1], probs[:1])))
-    assert three.width == one.width and three.height > 2.5 * one.height  # one row per image
+    assert three.height > 2.5 * one.height and abs(three.width - one.width) < 30  # one row per image
 
 
 @pytest.mark.parametrize("args, expect", [
