@@ -127,13 +127,18 @@ def _ascend(model, start: torch.Tensor, target: Target, steps: int, step: Step, 
     active = torch.arange(len(x))
     with _bar(steps, progress, desc) as bar:
         for _ in range(steps):
-            grad, logits = _gradient_and_logits(model, x[active], target.select(active), batch_size)
+            every = len(active) == len(x)  # no gather / scatter while every image runs
+            running = x if every else x[active]
+            grad, logits = _gradient_and_logits(model, running, target if every else target.select(active),
+                                                batch_size)
             if done is not None:
                 keep = ~done(logits, active).cpu()
-                active, grad = active[keep], grad[keep.to(grad.device)]
-                if not active.numel():
-                    break
-            x[active] = step(x[active], grad, active)
+                if not keep.all():
+                    active, grad = active[keep], grad[keep.to(grad.device)]
+                    if not active.numel():
+                        break
+                    running = x[active]
+            x[active] = step(running, grad, active)
             taken[active] += 1
             bar.update(1)
             bar.set_postfix(running=len(active), refresh=False)
