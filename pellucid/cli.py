@@ -279,6 +279,92 @@ def _filterviz_run(args):
     print(f"wrote {render.write_png(png, args.out)} (layer {layer})")
 
 
+def _fool_args(p):
+    add_model_args(p)
+    p.add_argument("--target", default=None, help="class to reach (index or name); default: random, seeded")
+    p.add_argument("--lr", type=float, default=1.0, help="step size (the step is lr * g / ||g||)")
+    p.add_argument("--max-steps", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random targets")
+    p.add_argument("--out", default="fool.png", help="output PNG")
+
+
+def _fool_run(args):
+    from . import render
+    from .adversarial import fooling_image, random_targets
+    from .report import predictions
+
+    model, x, _ = load_model_and_images(args)
+    before = predictions(model, x)
+    default = random_targets(before.argmax(1), before.shape[1], args.seed)
+    r = fooling_image(model, x, parse_target(args.target, model, default), lr=args.lr, max_steps=args.max_steps)
+    notes = [f"target {model.label(int(t))}: {'fooled' if s else 'not fooled'} in {int(k)} steps"
+             for t, s, k in zip(r.target, r.success, r.steps)]
+    for i, note in enumerate(notes):
+        print(f"image {i}: {model.label(int(r.original[i]))} -> {note}, p(target) {float(r.prob_target[i]):.3f}")
+    png = render.attack_rows(x, r.image, before, predictions(model, r.image), model.label, notes)
+    print(f"wrote {render.write_png(png, args.out)}")
+
+
+def _attack_args(p):
+    add_model_args(p)
+    p.add_argument("--method", default="pgd", choices=["fgsm", "pgd"])
+    p.add_argument("--eps", type=float, required=True, help="size of the perturbation (pixel scale [0, 1])")
+    p.add_argument("--targeted", default=None, metavar="K", help="attack towards class K (index or name)")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="pgd's ball")
+    p.add_argument("--steps", type=int, default=40, help="pgd steps")
+    p.add_argument("--alpha", type=float, default=None, help="pgd step size; default 2.5 * eps / steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="attack.png", help="output PNG")
+
+
+def _attack_run(args):
+    from . import render
+    from .adversarial import fgsm, pgd
+    from .report import predictions
+
+    model, x, y = load_model_and_images(args)
+    before = predictions(model, x)
+    label = y.where(y >= 0, before.argmax(1))  # image files have no label: attack the prediction
+    targeted = parse_target(args.targeted, model, False)
+    if args.method == "fgsm":
+        adv = fgsm(model, x, label, args.eps, targeted)
+    else:
+        alpha = 2.5 * args.eps / args.steps if args.alpha is None else args.alpha
+        adv = pgd(model, x, label, args.eps, alpha, args.steps, args.norm, targeted, seed=args.seed)
+    after = predictions(model, adv)
+    print(f"{args.method} eps {args.eps:g}: {int((after.argmax(1) != label).sum())}/{len(x)} predictions changed")
+    png = render.attack_rows(x, adv, before, after, model.label)
+    print(f"wrote {render.write_png(png, args.out)}")
+
+
+def _robustness_args(p):
+    add_model_args(p)
+    p.add_argument("--attack", default="pgd", choices=["fgsm", "pgd"])
+    p.add_argument("--eps", default=None, help="comma-separated eps values; default depends on the images")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    p.add_argument("--steps", type=int, default=10, help="pgd steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="robustness.png", help="output PNG")
+
+
+def _robustness_run(args):
+    from . import render
+    from .adversarial import default_eps, robustness_curve
+    from .report import predictions
+
+    model, x, y = load_model_and_images(args)
+    label = y.where(y >= 0, predictions(model, x).argmax(1))
+    try:
+        eps = default_eps(x) if args.eps is None else [float(e) for e in args.eps.split(",") if e.strip()]
+    except ValueError as e:
+        raise PellucidError(f"--eps must be comma-separated numbers like 0,0.05,0.1, got {args.eps!r}") from e
+    curve = robustness_curve(model, x, label, eps, args.attack, norm=args.norm, steps=args.steps, seed=args.seed)
+    print(f"{args.attack} ({args.norm}) on {len(x)} images\n| eps | accuracy |\n|---|---|")
+    for e, a in zip(curve.eps, curve.accuracy):
+        print(f"| {float(e):.4g} | {100 * float(a):.1f}% |")
+    print(f"wrote {render.write_png(render.robustness_plot(curve), args.out)}")
+
+
 Command = tuple[str, Callable, Callable]
 COMMANDS: dict[str, Command] = {
     "models": ("list the models pellucid can load", _models_args, _models_run),
@@ -294,6 +380,11 @@ COMMANDS: dict[str, Command] = {
     "layers": ("list the layer names that layer= accepts, with output shapes", _layers_args, _layers_run),
     "classviz": ("write class visualizations (gradient ascent from noise)", _classviz_args, _classviz_run),
     "filterviz": ("write channel visualizations beside their activation maps", _filterviz_args, _filterviz_run),
+    "fool": ("write fooling images: the smallest steps that make the model predict a target", _fool_args, _fool_run),
+    "attack": ("attack images with FGSM or PGD and show original | adversarial | difference", _attack_args,
+               _attack_run),
+    "robustness": ("accuracy under attack for several eps, as a table and a plot", _robustness_args,
+                   _robustness_run),
 }
 
 

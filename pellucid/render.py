@@ -392,3 +392,66 @@ def filter_grid(visualizations: torch.Tensor, maps: torch.Tensor, images: torch.
                                       vmax=peak, interpolation="nearest")
     fig.tight_layout()
     return fig_png(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# adversarial examples
+
+def _prediction(label, probs: torch.Tensor) -> str:
+    p, k = probs.max(0)
+    return f"{label(int(k))} ({100 * float(p):.1f}%)"
+
+
+def _show(ax, arr, **kw) -> None:
+    ax.imshow(arr, interpolation="nearest", **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def attack_rows(original: torch.Tensor, adversarial: torch.Tensor, probs_before: torch.Tensor,
+                probs_after: torch.Tensor, label=str, notes: Sequence[str] | None = None,
+                magnify: float = 10.0) -> bytes:
+    """A PNG with one row per image: original | adversarial | difference x ``magnify``.
+
+    Each panel is titled with the predicted class and softmax confidence (``probs_*`` are ``(N, K)``);
+    the difference with the L2 and L-infinity size of the perturbation. Gray images show the
+    difference in red (brighter) and blue (darker); RGB images as ``0.5 + magnify * diff``.
+    ``notes`` adds a line per row (e.g. the target and steps of a fooling image).
+    """
+    plt = _plt()
+    n = len(original)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.35 * n), squeeze=False)
+    for i in range(n):
+        diff = (adversarial[i] - original[i]).detach().float().cpu()
+        l2, linf = float(diff.norm()), float(diff.abs().max())
+        _show(axes[i][0], image_array(original[i]))
+        axes[i][0].set_title(f"original: {_prediction(label, probs_before[i])}", fontsize=8)
+        _show(axes[i][1], image_array(adversarial[i]))
+        axes[i][1].set_title(f"adversarial: {_prediction(label, probs_after[i])}", fontsize=8)
+        if diff.shape[0] == 1:
+            _show(axes[i][2], (magnify * diff[0]).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+        else:
+            _show(axes[i][2], image_array(0.5 + magnify * diff))
+        axes[i][2].set_title(f"difference x{magnify:g}\nL2 {l2:.3f} · L∞ {linf:.3f}", fontsize=8)
+        if notes is not None:
+            axes[i][0].set_ylabel(notes[i], fontsize=8)
+    fig.tight_layout()
+    return fig_png(fig)
+
+
+def robustness_plot(curves, title: str = "accuracy under attack") -> bytes:
+    """A line plot of accuracy against eps for one or more :class:`pellucid.adversarial.RobustnessCurve`."""
+    plt = _plt()
+    curves = curves if isinstance(curves, Sequence) else [curves]
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for c in curves:
+        eps, acc = c.eps.cpu().numpy(), 100 * c.accuracy.cpu().numpy()
+        ax.plot(eps, acc, marker="o", label=f"{c.attack} ({c.norm})")
+    ax.set_xlabel("eps (pixel scale [0, 1])")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig_png(fig)

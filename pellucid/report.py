@@ -178,9 +178,36 @@ def faithfulness_section(ctx: ReportContext) -> render.Section:
         f"shows the image, not the model (sanity check run for {', '.join(sanity)}).", body)
 
 
+def fooled_section(ctx: ReportContext, n_fool: int = 6) -> render.Section:
+    """How easily is it fooled: fooling images towards random (seeded) targets, and a robustness curve."""
+    from .adversarial import default_eps, fooling_image, random_targets, robustness_curve
+
+    x, probs = ctx.x[:n_fool], ctx.probs[:n_fool]
+    goal = random_targets(probs.argmax(1), probs.shape[1], ctx.seed)
+    r = fooling_image(ctx.model, x, goal, progress=ctx.progress)
+    notes = [f"target {ctx.label(int(t))}: {'fooled' if s else 'not fooled'} in {int(k)} steps"
+             for t, s, k in zip(r.target, r.success, r.steps)]
+    rows = render.attack_rows(x, r.image, probs, predictions(ctx.model, r.image), ctx.label, notes)
+    labels = ctx.predicted if ctx.labels is None else ctx.labels.where(ctx.labels >= 0, ctx.predicted)
+    curve = robustness_curve(ctx.model, ctx.x, labels, default_eps(ctx.x), "pgd", seed=ctx.seed,
+                             progress=ctx.progress)
+    table = render.table(["eps", "accuracy under PGD"],
+                         [[f"{float(e):.4g}", f"{100 * float(a):.1f}%"] for e, a in zip(curve.eps, curve.accuracy)])
+    body = (f"<p>{int(r.success.sum())}/{len(x)} images reach their random target "
+            f"(median {int(r.steps.float().median())} steps of lr·g/‖g‖).</p>"
+            + render.img_tag(rows, "fooling images", width=560)
+            + "<p>Accuracy under PGD (L∞, 10 steps, random start, true labels where known) as eps grows:</p>"
+            + render.img_tag(render.robustness_plot(curve), "robustness curve", width=520) + table)
+    return render.Section("How easily is it fooled",
+                          "Fooling images (Szegedy et al. 2014): gradient ascent on a random target class, each "
+                          "image stopping as soon as the model predicts it; the difference is magnified ten "
+                          "times (red brighter, blue darker). Then the accuracy left under a PGD attack "
+                          "(Madry et al. 2018) of growing size eps.", body)
+
+
 # the report's sections, in reading order
 SECTIONS: list[Callable[[ReportContext], render.Section | None]] = [
-    predictions_section, saliency_section, faithfulness_section, learned_section, langid_section,
+    predictions_section, saliency_section, faithfulness_section, fooled_section, learned_section, langid_section,
 ]
 
 
