@@ -488,3 +488,43 @@ def attribution_map(name: str, model: nn.Module, x: torch.Tensor, target, **kwar
     if name not in METHODS:
         raise PellucidError(f"unknown attribution method {name!r}; choose one of: {', '.join(METHODS)}")
     return METHODS[name](model, x, target, **kwargs)
+
+
+GRID_METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "occlusion", "lime")
+
+
+def default_options(name: str, x: torch.Tensor, seed: int = 0, quick: bool = False) -> dict:
+    """Keyword arguments that suit the image size: occlusion windows of ~1/7 of the side (4/2 on
+    28x28, 32/16 on 224x224), seeds for random methods; ``quick`` cuts samples on large images."""
+    side = max(x.shape[-2:])
+    large = quick and side > 64
+    if name == "occlusion":
+        window = max(2, round(side / 7))
+        return {"window": window, "stride": max(1, window // 2)}
+    if name == "smoothgrad":
+        return {"seed": seed, "samples": 16 if large else 50}
+    if name == "ig":
+        return {"steps": 32 if large else 50}
+    if name == "lime":
+        return {"seed": seed, "samples": 250 if large else 1000}
+    return {}
+
+
+def explain(model: nn.Module, x: torch.Tensor, target, methods=GRID_METHODS, *, seed: int = 0,
+            batch_size: int | None = None, quick: bool = False, progress: bool = False) -> dict[str, torch.Tensor]:
+    """``{name: (N, H, W) map}`` for each method name of :data:`METHODS` (the grid of ``pellucid explain``)."""
+    import sys
+
+    from tqdm import tqdm
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise PellucidError(f"unknown attribution method {', '.join(map(repr, unknown)) or '(none)'}; "
+                            f"choose from: {', '.join(METHODS)}")
+    maps = {}
+    bar = tqdm(methods, desc="explaining", disable=not progress, file=sys.stderr, leave=False)
+    for name in bar:
+        bar.set_postfix_str(name)
+        maps[name] = attribution_map(name, model, x, target, batch_size=batch_size,
+                                     **default_options(name, x, seed, quick))
+    return maps

@@ -92,7 +92,22 @@ def saliency_section(ctx: ReportContext) -> render.Section:
                           render.img_tag(png, "saliency maps", width=420))
 
 
-SECTIONS: list[Callable[[ReportContext], render.Section]] = [predictions_section, saliency_section]
+def attribution_section(ctx: ReportContext) -> render.Section:
+    from .attribution import GRID_METHODS, explain
+
+    maps = explain(ctx.model, ctx.x, ctx.predicted, GRID_METHODS, seed=ctx.seed, quick=True, progress=ctx.progress)
+    png = render.attribution_grid(ctx.x, maps, ctx.row_titles)
+    return render.Section("Where does it look",
+                          "Six attribution methods for the predicted class, one column each: saliency, "
+                          "SmoothGrad, Integrated Gradients (sums to the score change from a black image), "
+                          "Grad-CAM on the last conv layer, occlusion (score drop when a patch is blacked out) "
+                          "and LIME over SLIC superpixels. Red/blue maps are signed; agreement between "
+                          "methods is a hint the explanation is real.",
+                          render.img_tag(png, "attribution grid", width=1000))
+
+
+SECTIONS: list[Callable[[ReportContext], render.Section]] = [predictions_section, saliency_section,
+                                                              attribution_section]
 
 
 def build_report(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, out, seed: int = 0,
