@@ -103,13 +103,13 @@ class RowRecorder(nn.Module):
 
 
 def test_many_pass_methods_respect_batch_size(digits_model, digits4):
-    x, y = digits4
+    x, y = digits4[0][:2], digits4[1][:2]
     rec = RowRecorder(digits_model)
     calls = {
-        "ig": lambda bs: pl.integrated_gradients(rec, x, y, steps=200, batch_size=bs),
-        "smoothgrad": lambda bs: pl.smoothgrad(rec, x, y, samples=20, batch_size=bs),
-        "occlusion": lambda bs: pl.occlusion(rec, x, y, window=4, stride=2, batch_size=bs),
-        "lime": lambda bs: pl.lime(rec, x[:1], y[:1], samples=100, batch_size=bs),
+        "ig": lambda bs: pl.integrated_gradients(rec, x, y, steps=40, batch_size=bs),
+        "smoothgrad": lambda bs: pl.smoothgrad(rec, x, y, samples=10, batch_size=bs),
+        "occlusion": lambda bs: pl.occlusion(rec, x, y, window=6, stride=4, batch_size=bs),
+        "lime": lambda bs: pl.lime(rec, x[:1], y[:1], samples=60, batch_size=bs),
     }
     for name, call in calls.items():
         rec.largest = 0
@@ -254,7 +254,7 @@ def test_lime_recovers_superpixel_sums_of_a_linear_model(photos_small):
 def test_lime_top5_overlaps_lime_image_on_digits(digits_model, digits4):
     from lime import lime_image
 
-    x, y = digits4
+    x, y = digits4[0][:3], digits4[1][:3]
     res = pl.lime(digits_model, x, y, samples=1000, return_details=True)
     overlaps = []
     for i in range(len(x)):
@@ -267,7 +267,7 @@ def test_lime_top5_overlaps_lime_image_on_digits(digits_model, digits4):
 
         exp = lime_image.LimeImageExplainer(random_state=0).explain_instance(
             x[i, 0].double().numpy(), classifier, labels=(int(y[i]),), top_labels=None, hide_color=0,
-            num_samples=1000, segmentation_fn=lambda _img, seg=seg: seg, random_seed=0)
+            num_samples=1000, segmentation_fn=lambda _img, seg=seg: seg, random_seed=0, batch_size=100)
         theirs = [f for f, _ in sorted(exp.local_exp[int(y[i])], key=lambda fw: -fw[1])[:5]]
         ours = res.weights[i].topk(5).indices.tolist()
         overlaps.append(len(set(ours) & set(theirs)))
@@ -346,6 +346,6 @@ def test_report_has_the_attribution_grid(tmp_path, digits_model, digits_batch):
     from pellucid.report import attribution_section, build_report
 
     x, y = digits_batch
-    path = build_report(digits_model, x[:2], y[:2], tmp_path, progress=False, sections=[attribution_section])
+    path = build_report(digits_model, x[:1], y[:1], tmp_path, progress=False, sections=[attribution_section])
     page = path.read_text()
     assert "Where does it look" in page and "data:image/png;base64," in page
