@@ -16,13 +16,17 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's pellucid, not an installed one
 
-import pellucid as pl
-from pellucid._grad import default_batch_size, input_gradient, logits_of
-from pellucid._state import model_state
-from pellucid.targets import as_target
+import torch  # noqa: E402
+
+import pellucid as pl  # noqa: E402
+from pellucid._grad import default_batch_size, input_gradient, logits_of  # noqa: E402
+from pellucid._state import model_state  # noqa: E402
+from pellucid.targets import as_target  # noqa: E402
 
 
 def median_time(fn, repeats: int) -> float:
@@ -50,6 +54,8 @@ def limit(model, x, target, rows: int, sizes, gradients: bool, repeats: int) -> 
 
 def row(name, anchor_name, anchor_t, ours_t, lim, best, sweep, default_bs):
     sweep_txt = ", ".join(f"{b}: {s:.3f}" for b, s in sweep.items())
+    print(f"  {name}: {anchor_name} {anchor_t:.3f} s, pellucid {ours_t:.3f} s, limit {lim:.3f} s (bs {best}); "
+          f"sweep {sweep_txt}", file=sys.stderr, flush=True)
     return {"work": name, "anchor": f"{anchor_name} {anchor_t:.3f} s", "pellucid": f"{ours_t:.3f} s",
             "speed-up": f"{anchor_t / ours_t:.2f}x", "limit": f"{lim:.3f} s (bs {best})",
             "vs limit": f"{ours_t / lim:.2f}x", "default bs": default_bs, "sweep (bs: s)": sweep_txt}
@@ -158,7 +164,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
 def peak_memory(lib: str, steps: int, threads: int) -> float:
     """Growth of the peak resident memory (MiB) while running IG on 64 digits, in a fresh process."""
     out = subprocess.run([sys.executable, "-c", MEMORY_PROBE.format(threads=threads), lib, str(steps)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=ROOT)
     return float(out.stdout.strip().splitlines()[-1])
 
 
