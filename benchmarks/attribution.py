@@ -4,7 +4,7 @@ Each row: the anchor's time, pellucid's time, their ratio, and the *limit*: the 
 (or forward) passes the method needs, at the best batch size of a small sweep (printed too, so the
 sweep that picks ``default_batch_size`` is on record). Times are medians of ``--repeats`` runs
 (fewer for resnet18). Peak memory of IG at 50 and 200 steps is measured in fresh subprocesses
-(``ru_maxrss`` growth), since torch's CPU allocations are invisible to tracemalloc.
+(growth of ``VmHWM``), since torch's CPU allocations are invisible to tracemalloc.
 
     python benchmarks/attribution.py [--threads 2] [--repeats 3] [--quick]
 """
@@ -67,7 +67,7 @@ def small_cnn_rows(repeats: int) -> list[dict]:
     model = pl.load_model("digits")
     x, y = pl.sample_images("digits", n=64)
     bs = default_batch_size(x)
-    sizes = (8, 16, 32, 64, 128)
+    sizes = (8, 32, 128)
     rows = []
 
     lim, best, sweep = limit(model, x, y, 64 * 50, sizes, True, repeats)
@@ -145,19 +145,24 @@ def resnet_rows(repeats: int) -> list[dict]:
 
 
 MEMORY_PROBE = """
-import resource, sys, torch
+import sys, torch
+
+def hwm():  # this process's peak resident memory (ru_maxrss would include the parent's peak)
+    line = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    return int(line.split()[1])
+
 torch.set_num_threads({threads})
 import pellucid as pl
 lib, steps = sys.argv[1], int(sys.argv[2])
 model = pl.load_model("digits"); x, y = pl.sample_images("digits", n=64)
 pl.integrated_gradients(model, x[:2], y[:2], steps=2)  # warm up allocator and kernels
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = hwm()
 if lib == "pellucid":
     pl.integrated_gradients(model, x, y, steps=steps)
 else:
     from captum.attr import IntegratedGradients
     IntegratedGradients(model).attribute(x, baselines=0.0, target=y, n_steps=steps)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+print((hwm() - before) / 1024)
 """
 
 
@@ -166,6 +171,14 @@ def peak_memory(lib: str, steps: int, threads: int) -> float:
     out = subprocess.run([sys.executable, "-c", MEMORY_PROBE.format(threads=threads), lib, str(steps)],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def memory_table(threads: int) -> str:
+    mem = [{"work": "IG x 64 digits, pellucid", "steps 50": f"{peak_memory('pellucid', 50, threads):.1f} MiB",
+            "steps 200": f"{peak_memory('pellucid', 200, threads):.1f} MiB"},
+           {"work": "IG x 64 digits, Captum (one batch)", "steps 50": f"{peak_memory('captum', 50, threads):.0f} MiB",
+            "steps 200": "not run (~4x the 50-step figure)"}]
+    return markdown(mem, ["work", "steps 50", "steps 200"])
 
 
 def markdown(rows: list[dict], keys) -> str:
@@ -179,9 +192,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip resnet18")
+    parser.add_argument("--memory-only", action="store_true", help="only the IG peak-memory probe")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    if args.memory_only:
+        return print(memory_table(args.threads))
     rows = small_cnn_rows(args.repeats)
     if not args.quick:
         rows += resnet_rows(max(1, args.repeats - 1))
@@ -190,13 +206,8 @@ def main() -> None:
     print(markdown(rows, ["work", "limit", "anchor", "pellucid", "speed-up", "vs limit", "default bs"]))
     print("\nbatch-size sweep of the raw passes (the limit), seconds:\n")
     print(markdown(rows, ["work", "sweep (bs: s)"]))
-    mem = [{"work": "IG x 64 digits, pellucid", "steps 50": f"{peak_memory('pellucid', 50, args.threads):.0f} MiB",
-            "steps 200": f"{peak_memory('pellucid', 200, args.threads):.0f} MiB"},
-           {"work": "IG x 64 digits, Captum (one batch)",
-            "steps 50": f"{peak_memory('captum', 50, args.threads):.0f} MiB",
-            "steps 200": "not run (~4x the 50-step figure)"}]
     print("\npeak resident memory growth:\n")
-    print(markdown(mem, ["work", "steps 50", "steps 200"]))
+    print(memory_table(args.threads))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
