@@ -24,6 +24,7 @@ _EXPORTS = {
     "gradient": "attribution", "saliency": "attribution", "input_x_gradient": "attribution",
     "smoothgrad": "attribution", "integrated_gradients": "attribution", "grad_cam": "attribution",
     "guided_grad_cam": "attribution", "occlusion": "attribution", "lime": "attribution",
+    "guided_backprop": "attribution", "attribution_map": "attribution", "explain": "attribution",
     # how easily is it fooled
     "fooling_image": "adversarial", "fgsm": "adversarial", "pgd": "adversarial",
     "minimal_epsilon": "adversarial", "robustness_curve": "adversarial",

@@ -54,19 +54,21 @@ def iter_gradients(
     total: int,
     target: Target,
     batch_size: int,
+    wrt: dict | None = None,
 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
     """Yield ``(rows, d score / d input, score)`` chunk by chunk.
 
     ``source`` is a tensor of ``total`` rows or a function building the rows of a slice. Uses
     ``torch.autograd.grad`` on the input only: parameters never receive a ``.grad``. Run inside
-    :func:`pellucid._state.model_state`.
+    :func:`pellucid._state.model_state`. ``wrt`` (a store from ``state.capture(layer)``) takes the
+    gradient with respect to that layer's output instead of the input (Grad-CAM).
     """
     make = _rows(source)
     for rows in chunks(total, batch_size):
         xi = make(rows).detach().requires_grad_(True)
         with torch.enable_grad():
             scores = target(model(xi), rows)
-            (grad,) = torch.autograd.grad(scores.sum(), xi)
+            (grad,) = torch.autograd.grad(scores.sum(), xi if wrt is None else wrt["output"])
         yield rows, grad, scores.detach()
 
 

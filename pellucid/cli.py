@@ -109,6 +109,33 @@ def _saliency_run(args):
     print(f"wrote {render.write_png(png, args.out)}")
 
 
+def _explain_args(p):
+    from .attribution import GRID_METHODS, METHODS
+
+    add_model_args(p)
+    p.add_argument("--methods", default=",".join(GRID_METHODS),
+                   help=f"comma-separated, from: {', '.join(METHODS)}; default {','.join(GRID_METHODS)}")
+    p.add_argument("--target", default=None, help="class to explain (index or name); default: the prediction")
+    p.add_argument("--shared-scale", action="store_true", help="one colour scale per method over all images")
+    p.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad noise and LIME samples")
+    p.add_argument("--batch-size", type=int, default=None, help="images per model call (default: automatic)")
+    p.add_argument("--out", default="explain.png", help="output PNG")
+
+
+def _explain_run(args):
+    from . import render
+    from .attribution import explain
+    from .report import predictions
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    model, x, y = load_model_and_images(args)
+    probs = predictions(model, x)
+    target = parse_target(args.target, model, probs.argmax(1))
+    maps = explain(model, x, target, methods, seed=args.seed, batch_size=args.batch_size, progress=True)
+    png = render.attribution_grid(x, maps, render.image_row_titles(model, probs, y), shared_scale=args.shared_scale)
+    print(f"wrote {render.write_png(png, args.out)}")
+
+
 def _report_args(p):
     add_model_args(p)
     p.add_argument("--out", default="report", help="output folder; the page is OUT/index.html")
@@ -370,6 +397,7 @@ COMMANDS: dict[str, Command] = {
     "models": ("list the models pellucid can load", _models_args, _models_run),
     "train": ("train a built-in model and print its held-out accuracy", _train_args, _train_run),
     "saliency": ("write a grid of saliency maps", _saliency_args, _saliency_run),
+    "explain": ("write a grid of attribution maps: rows are images, columns methods", _explain_args, _explain_run),
     "report": ("write the HTML report (the main job)", _report_args, _report_run),
     "explain-text": ("which characters made a text model (langid) decide: per-character attributions",
                      _explain_text_args, _explain_text_run),

@@ -81,17 +81,6 @@ def predictions_section(ctx: ReportContext) -> render.Section:
                           "softmax confidence. The sections below explain these predictions.", body)
 
 
-def saliency_section(ctx: ReportContext) -> render.Section:
-    from .attribution import saliency
-
-    maps = saliency(ctx.model, ctx.x, ctx.predicted)
-    png = render.attribution_grid(ctx.x, {"saliency": maps}, ctx.row_titles)
-    return render.Section("Saliency",
-                          "Vanilla-gradient saliency (Simonyan et al. 2014) of the predicted class: bright "
-                          "pixels are those whose change would move the class score most.",
-                          render.img_tag(png, "saliency maps", width=420))
-
-
 LANGID_WORDS = ("hyvää", "gezellig", "niezbędny", "bicicleta", "weather")
 
 
@@ -205,9 +194,24 @@ def fooled_section(ctx: ReportContext, n_fool: int = 6) -> render.Section:
                           "(Madry et al. 2018) of growing size eps.", body)
 
 
+def attribution_section(ctx: ReportContext) -> render.Section:
+    from .attribution import GRID_METHODS, explain
+
+    maps = explain(ctx.model, ctx.x, ctx.predicted, GRID_METHODS, seed=ctx.seed, quick=True, progress=ctx.progress)
+    png = render.attribution_grid(ctx.x, maps, ctx.row_titles)
+    return render.Section("Where does it look",
+                          "Six attribution methods for the predicted class, one column each: saliency, "
+                          "SmoothGrad, Integrated Gradients (sums to the score change from a black image), "
+                          "Grad-CAM on the last conv layer, occlusion (score drop when a patch is blacked out) "
+                          "and LIME over SLIC superpixels. Red/blue maps are signed; agreement between "
+                          "methods is a hint the explanation is real.",
+                          render.img_tag(png, "attribution grid", width=1000))
+
+
 # the report's sections, in reading order
 SECTIONS: list[Callable[[ReportContext], render.Section | None]] = [
-    predictions_section, saliency_section, faithfulness_section, fooled_section, learned_section, langid_section,
+    predictions_section, attribution_section, faithfulness_section, fooled_section, learned_section,
+    langid_section,
 ]
 
 

@@ -1,0 +1,215 @@
+"""pellucid's attribution methods against Captum and lime, side by side in one process.
+
+Each row: the anchor's time, pellucid's time, their ratio, and the *limit*: the raw input-gradient
+(or forward) passes the method needs, at the best batch size of a small sweep (printed too, so the
+sweep that picks ``default_batch_size`` is on record). Times are medians of ``--repeats`` runs
+(fewer for resnet18). Peak memory of IG at 50 and 200 steps is measured in fresh subprocesses
+(growth of ``VmHWM``), since torch's CPU allocations are invisible to tracemalloc.
+
+    python benchmarks/attribution.py [--threads 2] [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's pellucid, not an installed one
+
+import torch  # noqa: E402
+
+import pellucid as pl  # noqa: E402
+from pellucid._grad import default_batch_size, input_gradient, logits_of  # noqa: E402
+from pellucid._state import model_state  # noqa: E402
+from pellucid.targets import as_target  # noqa: E402
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def limit(model, x, target, rows: int, sizes, gradients: bool, repeats: int) -> tuple[float, int, dict]:
+    """Fastest time of ``rows`` raw passes over copies of ``x`` at the batch sizes in ``sizes``."""
+    xs = x.repeat(rows // len(x) + 1, 1, 1, 1)[:rows].contiguous()
+    t = as_target(target, len(x), None).repeat(rows // len(x) + 1).select(slice(0, rows))
+    sweep = {}
+    with model_state(model):
+        for bs in sizes:
+            run = (lambda b=bs: input_gradient(model, xs, t, b)) if gradients else (
+                lambda b=bs: logits_of(model, xs, rows, b))
+            sweep[bs] = median_time(run, repeats)
+    best = min(sweep, key=sweep.get)
+    return sweep[best], best, sweep
+
+
+def row(name, anchor_name, anchor_t, ours_t, lim, best, sweep, default_bs):
+    sweep_txt = ", ".join(f"{b}: {s:.3f}" for b, s in sweep.items())
+    print(f"  {name}: {anchor_name} {anchor_t:.3f} s, pellucid {ours_t:.3f} s, limit {lim:.3f} s (bs {best}); "
+          f"sweep {sweep_txt}", file=sys.stderr, flush=True)
+    return {"work": name, "anchor": f"{anchor_name} {anchor_t:.3f} s", "pellucid": f"{ours_t:.3f} s",
+            "speed-up": f"{anchor_t / ours_t:.2f}x", "limit": f"{lim:.3f} s (bs {best})",
+            "vs limit": f"{ours_t / lim:.2f}x", "default bs": default_bs, "sweep (bs: s)": sweep_txt}
+
+
+def small_cnn_rows(repeats: int) -> list[dict]:
+    from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
+
+    model = pl.load_model("digits")
+    x, y = pl.sample_images("digits", n=64)
+    bs = default_batch_size(x)
+    sizes = (8, 32, 128)
+    rows = []
+
+    lim, best, sweep = limit(model, x, y, 64 * 50, sizes, True, repeats)
+    cap = median_time(lambda: IntegratedGradients(model).attribute(x, baselines=0.0, target=y, n_steps=50), repeats)
+    ours = median_time(lambda: pl.integrated_gradients(model, x, y, steps=50), repeats)
+    rows.append(row("small CNN, IG 50 steps x 64", "Captum", cap, ours, lim, best, sweep, bs))
+
+    nt = NoiseTunnel(Saliency(model))
+    cap = median_time(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=50, stdevs=0.15, target=y,
+                                           abs=False), repeats)
+    ours = median_time(lambda: pl.smoothgrad(model, x, y, samples=50, sigma=0.15), repeats)
+    rows.append(row("small CNN, SmoothGrad 50 x 64", "Captum", cap, ours, lim, best, sweep, bs))
+
+    windows = 13 * 13
+    lim, best, sweep = limit(model, x, y, 64 * (windows + 1), sizes, False, repeats)
+    occ = Occlusion(model)
+    cap = median_time(lambda: occ.attribute(x, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0,
+                                            target=y), repeats)
+    ours = median_time(lambda: pl.occlusion(model, x, y, window=4, stride=2), repeats)
+    rows.append(row("small CNN, occlusion 4/2 x 64", "Captum default", cap, ours, lim, best, sweep, bs))
+
+    rows.append(lime_row(model, x[:1], int(y[0]), repeats, sizes))
+    return rows
+
+
+def lime_row(model, x, label: int, repeats: int, sizes) -> dict:
+    from lime import lime_image
+    from skimage.segmentation import slic
+
+    from pellucid import attribution
+
+    img = x[0, 0].double().numpy()
+
+    def classifier(images):
+        batch = torch.from_numpy(images[..., :1]).permute(0, 3, 1, 2).float()
+        with torch.no_grad():
+            return model(batch).numpy()
+
+    def theirs():
+        seg_fn = lambda im: slic(im, n_segments=100, compactness=1, sigma=1, start_label=0)  # noqa: E731
+        lime_image.LimeImageExplainer(random_state=0).explain_instance(
+            img, classifier, labels=(label,), top_labels=None, hide_color=0, num_samples=1000,
+            segmentation_fn=seg_fn, random_seed=0)
+
+    def ours():
+        attribution._SEGMENT_CACHE.clear()  # segmentation included
+        pl.lime(model, x, label, samples=1000)
+
+    lim, best, sweep = limit(model, x, label, 1000, sizes, False, repeats)
+    return row("small CNN, LIME 1000 samples x 1 (incl. SLIC)", "lime_image", median_time(theirs, repeats),
+               median_time(ours, repeats), lim, best, sweep, default_batch_size(x))
+
+
+def resnet_rows(repeats: int) -> list[dict]:
+    from captum.attr import IntegratedGradients, Occlusion
+
+    model = pl.load_model("resnet18", weights="random")
+    x = pl.sample_images("photos", n=1)[0]
+    t = 281
+    sizes = (4, 8, 16)
+    bs = default_batch_size(x)
+    rows = []
+    lim, best, sweep = limit(model, x, t, 50, sizes, True, repeats)
+    cap = median_time(lambda: IntegratedGradients(model).attribute(x, baselines=0.0, target=t, n_steps=50), repeats)
+    ours = median_time(lambda: pl.integrated_gradients(model, x, t, steps=50), repeats)
+    rows.append(row("resnet18 224², IG 50 steps x 1", "Captum", cap, ours, lim, best, sweep, bs))
+
+    lim, best, sweep = limit(model, x, t, 13 * 13 + 1, sizes, False, repeats)
+    occ = Occlusion(model)
+    cap = median_time(lambda: occ.attribute(x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16),
+                                            baselines=0.0, target=t), repeats)
+    ours = median_time(lambda: pl.occlusion(model, x, t, window=32, stride=16), repeats)
+    rows.append(row("resnet18 224², occlusion 32/16 x 1", "Captum default", cap, ours, lim, best, sweep, bs))
+    return rows
+
+
+MEMORY_PROBE = """
+import sys, torch
+
+def hwm():  # this process's peak resident memory (ru_maxrss would include the parent's peak)
+    line = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    return int(line.split()[1])
+
+torch.set_num_threads({threads})
+import pellucid as pl
+lib, steps = sys.argv[1], int(sys.argv[2])
+model = pl.load_model("digits"); x, y = pl.sample_images("digits", n=64)
+pl.integrated_gradients(model, x[:2], y[:2], steps=2)  # warm up allocator and kernels
+before = hwm()
+if lib == "pellucid":
+    pl.integrated_gradients(model, x, y, steps=steps)
+else:
+    from captum.attr import IntegratedGradients
+    IntegratedGradients(model).attribute(x, baselines=0.0, target=y, n_steps=steps)
+print((hwm() - before) / 1024)
+"""
+
+
+def peak_memory(lib: str, steps: int, threads: int) -> float:
+    """Growth of the peak resident memory (MiB) while running IG on 64 digits, in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE.format(threads=threads), lib, str(steps)],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def memory_table(threads: int) -> str:
+    mem = [{"work": "IG x 64 digits, pellucid", "steps 50": f"{peak_memory('pellucid', 50, threads):.1f} MiB",
+            "steps 200": f"{peak_memory('pellucid', 200, threads):.1f} MiB"},
+           {"work": "IG x 64 digits, Captum (one batch)", "steps 50": f"{peak_memory('captum', 50, threads):.0f} MiB",
+            "steps 200": "not run (~4x the 50-step figure)"}]
+    return markdown(mem, ["work", "steps 50", "steps 200"])
+
+
+def markdown(rows: list[dict], keys) -> str:
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="skip resnet18")
+    parser.add_argument("--memory-only", action="store_true", help="only the IG peak-memory probe")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    if args.memory_only:
+        return print(memory_table(args.threads))
+    rows = small_cnn_rows(args.repeats)
+    if not args.quick:
+        rows += resnet_rows(max(1, args.repeats - 1))
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} runs "
+          f"({max(1, args.repeats - 1)} for resnet18)\n")
+    print(markdown(rows, ["work", "limit", "anchor", "pellucid", "speed-up", "vs limit", "default bs"]))
+    print("\nbatch-size sweep of the raw passes (the limit), seconds:\n")
+    print(markdown(rows, ["work", "sweep (bs: s)"]))
+    print("\npeak resident memory growth:\n")
+    print(memory_table(args.threads))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
