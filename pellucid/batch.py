@@ -15,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import html
-import inspect
 import json
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -73,52 +71,25 @@ def resolve_methods(names: Sequence[str] | str) -> tuple[str, ...]:
 
 
 def faithfulness(model: nn.Module, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,
-                 steps: int) -> tuple[list | None, list | None]:
-    """Deletion and insertion AUC per image, or ``(None, None)`` when pellucid.metrics is absent."""
-    try:
-        from .metrics import deletion, insertion
-    except ImportError:
-        return None, None
-    return (_per_image(deletion(model, x, target, maps, steps=steps), len(x), "auc"),
-            _per_image(insertion(model, x, target, maps, steps=steps), len(x), "auc"))
+                 steps: int) -> tuple[list, list]:
+    """Deletion and insertion AUC per image (Petsiuk et al. 2018)."""
+    from .metrics import deletion, insertion
+
+    return (_finite(deletion(model, x, target, maps, steps=steps).auc),
+            _finite(insertion(model, x, target, maps, steps=steps).auc))
 
 
 def minimal_eps(model: nn.Module, x: torch.Tensor, label: torch.Tensor, attack: str,
-                max_eps: float | None) -> list | None:
-    """The smallest epsilon that flips each label, or ``None`` when pellucid.adversarial is absent."""
-    try:
-        from .adversarial import minimal_epsilon
-    except ImportError:
-        return None
-    params = inspect.signature(minimal_epsilon).parameters
-    kw = {"attack": attack}
-    bound = next((p for p in ("max_eps", "eps_max", "hi", "eps") if p in params), None)
-    if max_eps is not None and bound is not None:
-        kw[bound] = max_eps
-    return _per_image(minimal_epsilon(model, x, label, **kw), len(x), "eps")
+                max_eps: float | None) -> list:
+    """The smallest epsilon that flips each label (``None`` where even ``max_eps`` does not)."""
+    from .adversarial import minimal_epsilon
+
+    return _finite(minimal_epsilon(model, x, label, attack=attack, eps_max=max_eps, progress=False))
 
 
-def _per_image(result, n: int, attr: str) -> list:
-    """A list of ``n`` floats from a tensor, a tuple ending in one, a dict or an object with ``attr``."""
-    value = getattr(result, attr, None)
-    if value is None and isinstance(result, dict):
-        value = result.get(attr)
-    if value is None:
-        value = result[-1] if isinstance(result, tuple) else result
-    vals = torch.as_tensor(value, dtype=torch.float64).reshape(n).tolist()
-    return [v if np.isfinite(v) else None for v in vals]
-
-
-def missing_features(job: Job) -> list[str]:
-    """Notes for the columns this build cannot fill (they stay NULL)."""
-    import importlib.util
-
-    notes = []
-    if importlib.util.find_spec("pellucid.metrics") is None and job.metric_steps > 0:
-        notes.append("deletion/insertion AUC not computed: pellucid.metrics is not in this build (NULL)")
-    if job.attack and importlib.util.find_spec("pellucid.adversarial") is None:
-        notes.append("minimal epsilon not computed: pellucid.adversarial is not in this build (NULL)")
-    return notes
+def _finite(values: torch.Tensor) -> list:
+    """Floats per image for the table, ``None`` (NULL) for inf or NaN."""
+    return [v if np.isfinite(v) else None for v in values.detach().double().cpu().tolist()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,7 +432,7 @@ def job_folder(out: Path, job: Job) -> Iterator[dict]:
 
 def _check_config(out: Path, job: Job) -> dict:
     path = out / "job.json"
-    meta = {"hash": job.config_hash(), "config": job.config(), "notes": missing_features(job)}
+    meta = {"hash": job.config_hash(), "config": job.config()}
     if path.exists():
         old = json.loads(path.read_text())
         if old.get("hash") != meta["hash"]:
@@ -483,7 +454,6 @@ class BatchResult:
     skipped: int = 0
     seconds: float = 0.0
     stages: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
     report: Path | None = None
 
     @property
@@ -517,16 +487,14 @@ def explain_dataset(source: str, out, model: str | nn.Module = "digits", methods
     job = Job(source, name, weights, resolve_methods(methods), attack, eps, metric_steps, seed, max_pixels,
               limit, device, None if isinstance(model, str) else model)
     out = Path(out)
-    with job_folder(out, job) as meta:
+    with job_folder(out, job):
         loaded = job.load_model()
         items = list_items(job.input, getattr(loaded, "labels", None), limit)
         store = ResultStore(out, job.methods)
         try:
             finished = store.finished()
             pending = [it for it in items if it.key not in finished]
-            result = BatchResult(out, skipped=len(items) - len(pending), notes=meta["notes"])
-            for note in result.notes:
-                print(f"pellucid batch: note: {note}", file=sys.stderr)
+            result = BatchResult(out, skipped=len(items) - len(pending))
             start = time.perf_counter()
             run = run_local if engine == "local" else run_ray
             run(job, loaded, pending, out, store, result, batch_size, num_workers=num_workers,
@@ -688,7 +656,6 @@ def summary_section(out: Path, rows: list[dict], meta: dict):
     if done:
         facts.append(f"{sum(r['seconds'] for r in done) / len(done) * 1000:.1f} ms per image")
     body = f"<p>{' · '.join(facts)}</p>"
-    body += "".join(f"<p class='meta'>Note: {html.escape(n)}</p>" for n in meta.get("notes", []))
     body += _fragility_html(out, done) + _faithfulness_html(done, methods)
     body += _class_means_html(out, done, "saliency" if "saliency" in methods else methods[0])
     if failed:

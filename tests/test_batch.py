@@ -78,16 +78,23 @@ def test_resume_skips_finished_images_and_refuses_other_arguments(tmp_path):
         pl.explain_dataset("digits-test", tmp_path, methods="input_x_gradient", limit=20)
 
 
-def test_missing_features_leave_null_columns_with_a_note(tmp_path):
-    import importlib.util
-
-    res = pl.explain_dataset("digits-test", tmp_path, limit=4, progress=False, report=False)
-    row = pl.read_results(tmp_path)[0]
-    if importlib.util.find_spec("pellucid.metrics") is None:
-        assert row["saliency_deletion"] is None and row["saliency_insertion"] is None
-        assert any("pellucid.metrics" in n for n in res.notes)
-    else:
-        assert 0 <= row["saliency_deletion"] <= 1 and 0 <= row["saliency_insertion"] <= 1
+def test_faithfulness_and_minimal_eps_columns_equal_the_api(tmp_path, digits_model):
+    pl.explain_dataset("digits-test", tmp_path, limit=4, attack="fgsm", eps=0.5, metric_steps=11,
+                       progress=False, report=False)
+    rows = sorted(pl.read_results(tmp_path), key=lambda r: r["position"])
+    x, y = digits("test")
+    x, y = x[:4], y[:4]
+    pred = pl.load_model("digits")(x).argmax(1)
+    maps = pl.saliency(digits_model, x, pred)
+    deletion = pl.deletion(digits_model, x, pred, maps, steps=11).auc
+    insertion = pl.insertion(digits_model, x, pred, maps, steps=11).auc
+    eps = pl.minimal_epsilon(digits_model, x, y, attack="fgsm", eps_max=0.5, progress=False)
+    for i, r in enumerate(rows):
+        assert r["prediction"] == int(pred[i]) and r["label"] == int(y[i])
+        assert abs(r["saliency_deletion"] - float(deletion[i])) < 1e-5
+        assert abs(r["saliency_insertion"] - float(insertion[i])) < 1e-5
+        assert (r["min_eps"] is None) == (not torch.isfinite(eps[i]))
+        assert r["min_eps"] is None or abs(r["min_eps"] - float(eps[i])) < 1e-6
 
 
 def test_bad_files_are_recorded_and_the_job_goes_on(tmp_path):
