@@ -167,7 +167,8 @@ def test_kill_9_at_random_points_then_resume(tmp_path):
     rng, kills = random.Random(0), 0
     for _ in range(3):
         stop_at = _count_rows(out / "results.sqlite") + rng.randint(4, 24)
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = open(tmp_path / f"run{kills}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while proc.poll() is None and _count_rows(out / "results.sqlite") < stop_at and time.time() < deadline:
             time.sleep(0.005)
@@ -176,6 +177,9 @@ def test_kill_9_at_random_points_then_resume(tmp_path):
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait()
+        log.close()
+        if proc.returncode not in (0, -signal.SIGKILL):
+            raise AssertionError(f"the batch job failed: {(tmp_path / f'run{kills}.log').read_text()[-2000:]}")
     before = {r["key"]: r["finished_at"] for r in pl.read_results(out)}
     assert kills >= 2 and 0 < len(before) < n
     assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0

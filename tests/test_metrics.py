@@ -222,10 +222,20 @@ def test_ig_and_grad_cam_beat_the_random_map_on_digits(digits_model, digits_batc
 
 @_needs("integrated_gradients")
 def test_ig_loses_similarity_as_layers_are_randomized(digits_model, digits_batch):
+    """IG fails to stay similar as layers are randomized: SSIM falls with the default black baseline,
+    and both SSIM and Spearman fall with a noise baseline. (With the black baseline the Spearman rank
+    correlation of |IG| stays ~0.99 on digits: IG is exactly 0 on the ~80% black pixels whatever the
+    weights, the input-multiplication effect Adebayo et al. 2018 describe; the README says so.)"""
     x, y = digits_batch
-    result = pl.sanity_check(digits_model, x, y, lambda m, xx, t: pl.integrated_gradients(m, xx, t, steps=16))
-    rho = result.spearman.mean(1)
-    assert (rho[1:] <= rho[:-1] + 0.2).all() and rho[-1] < rho[0] - 0.3, rho
+
+    def falls(curve, floor):
+        return bool((curve[1:] <= curve[:-1] + 0.1).all()) and float(curve[-1]) < floor
+
+    black = pl.sanity_check(digits_model, x, y, lambda m, xx, t: pl.integrated_gradients(m, xx, t, steps=16))
+    assert falls(black.ssim.mean(1), 0.75), black.ssim.mean(1)
+    noise = pl.sanity_check(digits_model, x, y,
+                            lambda m, xx, t: pl.integrated_gradients(m, xx, t, steps=16, baseline="noise"))
+    assert falls(noise.ssim.mean(1), 0.5) and falls(noise.spearman.mean(1), 0.6), (noise.ssim, noise.spearman)
 
 
 # ---------------------------------------------------------------------------------------------
