@@ -52,7 +52,8 @@ STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 METHOD_TITLES = {"saliency": "Saliency", "input_x_gradient": "Gradient × input", "smoothgrad": "SmoothGrad",
-                 "ig": "Integrated Gradients", "gradcam": "Grad-CAM", "occlusion": "Occlusion", "lime": "LIME"}
+                 "ig": "Integrated Gradients", "gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM",
+                 "occlusion": "Occlusion", "lime": "LIME"}
 RESULT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _PLOT_LOCK = threading.Lock()  # pyplot (used by the report) is not thread-safe
 

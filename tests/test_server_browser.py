@@ -126,6 +126,9 @@ def test_the_page_in_chromium(browser, served, tmp_path, digits_model):
         page.locator("#eps").fill("0.5")
         page.wait_for_selector("#adv-predictions li.top", timeout=30_000)
         assert page.inner_text("#adv-predictions li.top .name") != before
+        # the pictures load after the prediction is shown: wait for them, then check they decoded
+        page.wait_for_function("() => ['#adv', '#diff'].every(s => document.querySelector(s).complete)",
+                               timeout=30_000)
         assert page.eval_on_selector("#adv", "i => i.naturalWidth") > 0
         assert page.eval_on_selector("#diff", "i => i.naturalWidth") > 0
         page.screenshot(path=str(ARTIFACTS / "serve-attacked.png"), full_page=True)
