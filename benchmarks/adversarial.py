@@ -12,11 +12,10 @@ and the time it saves against the same PGD without early stop.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torchattacks
+from _timing import median_time  # noqa: E402
 
 import pellucid as pl
 from pellucid._grad import default_batch_size, input_gradient
@@ -27,13 +26,6 @@ from pellucid.targets import as_target
 SIZES = (8, 16, 32, 64)
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def limit(model, x, y, passes: int, repeats: int) -> tuple[float, int, dict]:

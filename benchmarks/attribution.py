@@ -12,7 +12,6 @@ sweep that picks ``default_batch_size`` is on record). Times are medians of ``--
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
@@ -22,20 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's pellucid, not an installed one
 
 import torch  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 import pellucid as pl  # noqa: E402
 from pellucid._grad import default_batch_size, input_gradient, logits_of  # noqa: E402
 from pellucid._state import model_state  # noqa: E402
 from pellucid.targets import as_target  # noqa: E402
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def limit(model, x, target, rows: int, sizes, gradients: bool, repeats: int) -> tuple[float, int, dict]:

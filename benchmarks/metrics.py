@@ -10,13 +10,12 @@ Quantus (if installed) runs one forward of the whole batch per step, round-tripp
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pellucid, not an installed one
 
+import _timing  # noqa: E402
 import torch  # noqa: E402
 
 import pellucid as pl  # noqa: E402
@@ -28,14 +27,8 @@ REPEATS = 3
 STEPS = 50
 
 
-def median_time(fn, repeats=REPEATS) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_time(fn, repeats: int = REPEATS) -> float:
+    return _timing.median_time(fn, repeats, warmup=True)
 
 
 def limit(model, x, steps, sweep) -> tuple[float, int]:

@@ -13,9 +13,7 @@ On a shared 2-core machine run it with OMP_NUM_THREADS=1 (two threads contend ba
 
 from __future__ import annotations
 
-import statistics
-import time
-
+import _timing  # noqa: E402
 import numpy as np
 import torch
 
@@ -27,13 +25,7 @@ REPEATS = 3
 
 
 def median_time(fn, repeats: int = REPEATS) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return _timing.median_time(fn, repeats, warmup=True)
 
 
 def targets(model) -> list[int]:

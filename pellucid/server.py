@@ -91,17 +91,7 @@ def require(name: str) -> Callable:
 
 
 # ---------------------------------------------------------------------------------------------
-# adapters to the adversarial and visualization APIs (the only place that knows their return types)
-
-def fooling_result(result) -> tuple[torch.Tensor, int | None, bool | None]:
-    """``(image (1, C, H, W), steps, success)`` from what ``pl.fooling_image`` returns."""
-    if isinstance(result, torch.Tensor):
-        return result, None, None
-    steps, success = getattr(result, "steps", None), getattr(result, "success", None)
-    steps = int(steps.flatten()[0]) if isinstance(steps, torch.Tensor) else steps
-    success = bool(success.flatten()[0]) if isinstance(success, torch.Tensor) else success
-    return result.image, steps, success
-
+# visualization frames
 
 def _as_image(t: torch.Tensor) -> torch.Tensor:
     t = t.detach().float().cpu()
@@ -634,9 +624,9 @@ def attack_routes(app: FastAPI, srv: Server) -> None:
 
         def fn(model):
             x = srv.tensor(ask.image, model)
-            image, steps, success = fooling_result(fool_fn(model, x, ask.target))
-            out = _adversarial(model, x, image, f"fooled-into-{ask.target}")
-            return {**out, "steps": steps, "success": success, "target": ask.target}
+            r = fool_fn(model, x, ask.target, progress=False)
+            out = _adversarial(model, x, r.image, f"fooled-into-{ask.target}")
+            return {**out, "steps": int(r.steps[0]), "success": bool(r.success[0]), "target": ask.target}
 
         return await srv.run(request, slot, fn, ask.job)
 
