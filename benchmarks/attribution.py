@@ -80,6 +80,14 @@ def small_cnn_rows(repeats: int) -> list[dict]:
     ours = median_time(lambda: pl.occlusion(model, x, y, window=4, stride=2), repeats)
     rows.append(row("small CNN, occlusion 4/2 x 64", "Captum default", cap, ours, lim, best, sweep, bs))
 
+    # one image: Captum's default runs one window per forward; pellucid stacks the windows into batches
+    x1, y1 = x[:1], y[:1]
+    lim, best, sweep = limit(model, x1, y1, windows + 1, sizes, False, repeats)
+    cap = median_time(lambda: occ.attribute(x1, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0,
+                                            target=y1), repeats)
+    ours = median_time(lambda: pl.occlusion(model, x1, y1, window=4, stride=2), repeats)
+    rows.append(row("small CNN, occlusion 4/2 x 1", "Captum default", cap, ours, lim, best, sweep, bs))
+
     rows.append(lime_row(model, x[:1], int(y[0]), repeats, sizes))
     return rows
 
