@@ -150,12 +150,17 @@ def train_digits(batchnorm: bool = True, epochs: int = 10, seed: int = 0, progre
             opt.step()
             sched.step()
             bar.update(1)
+    end_training(model, bar)
+    xt, yt = digits("test")
+    return model, accuracy(model, xt, yt)
+
+
+def end_training(model: nn.Module, bar) -> None:
+    """Close the progress bar, switch to eval mode and drop the gradients training left on the parameters."""
     bar.close()
     model.eval()
     for p in model.parameters():
         p.grad = None
-    xt, yt = digits("test")
-    return model, accuracy(model, xt, yt)
 
 
 def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:

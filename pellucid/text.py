@@ -196,6 +196,8 @@ def train_langid(epochs: int = 4, seed: int = 0, progress: bool = True, batch_si
 def _train(epochs: int, seed: int, progress: bool, batch_size: int, lr: float) -> tuple[CharGRU, float]:
     from tqdm import tqdm
 
+    from .models import end_training
+
     words, y = langid_words("train")
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -217,10 +219,7 @@ def _train(epochs: int, seed: int, progress: bool, batch_size: int, lr: float) -
             opt.step()
             sched.step()
             bar.update(1)
-    bar.close()
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
+    end_training(model, bar)
     return model, langid_accuracy(model)
 
 
