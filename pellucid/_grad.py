@@ -19,7 +19,7 @@ RowMaker = Callable[[slice], torch.Tensor]
 
 
 def default_batch_size(x: torch.Tensor) -> int:
-    """Images per model call, from a sweep on 2-core CPUs (see ``benchmarks/batch_size.py``).
+    """Images per model call, from a sweep on 2-core CPUs (the sweeps in ``benchmarks/attribution.py``).
 
     Small images run fastest in chunks of ~32, 224² images near 8; a GPU takes bigger chunks.
     """

@@ -169,13 +169,9 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target, samples: int = 50, sig
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of an image batch (separable, edge-replicated): the "blur" IG baseline."""
-    radius = max(1, int(3 * sigma))
-    k = torch.exp(-torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    out = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    out = F.conv2d(out, k.reshape(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
-    return F.conv2d(out, k.reshape(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
+    from .data import gaussian_filter
+
+    return gaussian_filter(x, sigma, max(1, int(3 * sigma)), mode="replicate")
 
 
 def make_baseline(baseline, x: torch.Tensor, seed: int = 0) -> torch.Tensor:

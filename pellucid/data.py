@@ -88,6 +88,18 @@ def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., top : top + th, left : left + tw].clamp(0, 1)
 
 
+def gaussian_filter(x: torch.Tensor, sigma: float, radius: int, mode: str = "reflect") -> torch.Tensor:
+    """Separable Gaussian blur of an image batch on its device: taps at integer offsets ``-radius..radius``,
+    padded by ``mode`` (``"reflect"`` or ``"replicate"``). Differentiable; the one blur every feature uses."""
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius,) * 4, mode=mode)
+    x = F.conv2d(x, k.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 def sample_images(name="digits", n: int | None = None, size: int | None = None):
     """Sample images that ship with pellucid: ``(x, y)``.
 

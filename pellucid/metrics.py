@@ -114,14 +114,10 @@ def blurred(x: torch.Tensor, sigma: float = 5.0, kernel_size: int = 11) -> torch
 
     Equals ``torchvision.transforms.functional.gaussian_blur`` (kernel capped to the image size).
     """
+    from .data import gaussian_filter
+
     k = min(kernel_size, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)
-    half = (k - 1) * 0.5
-    g = torch.exp(-0.5 * (torch.linspace(-half, half, k, device=x.device, dtype=x.dtype) / sigma) ** 2)
-    g = g / g.sum()
-    c = x.shape[1]
-    out = F.pad(x, [k // 2] * 4, mode="reflect")
-    out = F.conv2d(out, g.reshape(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
-    return F.conv2d(out, g.reshape(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+    return gaussian_filter(x, sigma, k // 2, mode="reflect")
 
 
 def _curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, start: torch.Tensor,

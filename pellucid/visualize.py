@@ -25,6 +25,7 @@ from torch import nn
 from ._checks import PellucidError, check_choice, check_images, check_positive_int
 from ._grad import iter_gradients, iter_logits, num_classes, resolve_batch_size
 from ._state import model_state
+from .data import gaussian_filter
 from .models import find_layer, named_layers
 from .targets import Target, as_target
 
@@ -266,13 +267,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch
     radius = min(int(truncate * sigma + 0.5), min(x.shape[-2:]) - 1)
     if radius < 1:
         return x
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius,) * 4, mode="reflect")
-    x = F.conv2d(x, k.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return gaussian_filter(x, sigma, radius, mode="reflect")
 
 
 def blur(sigma: float = 0.5) -> Transform:
