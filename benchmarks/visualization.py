@@ -1,44 +1,46 @@
 """Time per optimization step of feature visualization, next to its limit.
 
-The limit is one input-gradient pass of the same batch (``pl.gradient``: forward + backward to the
-input), which every step must pay. pellucid's step adds the jitter, the blur, the parameterization and
-the update; the goal is <= 1.15x the limit. The anchor is the CS231n reference loop written in plain
-PyTorch (roll, forward, backward into the image, normalized step, unroll, clamp, scipy-free blur).
+The limit is one raw input-gradient pass of the same batch, in plain PyTorch (forward, the target
+logits, backward to the input), which every step must pay. pellucid's step adds the jitter, the blur,
+the parameterization, the update and the recorded history; the goal is <= 1.15x the limit. The anchor
+is the CS231n reference loop written in plain PyTorch (roll, forward, backward into the image,
+normalized step, unroll, clamp, blur).
 
-Run: ``python benchmarks/visualization.py [digits] [resnet18]`` (about a minute on 2 quiet CPU cores;
-much longer on a loaded machine; ``BENCH_THREADS=1`` avoids thread oversubscription there). Median
-of ``REPEATS``.
+The contenders run in turn, round after round (``_timing.interleaved``), so that this machine's drift
+hits them alike; each runs the default 100 steps (5 at 224²). Run:
+``python benchmarks/visualization.py [digits] [resnet18]`` (about 2 minutes on 2 quiet CPU cores).
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pellucid as pl  # noqa: E402
+from _timing import interleaved  # noqa: E402
 from pellucid.visualize import gaussian_blur  # noqa: E402
 
-REPEATS = 3
+ROUNDS = 7
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
-def median_time(fn, repeats: int = REPEATS) -> tuple[float, float]:
-    """Median wall-clock and CPU (process) seconds of ``fn()``; CPU time is steadier on a busy machine."""
-    fn()  # warm-up
-    wall, cpu = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    return statistics.median(wall), statistics.median(cpu)
+def raw_passes(model, x, targets, steps):
+    """The limit: ``steps`` input-gradient passes of ``x`` in plain PyTorch, nothing else."""
+    rows = torch.arange(len(x))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for _ in range(steps):
+        xi = x.detach().requires_grad_(True)
+        torch.autograd.grad(model(xi)[rows, targets].sum(), xi)
+    for p in model.parameters():
+        p.requires_grad_(True)
 
 
 def course_loop(model, targets, steps, lr=25.0, l2=1e-3, jitter=16, blur_every=10):
@@ -47,6 +49,7 @@ def course_loop(model, targets, steps, lr=25.0, l2=1e-3, jitter=16, blur_every=1
     n, shape = len(targets), model.input_size
     img = torch.rand((n, *shape), generator=gen)
     rows = torch.arange(n)
+    jitter = max(1, round(jitter * shape[-1] / 224))
     for p in model.parameters():
         p.requires_grad_(False)
     for t in range(steps):
@@ -64,30 +67,31 @@ def course_loop(model, targets, steps, lr=25.0, l2=1e-3, jitter=16, blur_every=1
     return img
 
 
-def bench(name, model, targets, steps):
+def bench(name, model, targets, steps, rounds=ROUNDS):
+    targets = torch.tensor(targets)
     x = torch.rand((len(targets), *model.input_size), generator=torch.Generator().manual_seed(1))
-    limit = median_time(lambda: pl.gradient(model, x, targets))
     runs = {
-        "pellucid class_visualization (pixel)": lambda: pl.class_visualization(model, targets, steps=steps),
+        "limit: one raw input-gradient pass": lambda: raw_passes(model, x, targets, steps),
+        "pellucid class_visualization (pixel)": lambda: pl.class_visualization(model, targets, steps=steps,
+                                                                               progress=False),
         "pellucid class_visualization (fourier)": lambda: pl.class_visualization(model, targets, steps=steps,
-                                                                                 param="fourier"),
+                                                                                 param="fourier", progress=False),
         "course loop, plain PyTorch (anchor)": lambda: course_loop(model, targets, steps),
     }
+    times = interleaved(runs, rounds)
+    limit = times["limit: one raw input-gradient pass"]
     print(f"\n{name}: batch {len(targets)} x {tuple(model.input_size)}, {steps} steps per run, "
-          f"median of {REPEATS}; ms per step (ratio to the limit)")
-    print(f"  {'':<44} {'wall':>16} {'CPU':>16}")
-    print(f"  {'limit: one input-gradient pass':<44} {1000 * limit[0]:8.1f} (1.00x) {1000 * limit[1]:8.1f} (1.00x)")
-    for label, fn in runs.items():
-        wall, cpu = (t / steps for t in median_time(fn))
-        print(f"  {label:<44} {1000 * wall:8.1f} ({wall / limit[0]:.2f}x) {1000 * cpu:8.1f} ({cpu / limit[1]:.2f}x)")
+          f"median of {rounds} interleaved rounds; ms per step (ratio to the limit)")
+    for label, t in times.items():
+        print(f"  {label:<44} {1000 * t / steps:8.1f} ({t / limit:.2f}x)")
 
 
 def main(which=("digits", "resnet18")):
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; timings on a shared machine are noisy")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if "digits" in which:
-        bench("digits", pl.load_model("digits"), list(range(10)), steps=20)
+        bench("digits", pl.load_model("digits"), list(range(10)), steps=100)
     if "resnet18" in which:
-        bench("resnet18 (random weights)", pl.load_model("resnet18", weights="random"), [1, 500], steps=3)
+        bench("resnet18 (random weights)", pl.load_model("resnet18", weights="random"), [1, 500], steps=5, rounds=5)
 
 
 if __name__ == "__main__":

@@ -194,6 +194,23 @@ def test_fourier_image_equals_lucents():
     torch.testing.assert_close(p.image(), lucent_fft_rgb(spectrum, 24, 20), atol=1e-6, rtol=1e-5)
 
 
+def test_fourier_image_is_contiguous_so_convolutions_do_not_copy_their_weights():
+    assert V.FourierParam(torch.full((2, 3, 24, 20), 0.5)).image().is_contiguous()
+
+
+def test_adam_step_equals_torch_optim_adam_on_the_negated_gradient():
+    gen = torch.Generator().manual_seed(0)
+    theirs = torch.randn(4, 6, generator=gen).requires_grad_(True)
+    ours = theirs.detach().clone()
+    opt, mine = torch.optim.Adam([theirs], lr=0.05), V._Adam(ours, 0.05)
+    for _ in range(25):
+        g = torch.randn(4, 6, generator=gen)
+        theirs.grad = -g
+        opt.step()
+        mine.step(g)
+    torch.testing.assert_close(ours, theirs.detach(), atol=1e-6, rtol=1e-5)
+
+
 def test_pl_visualize_stays_the_function():
     import pellucid.visualize  # noqa: F401  (importing the submodule must not shadow the function)
 
