@@ -21,11 +21,11 @@ RowMaker = Callable[[slice], torch.Tensor]
 def default_batch_size(x: torch.Tensor) -> int:
     """Images per model call, from a sweep on 2-core CPUs (the sweeps in ``benchmarks/attribution.py``).
 
-    Small images run fastest in chunks of ~32, 224² images near 8; a GPU takes bigger chunks.
+    Small images run fastest in chunks of ~64 (28²: 64 is 4% faster than 32, 128 no faster), 224² images near 8; a GPU takes bigger chunks.
     """
     pixels = x.shape[-1] * x.shape[-2]
     if x.device.type == "cpu":
-        return 32 if pixels <= 64 * 64 else 8
+        return 64 if pixels <= 64 * 64 else 8
     return 256 if pixels <= 64 * 64 else 32
 
 
@@ -90,11 +90,16 @@ def input_gradient(
     for _, g, s in iter_gradients(model, x, len(x), target, batch_size):
         grads.append(g)
         scores.append(s)
-    return torch.cat(grads), torch.cat(scores)
+    return _cat(grads), _cat(scores)
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat``, without the copy when there is one part."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def logits_of(model: nn.Module, source, total: int, batch_size: int) -> torch.Tensor:
-    return torch.cat([out for _, out in iter_logits(model, source, total, batch_size)])
+    return _cat([out for _, out in iter_logits(model, source, total, batch_size)])
 
 
 def num_classes(model: nn.Module) -> int | None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ._checks import PellucidError, check_choice, check_positive_int
-from ._grad import input_gradient, logits_of, prepare
+from ._grad import _cat, input_gradient, logits_of, prepare
 from ._state import model_state
 from .targets import Target, as_target
 
@@ -106,7 +106,7 @@ class _Recording:
 def _gradient_and_logits(model, x, target: Target, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     rec = _Recording(target)
     grad, _ = input_gradient(model, x, rec, batch_size)
-    return grad, torch.cat(rec.logits)
+    return grad, _cat(rec.logits)
 
 
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -138,8 +138,12 @@ def _ascend(model, start: torch.Tensor, target: Target, steps: int, step: Step, 
                     if not active.numel():
                         break
                     running = x[active]
-            x[active] = step(running, grad, active)
-            taken[active] += 1
+            if len(active) == len(x):  # every image steps: no scatter
+                x = step(running, grad, active)
+                taken += 1
+            else:
+                x[active] = step(running, grad, active)
+                taken[active] += 1
             bar.update(1)
             bar.set_postfix(running=len(active), refresh=False)
     finished = torch.zeros(len(x), dtype=torch.bool)
@@ -290,9 +294,9 @@ def _pgd(model, x, label, eps, alpha, steps, norm="linf", targeted=False, random
     start = _random_start(x, eps_, norm, _generator(seed, x.device)) if random_start else x
 
     def step(xi: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        r = rows.to(x.device)
-        moved = xi + alpha_[r].reshape(-1, 1, 1, 1) * sign * _unit(grad, norm)
-        return (x[r] + _project(moved - x[r], eps_[r], norm)).clamp(0, 1)
+        x0, a, e = (x, alpha_, eps_) if len(rows) == len(x) else (t[rows.to(x.device)] for t in (x, alpha_, eps_))
+        moved = xi + a.reshape(-1, 1, 1, 1) * sign * _unit(grad, norm)
+        return (x0 + _project(moved - x0, e, norm)).clamp_(0, 1)
 
     done = _reached(goal.classes, is_targeted) if early_stop else None
     with model_state(model):
