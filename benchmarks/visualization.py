@@ -22,8 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pellucid as pl  # noqa: E402
 from _timing import interleaved  # noqa: E402
+
+import pellucid as pl  # noqa: E402
 from pellucid.visualize import gaussian_blur  # noqa: E402
 
 ROUNDS = 7

@@ -21,7 +21,9 @@ RowMaker = Callable[[slice], torch.Tensor]
 def default_batch_size(x: torch.Tensor) -> int:
     """Images per model call, from a sweep on 2-core CPUs (the sweeps in ``benchmarks/attribution.py``).
 
-    Small images run fastest in chunks of ~64 (28²: 64 is 4% faster than 32, 128 no faster), 224² images near 8; a GPU takes bigger chunks.
+    Small images run fastest in chunks of ~64 on a quiet machine (28²: 4% faster than 32, 128 no
+    faster; under cache contention from other tenants, 16 can be 30% faster), 224² images near 8;
+    a GPU takes bigger chunks.
     """
     pixels = x.shape[-1] * x.shape[-2]
     if x.device.type == "cpu":
