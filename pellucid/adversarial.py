@@ -145,7 +145,8 @@ def _ascend(model, start: torch.Tensor, target: Target, steps: int, step: Step, 
                 x[active] = step(running, grad, active)
                 taken[active] += 1
             bar.update(1)
-            bar.set_postfix(running=len(active), refresh=False)
+            if done is not None:
+                bar.set_postfix(running=len(active), refresh=False)
     finished = torch.zeros(len(x), dtype=torch.bool)
     if done is not None:
         finished[:] = True

@@ -196,7 +196,7 @@ def load_digits(batchnorm: bool = True, retrain: bool = False, progress: bool = 
             net.load_state_dict(ckpt["state_dict"])
             model = _digits_model(net)
             model.accuracy = ckpt.get("meta", {}).get("accuracy")
-            return model.eval()
+            return _channels_last(model.eval())
         except Exception as e:  # corrupt or stale file: retrain
             print(f"pellucid: cached digits weights at {path} are unreadable ({type(e).__name__}); retraining",
                   file=sys.stderr)
@@ -204,7 +204,17 @@ def load_digits(batchnorm: bool = True, retrain: bool = False, progress: bool = 
     model, acc = train_digits(batchnorm, progress=progress)
     save_checkpoint(model, path, accuracy=acc, seconds=time.perf_counter() - start, batchnorm=batchnorm)
     model.accuracy = acc
-    return model
+    return _channels_last(model)
+
+
+def _channels_last(model: PixelModel) -> PixelModel:
+    """Store the convolution weights channels-last, so the network runs channels-last.
+
+    On CPU, PyTorch's max-pool over a contiguous (NCHW) tensor is 15x slower than over a channels-last
+    one; for the digits CNN this makes a forward pass 1.9x and an input-gradient pass 1.4x faster. Its
+    one-channel input has the same memory either way, so inputs and input gradients keep their layout.
+    """
+    return model.to(memory_format=torch.channels_last)
 
 
 # ---------------------------------------------------------------------------------------------

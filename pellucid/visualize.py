@@ -673,7 +673,7 @@ def activations(model: nn.Module, x: torch.Tensor, layer: str | nn.Module, *,
             out = store.get("output")
             if not isinstance(out, torch.Tensor):
                 raise PellucidError(f"layer {layer!r} outputs a {type(out).__name__}, not a tensor")
-            outs.append(out.detach())
+            outs.append(out.detach().contiguous())  # a channels-last layer hands back the usual layout
     return torch.cat(outs)
 
 
