@@ -1,12 +1,14 @@
 """pellucid's attribution methods against Captum and lime, side by side in one process.
 
 Each row: the anchor's time, pellucid's time, their ratio, and the *limit*: the raw input-gradient
-(or forward) passes the method needs, at the best batch size of a small sweep (printed too, so the
-sweep that picks ``default_batch_size`` is on record). Times are medians of ``--repeats`` runs
-(fewer for resnet18). Peak memory of IG at 50 and 200 steps is measured in fresh subprocesses
-(growth of ``VmHWM``), since torch's CPU allocations are invisible to tracemalloc.
+(or forward) passes the method needs, in plain PyTorch, at the best batch size of a small sweep
+(printed too, so the sweep behind ``default_batch_size`` is on record). The anchor, pellucid and the
+sweep of a row run in turn, round after round (``_timing.interleaved``), so that this machine's drift
+hits them alike; times are medians of ``--repeats`` rounds (fewer for resnet18). Peak memory of IG at
+50 and 200 steps is measured in fresh subprocesses (growth of ``VmHWM``), since torch's CPU
+allocations are invisible to tracemalloc.
 
-    python benchmarks/attribution.py [--threads 2] [--repeats 3] [--quick]
+    python benchmarks/attribution.py [--threads 2] [--repeats 5] [--quick]
 """
 
 from __future__ import annotations
@@ -21,26 +23,40 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's pellucid, not an installed one
 
 import torch  # noqa: E402
-from _timing import median_time  # noqa: E402
+from _timing import interleaved  # noqa: E402
 
 import pellucid as pl  # noqa: E402
-from pellucid._grad import default_batch_size, input_gradient, logits_of  # noqa: E402
-from pellucid._state import model_state  # noqa: E402
-from pellucid.targets import as_target  # noqa: E402
+from pellucid._grad import default_batch_size  # noqa: E402
 
 
-def limit(model, x, target, rows: int, sizes, gradients: bool, repeats: int) -> tuple[float, int, dict]:
-    """Fastest time of ``rows`` raw passes over copies of ``x`` at the batch sizes in ``sizes``."""
+def raw_passes(model, xs: torch.Tensor, classes: torch.Tensor, bs: int, gradients: bool) -> None:
+    """Every row of ``xs`` through the model once in chunks of ``bs``, in plain PyTorch: the limit."""
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for s in range(0, len(xs), bs):
+        if gradients:
+            xi = xs[s:s + bs].detach().requires_grad_(True)
+            torch.autograd.grad(model(xi).gather(1, classes[s:s + bs, None]).sum(), xi)
+        else:
+            with torch.no_grad():
+                model(xs[s:s + bs])
+    for p, f in zip(model.parameters(), flags):
+        p.requires_grad_(f)
+
+
+def compare(name, anchor_name, anchor, ours, model, x, target, rows: int, sizes, gradients: bool,
+            rounds: int) -> dict:
+    """Time the anchor, pellucid and ``rows`` raw passes over copies of ``x`` at each batch size, interleaved."""
     xs = x.repeat(rows // len(x) + 1, 1, 1, 1)[:rows].contiguous()
-    t = as_target(target, len(x), None).repeat(rows // len(x) + 1).select(slice(0, rows))
-    sweep = {}
-    with model_state(model):
-        for bs in sizes:
-            run = (lambda b=bs: input_gradient(model, xs, t, b)) if gradients else (
-                lambda b=bs: logits_of(model, xs, rows, b))
-            sweep[bs] = median_time(run, repeats)
+    classes = torch.as_tensor(target).reshape(-1).expand(len(x)).repeat(rows // len(x) + 1)[:rows]
+    model.eval()
+    fns = {"anchor": anchor, "ours": ours}
+    fns.update({bs: (lambda b=bs: raw_passes(model, xs, classes, b, gradients)) for bs in sizes})
+    t = interleaved(fns, rounds)
+    sweep = {bs: t[bs] for bs in sizes}
     best = min(sweep, key=sweep.get)
-    return sweep[best], best, sweep
+    return row(name, anchor_name, t["anchor"], t["ours"], sweep[best], best, sweep, default_batch_size(x))
 
 
 def row(name, anchor_name, anchor_t, ours_t, lim, best, sweep, default_bs):
@@ -52,47 +68,43 @@ def row(name, anchor_name, anchor_t, ours_t, lim, best, sweep, default_bs):
             "vs limit": f"{ours_t / lim:.2f}x", "default bs": default_bs, "sweep (bs: s)": sweep_txt}
 
 
-def small_cnn_rows(repeats: int) -> list[dict]:
+def small_cnn_rows(rounds: int) -> list[dict]:
     from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
     model = pl.load_model("digits")
     x, y = pl.sample_images("digits", n=64)
-    bs = default_batch_size(x)
-    sizes = (8, 32, 128)
-    rows = []
-
-    lim, best, sweep = limit(model, x, y, 64 * 50, sizes, True, repeats)
-    cap = median_time(lambda: IntegratedGradients(model).attribute(x, baselines=0.0, target=y, n_steps=50), repeats)
-    ours = median_time(lambda: pl.integrated_gradients(model, x, y, steps=50), repeats)
-    rows.append(row("small CNN, IG 50 steps x 64", "Captum", cap, ours, lim, best, sweep, bs))
+    sizes = (16, 32, 64, 128)
+    rows = [compare("small CNN, IG 50 steps x 64", "Captum",
+                    lambda: IntegratedGradients(model).attribute(x, baselines=0.0, target=y, n_steps=50),
+                    lambda: pl.integrated_gradients(model, x, y, steps=50), model, x, y, 64 * 50, sizes, True, rounds)]
 
     nt = NoiseTunnel(Saliency(model))
-    cap = median_time(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=50, stdevs=0.15, target=y,
-                                           abs=False), repeats)
-    ours = median_time(lambda: pl.smoothgrad(model, x, y, samples=50, sigma=0.15), repeats)
-    rows.append(row("small CNN, SmoothGrad 50 x 64", "Captum", cap, ours, lim, best, sweep, bs))
+    rows.append(compare("small CNN, SmoothGrad 50 x 64", "Captum",
+                        lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=50, stdevs=0.15, target=y, abs=False),
+                        lambda: pl.smoothgrad(model, x, y, samples=50, sigma=0.15), model, x, y, 64 * 50, sizes, True,
+                        rounds))
 
     windows = 13 * 13
-    lim, best, sweep = limit(model, x, y, 64 * (windows + 1), sizes, False, repeats)
     occ = Occlusion(model)
-    cap = median_time(lambda: occ.attribute(x, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0,
-                                            target=y), repeats)
-    ours = median_time(lambda: pl.occlusion(model, x, y, window=4, stride=2), repeats)
-    rows.append(row("small CNN, occlusion 4/2 x 64", "Captum default", cap, ours, lim, best, sweep, bs))
+    rows.append(compare("small CNN, occlusion 4/2 x 64", "Captum default",
+                        lambda: occ.attribute(x, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0,
+                                              target=y),
+                        lambda: pl.occlusion(model, x, y, window=4, stride=2), model, x, y, 64 * (windows + 1), sizes,
+                        False, rounds))
 
     # one image: Captum's default runs one window per forward; pellucid stacks the windows into batches
     x1, y1 = x[:1], y[:1]
-    lim, best, sweep = limit(model, x1, y1, windows + 1, sizes, False, repeats)
-    cap = median_time(lambda: occ.attribute(x1, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0,
-                                            target=y1), repeats)
-    ours = median_time(lambda: pl.occlusion(model, x1, y1, window=4, stride=2), repeats)
-    rows.append(row("small CNN, occlusion 4/2 x 1", "Captum default", cap, ours, lim, best, sweep, bs))
+    rows.append(compare("small CNN, occlusion 4/2 x 1", "Captum default",
+                        lambda: occ.attribute(x1, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0,
+                                              target=y1),
+                        lambda: pl.occlusion(model, x1, y1, window=4, stride=2), model, x1, y1, windows + 1, sizes,
+                        False, 4 * rounds))
 
-    rows.append(lime_row(model, x[:1], int(y[0]), repeats, sizes))
+    rows.append(lime_row(model, x[:1], int(y[0]), 2 * rounds, sizes))
     return rows
 
 
-def lime_row(model, x, label: int, repeats: int, sizes) -> dict:
+def lime_row(model, x, label: int, rounds: int, sizes) -> dict:
     from lime import lime_image
     from skimage.segmentation import slic
 
@@ -109,37 +121,32 @@ def lime_row(model, x, label: int, repeats: int, sizes) -> dict:
         seg_fn = lambda im: slic(im, n_segments=100, compactness=1, sigma=1, start_label=0)  # noqa: E731
         lime_image.LimeImageExplainer(random_state=0).explain_instance(
             img, classifier, labels=(label,), top_labels=None, hide_color=0, num_samples=1000,
-            segmentation_fn=seg_fn, random_seed=0)
+            segmentation_fn=seg_fn, random_seed=0, progress_bar=False)
 
     def ours():
         attribution._SEGMENT_CACHE.clear()  # segmentation included
         pl.lime(model, x, label, samples=1000)
 
-    lim, best, sweep = limit(model, x, label, 1000, sizes, False, repeats)
-    return row("small CNN, LIME 1000 samples x 1 (incl. SLIC)", "lime_image", median_time(theirs, repeats),
-               median_time(ours, repeats), lim, best, sweep, default_batch_size(x))
+    return compare("small CNN, LIME 1000 samples x 1 (incl. SLIC)", "lime_image", theirs, ours, model, x, label,
+                   1000, sizes, False, rounds)
 
 
-def resnet_rows(repeats: int) -> list[dict]:
+def resnet_rows(rounds: int) -> list[dict]:
     from captum.attr import IntegratedGradients, Occlusion
 
     model = pl.load_model("resnet18", weights="random")
     x = pl.sample_images("photos", n=1)[0]
     t = 281
     sizes = (4, 8, 16)
-    bs = default_batch_size(x)
-    rows = []
-    lim, best, sweep = limit(model, x, t, 50, sizes, True, repeats)
-    cap = median_time(lambda: IntegratedGradients(model).attribute(x, baselines=0.0, target=t, n_steps=50), repeats)
-    ours = median_time(lambda: pl.integrated_gradients(model, x, t, steps=50), repeats)
-    rows.append(row("resnet18 224², IG 50 steps x 1", "Captum", cap, ours, lim, best, sweep, bs))
-
-    lim, best, sweep = limit(model, x, t, 13 * 13 + 1, sizes, False, repeats)
+    rows = [compare("resnet18 224², IG 50 steps x 1", "Captum",
+                    lambda: IntegratedGradients(model).attribute(x, baselines=0.0, target=t, n_steps=50),
+                    lambda: pl.integrated_gradients(model, x, t, steps=50), model, x, t, 50, sizes, True, rounds)]
     occ = Occlusion(model)
-    cap = median_time(lambda: occ.attribute(x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16),
-                                            baselines=0.0, target=t), repeats)
-    ours = median_time(lambda: pl.occlusion(model, x, t, window=32, stride=16), repeats)
-    rows.append(row("resnet18 224², occlusion 32/16 x 1", "Captum default", cap, ours, lim, best, sweep, bs))
+    rows.append(compare("resnet18 224², occlusion 32/16 x 1", "Captum default",
+                        lambda: occ.attribute(x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16),
+                                              baselines=0.0, target=t),
+                        lambda: pl.occlusion(model, x, t, window=32, stride=16), model, x, t, 13 * 13 + 1, sizes,
+                        False, rounds))
     return rows
 
 
@@ -189,7 +196,7 @@ def markdown(rows: list[dict], keys) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="skip resnet18")
     parser.add_argument("--memory-only", action="store_true", help="only the IG peak-memory probe")
     args = parser.parse_args()
@@ -199,9 +206,9 @@ def main() -> None:
         return print(memory_table(args.threads))
     rows = small_cnn_rows(args.repeats)
     if not args.quick:
-        rows += resnet_rows(max(1, args.repeats - 1))
-    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} runs "
-          f"({max(1, args.repeats - 1)} for resnet18)\n")
+        rows += resnet_rows(max(1, args.repeats - 2))
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} interleaved rounds "
+          f"(one image: 4x / LIME 2x as many; resnet18: {max(1, args.repeats - 2)})\n")
     print(markdown(rows, ["work", "limit", "anchor", "pellucid", "speed-up", "vs limit", "default bs"]))
     print("\nbatch-size sweep of the raw passes (the limit), seconds:\n")
     print(markdown(rows, ["work", "sweep (bs: s)"]))

@@ -27,7 +27,7 @@ from _timing import interleaved  # noqa: E402
 import pellucid as pl  # noqa: E402
 from pellucid.visualize import gaussian_blur  # noqa: E402
 
-ROUNDS = 7
+ROUNDS = 15
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 

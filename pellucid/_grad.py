@@ -56,21 +56,25 @@ def iter_gradients(
     total: int,
     target: Target,
     batch_size: int,
-    wrt: dict | None = None,
+    wrt: dict | torch.Tensor | None = None,
 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
     """Yield ``(rows, d score / d input, score)`` chunk by chunk.
 
     ``source`` is a tensor of ``total`` rows or a function building the rows of a slice. Uses
     ``torch.autograd.grad`` on the input only: parameters never receive a ``.grad``. Run inside
-    :func:`pellucid._state.model_state`. ``wrt`` (a store from ``state.capture(layer)``) takes the
-    gradient with respect to that layer's output instead of the input (Grad-CAM).
+    :func:`pellucid._state.model_state`. ``wrt`` takes the gradient with respect to something else
+    than the input: a store from ``state.capture(layer)`` (that layer's output, Grad-CAM), or a tensor
+    the rows are computed from (the rows then keep their graph: one backward pass reaches it).
     """
     make = _rows(source)
     for rows in chunks(total, batch_size):
-        xi = make(rows).detach().requires_grad_(True)
         with torch.enable_grad():
+            xi = make(rows)
+            if not isinstance(wrt, torch.Tensor):
+                xi = xi.detach().requires_grad_(True)
             scores = target(model(xi), rows)
-            (grad,) = torch.autograd.grad(scores.sum(), xi if wrt is None else wrt["output"])
+            to = xi if wrt is None else wrt if isinstance(wrt, torch.Tensor) else wrt["output"]
+            (grad,) = torch.autograd.grad(scores.sum(), to)
         yield rows, grad, scores.detach()
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import PellucidError, check_choice, check_images, check_positive_int
-from ._grad import iter_gradients, iter_logits, num_classes, resolve_batch_size
+from ._grad import _cat, iter_gradients, iter_logits, num_classes, resolve_batch_size
 from ._state import model_state
 from .data import gaussian_filter
 from .models import find_layer, named_layers
@@ -334,7 +334,7 @@ class FourierParam:
         self.tensor = torch.view_as_real(spectrum).contiguous().requires_grad_(True)
 
     def image(self) -> torch.Tensor:
-        spectrum = torch.view_as_complex(self.tensor) * self.scale
+        spectrum = torch.view_as_complex(self.tensor * self.scale[..., None])  # real maths: no complex copy
         z = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") / 4.0
         if self.color is not None:
             z = _mix(self.color, z)
@@ -510,6 +510,7 @@ def _optimize(model, state, p, scorer, transforms, steps, lr, optimizer, blur_ev
 
     n = len(p.image())
     bs = resolve_batch_size(batch_size, p.image())
+    one = n <= bs
     opt = _Adam(p.tensor, lr) if optimizer == "adam" else None
     std = _norm_stats(model, p.tensor.shape[1])[1] if isinstance(p, PixelParam) else None
     std = std.to(p.tensor.device, p.tensor.dtype) if std is not None else None
@@ -521,17 +522,19 @@ def _optimize(model, state, p, scorer, transforms, steps, lr, optimizer, blur_ev
         with torch.enable_grad():
             img = p.image()
             seen = _fit(transforms(img, gen), img.shape[-2:]) if transforms is not None else img
-            parts = list(iter_gradients(model, seen, n, Target(None, scorer), bs))
-            g = torch.cat([grad for _, grad, _ in parts])
-            history["objective"].append(torch.cat([score for _, _, score in parts]))
-            if seen is not p.tensor:
+            # one chunk: one backward pass from the objective to the parameterization; more chunks
+            # take input gradients chunk by chunk, then one pass back through transforms and param
+            parts = list(iter_gradients(model, seen, n, Target(None, scorer), bs, wrt=p.tensor if one else None))
+            g = _cat([grad for _, grad, _ in parts])
+            history["objective"].append(_cat([score for _, _, score in parts]))
+            if not one and seen is not p.tensor:
                 (g,) = torch.autograd.grad(seen, p.tensor, grad_outputs=g)
         _step(p, g, lr, opt, std)
         if blur_every and (step - 1) % blur_every == 0 and isinstance(p, PixelParam):
             with torch.no_grad():
                 p.tensor.copy_(gaussian_blur(p.tensor, blur_sigma))
         for k, parts in scorer.records.items():
-            history[k].append(torch.cat(parts))
+            history[k].append(_cat(parts))
         if step in snapshots:
             shots[step] = p.image().detach().clone()
             if callback is not None:
