@@ -1,7 +1,9 @@
 """Regenerate the README's "What has it learned" pictures: python docs/visualize_figures.py [WEIGHTS]
 
 WEIGHTS: an optional resnet18 ImageNet state_dict (.pth/.safetensors); without it, a random-weight
-resnet18 is shown (no weights can be downloaded here).
+resnet18 is shown (no weights can be downloaded here). The user-supplied resnet18 trained on the digits
+(``docs/train_resnet18_digits.py``, cached in ``~/.cache/pellucid``) is shown too; it is trained first if
+missing (about a minute).
 """
 
 from __future__ import annotations
@@ -51,6 +53,27 @@ def resnet_figures(weights: str, size: int = 128, steps: int = 64):
                      OUT / f"classviz_resnet18_{kind}.png")
 
 
+def digits_resnet_figures(targets=(0, 2, 3, 7, 8)):
+    """pixel vs Fourier class visualizations of a user-supplied resnet18: one trained on the digits."""
+    from pellucid.data import cache_dir
+
+    path = cache_dir() / "resnet18-digits.pth"
+    if not path.is_file():
+        import train_resnet18_digits
+
+        train_resnet18_digits.main(path)
+    model = pl.load_model("resnet18", weights=str(path))
+    images, titles = [], []
+    for param in ("pixel", "fourier"):
+        v = pl.class_visualization(model, list(targets), param=param)
+        images.append(v.image)
+        titles += [f"{param}: {t} ({100 * float(p):.0f}%)" for t, p in zip(targets, v.probability[-1])]
+    render.write_png(render.image_grid(torch.cat(images), titles, ncols=len(targets), scale=2.0),
+                     OUT / "classviz_resnet18_digits.png")
+
+
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     digits_figures()
     resnet_figures(sys.argv[1] if len(sys.argv) > 1 else "random")
+    digits_resnet_figures()

@@ -236,6 +236,11 @@ def imagenet_labels() -> list[str]:
 
 
 def _read_state_dict(path: Path) -> dict:
+    return _read_checkpoint(path)[0]
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, dict]:
+    """``(state_dict, meta)`` of a weights file: a plain state_dict, or ``{"state_dict": ..., "meta": {...}}``."""
     if not path.is_file():
         raise PellucidError(f"weights file {str(path)!r} does not exist")
     try:
@@ -250,11 +255,21 @@ def _read_state_dict(path: Path) -> dict:
     except Exception as e:
         raise PellucidError(f"cannot read weights {str(path)!r}: {e}. A .pth state_dict "
                             "(loaded with weights_only=True) or a .safetensors file is accepted") from e
+    meta = {}
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        meta = state.get("meta") if isinstance(state.get("meta"), dict) else {}
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise PellucidError(f"weights {str(path)!r} hold a {type(state).__name__}, not a state_dict")
-    return state
+    return state, meta
+
+
+def _head_classes(net: nn.Module, state: dict) -> int | None:
+    """The number of classes of ``state``'s classifier when it differs from ``net``'s (a fine-tuned head)."""
+    heads = [k for k, v in net.state_dict().items() if k.endswith("weight") and v.dim() >= 2 and v.shape[0] == 1000]
+    if heads and heads[-1] in state and state[heads[-1]].dim() >= 1 and state[heads[-1]].shape[0] != 1000:
+        return int(state[heads[-1]].shape[0])
+    return None
 
 
 def hub_weights_path(name: str) -> Path:
@@ -266,9 +281,12 @@ def hub_weights_path(name: str) -> Path:
 def load_torchvision(name: str, weights: str | Path | None = None) -> PixelModel:
     import torchvision
 
-    with torch.random.fork_rng(devices=[]):  # reproducible init without touching the global RNG
-        torch.manual_seed(0)
-        net = torchvision.models.get_model(name, weights=None)
+    def build(**kw) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):  # reproducible init without touching the global RNG
+            torch.manual_seed(0)
+            return torchvision.models.get_model(name, weights=None, **kw)
+
+    net, meta, classes = build(), {}, None
     if weights != "random":
         path = Path(weights) if weights is not None else hub_weights_path(name)
         if weights is None and not path.is_file():
@@ -277,11 +295,18 @@ def load_torchvision(name: str, weights: str | Path | None = None) -> PixelModel
                 f".pth or .safetensors), place the file at {path} (the torch hub cache), "
                 "or use weights='random' for an untrained model"
             )
+        state, meta = _read_checkpoint(path)
+        classes = _head_classes(net, state)
+        if classes is not None:  # a fine-tuned head: the same architecture with `classes` outputs
+            net = build(num_classes=classes)
         try:
-            net.load_state_dict(_read_state_dict(path))
+            net.load_state_dict(state)
         except RuntimeError as e:
-            raise PellucidError(f"weights {str(path)!r} do not fit {name}: {str(e).splitlines()[0]}") from e
-    model = PixelModel(net, IMAGENET_MEAN, IMAGENET_STD, imagenet_labels(), (3, 224, 224), name=name)
+            detail = [line.strip() for line in str(e).splitlines()[1:3] if line.strip()]  # the first mismatches
+            raise PellucidError(f"weights {str(path)!r} do not fit {name}: {'; '.join(detail) or e}") from e
+    labels = meta.get("labels") or ([str(k) for k in range(classes)] if classes is not None else imagenet_labels())
+    model = PixelModel(net, meta.get("mean", IMAGENET_MEAN), meta.get("std", IMAGENET_STD), labels,
+                       meta.get("input_size", (3, 224, 224)), name=name)
     model.samples = "photos"
     model.weights = "random" if weights == "random" else str(weights or hub_weights_path(name))
     return model.eval()

@@ -218,6 +218,26 @@ def test_torchvision_weights_file_roundtrip(tmp_path):
     assert again.labels[281] == "tabby" and again.input_size == (3, 224, 224)
 
 
+def test_torchvision_fine_tuned_head_and_meta_load(tmp_path):
+    import torchvision
+
+    net = torchvision.models.squeezenet1_1(num_classes=5)
+    torch.save(net.state_dict(), tmp_path / "plain.pth")
+    plain = pl.load_model("squeezenet1_1", weights=str(tmp_path / "plain.pth"))
+    assert plain.num_classes == 5 and plain.labels == ["0", "1", "2", "3", "4"]
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), plain.net.parameters()))
+    meta = {"labels": ["a", "b", "c", "d", "e"], "input_size": [3, 64, 64], "mean": [0.5], "std": [0.25]}
+    torch.save({"state_dict": net.state_dict(), "meta": meta}, tmp_path / "meta.pth")
+    model = pl.load_model("squeezenet1_1", weights=str(tmp_path / "meta.pth"))
+    assert model.label(2) == "c" and model.input_size == (3, 64, 64)
+    assert float(model.std) == 0.25 and pl.gradient(model, torch.rand(1, 3, 64, 64), 4).shape == (1, 3, 64, 64)
+    state = net.state_dict()
+    state["features.0.weight"] = state["features.0.weight"][:10]  # not the head: still a clear error
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(PellucidError, match="do not fit squeezenet1_1.*features.0.weight"):
+        pl.load_model("squeezenet1_1", weights=str(tmp_path / "bad.pth"))
+
+
 def test_missing_and_corrupt_image_files(tmp_path, digits_model):
     with pytest.raises(PellucidError, match="does not exist"):
         pl.load_image(tmp_path / "nope.png", digits_model)

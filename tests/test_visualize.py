@@ -117,6 +117,18 @@ def test_one_step_is_the_course_update(digits_model):
     torch.testing.assert_close(v.objective[0], score.detach(), atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_one_step_is_the_course_update_in_chunks_too(digits_model, batch_size):
+    """Chunks take input gradients, then one pass back through roll and param: the same step."""
+    x0, objective = digits_noise(3), V.class_logit([4, 7, 1]) - 1e-3 * V.l2()
+    run = lambda bs, param: V.visualize(digits_model, objective, start=x0, steps=3, transforms=V.roll(2),  # noqa: E731
+                                        param=param, seed=5, batch_size=bs)
+    for param in ("pixel", "fourier"):
+        whole, chunked = run(None, param), run(batch_size, param)
+        torch.testing.assert_close(chunked.image, whole.image, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(chunked.objective, whole.objective, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
 def test_blur_matches_scipy(sigma):
     from scipy.ndimage import gaussian_filter
