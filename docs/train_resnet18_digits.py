@@ -55,7 +55,7 @@ def main(out: Path, epochs: int = 3, batch_size: int = 64, lr: float = 2e-3, see
             loss.backward()
             opt.step()
             sched.step()
-        print(f"epoch {epoch + 1}: loss {float(loss):.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        print(f"epoch {epoch + 1}: loss {float(loss.detach()):.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
     model.eval()
     xt, yt = digits("test")
     with torch.no_grad():
