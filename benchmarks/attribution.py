@@ -121,7 +121,7 @@ def lime_row(model, x, label: int, rounds: int, sizes) -> dict:
         seg_fn = lambda im: slic(im, n_segments=100, compactness=1, sigma=1, start_label=0)  # noqa: E731
         lime_image.LimeImageExplainer(random_state=0).explain_instance(
             img, classifier, labels=(label,), top_labels=None, hide_color=0, num_samples=1000,
-            segmentation_fn=seg_fn, random_seed=0, progress_bar=False)
+            segmentation_fn=seg_fn, random_seed=0)  # its progress bar goes to stderr
 
     def ours():
         attribution._SEGMENT_CACHE.clear()  # segmentation included

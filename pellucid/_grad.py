@@ -112,18 +112,25 @@ def num_classes(model: nn.Module) -> int | None:
     return getattr(model, "num_classes", None)
 
 
-def prepare(model: nn.Module, x: torch.Tensor, target, batch_size: int | None, score: str = "logit",
-            target_name: str = "target") -> tuple[torch.Tensor, Target, int]:
-    """Validate the common arguments of a method: images, target and batch size."""
+def check_call(model: nn.Module, x: torch.Tensor, batch_size: int | None) -> tuple[torch.Tensor, int]:
+    """Validate the model, the images and the batch size of a method."""
     if not isinstance(model, nn.Module):
         raise PellucidError(
             f"model must be a torch.nn.Module (see pl.load_model / pl.wrap), got {type(model).__name__}"
         )
     from ._checks import check_images
-    from .targets import as_target
 
     x = check_images(x, model)
-    return x, as_target(target, len(x), num_classes(model), score, target_name), resolve_batch_size(batch_size, x)
+    return x, resolve_batch_size(batch_size, x)
+
+
+def prepare(model: nn.Module, x: torch.Tensor, target, batch_size: int | None, score: str = "logit",
+            target_name: str = "target") -> tuple[torch.Tensor, Target, int]:
+    """Validate the common arguments of a method: images, target and batch size."""
+    from .targets import as_target
+
+    x, bs = check_call(model, x, batch_size)
+    return x, as_target(target, len(x), num_classes(model), score, target_name), bs
 
 
 def quadrature(steps: int, rule: str = "gausslegendre", device=None) -> tuple[torch.Tensor, torch.Tensor]:

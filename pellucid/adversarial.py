@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ._checks import PellucidError, check_choice, check_positive_int
-from ._grad import _cat, input_gradient, logits_of, prepare
+from ._grad import _cat, check_call, input_gradient, logits_of
 from ._state import model_state
 from .targets import Target, as_target
 
@@ -215,7 +215,7 @@ def fooling_image(model: nn.Module, x: torch.Tensor, target, lr: float = 1.0, ma
     >>> r = pl.fooling_image(model, x, target=3)
     >>> r.image, r.steps, r.success
     """
-    x, bs = _checked(model, x, batch_size)
+    x, bs = check_call(model, x, batch_size)
     goal = _classes(model, x, target, "target")
     logit = Target(goal.classes, None, "logit")
     lr_ = _per_sample(lr, "lr", len(x), x.device)
@@ -250,18 +250,13 @@ def fgsm(model: nn.Module, x: torch.Tensor, label, eps: float, targeted=False, *
 
     >>> adv = pl.fgsm(model, x, y, eps=0.1)
     """
-    x, bs = _checked(model, x)
+    x, bs = check_call(model, x, batch_size)
     goal, is_targeted = _attack_target(model, x, label, targeted)
     eps_ = _per_sample(eps, "eps", len(x), x.device).reshape(-1, 1, 1, 1)
     with model_state(model):
         grad, _ = input_gradient(model, x, goal, bs)
     direction = grad.sign() if is_targeted else -grad.sign()  # grad is of log_softmax = -CE
     return (x + eps_ * direction).clamp(0, 1)
-
-
-def _checked(model, x, batch_size=None) -> tuple[torch.Tensor, int]:
-    x, _, bs = prepare(model, x, 0, batch_size)
-    return x, bs
 
 
 def pgd(model: nn.Module, x: torch.Tensor, label, eps: float, alpha: float, steps: int, norm: str = "linf",
@@ -285,7 +280,7 @@ def pgd(model: nn.Module, x: torch.Tensor, label, eps: float, alpha: float, step
 def _pgd(model, x, label, eps, alpha, steps, norm="linf", targeted=False, random_start=True, seed=0,
          early_stop=False, batch_size=None, progress=True) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`pgd` that also returns the steps each image took."""
-    x, bs = _checked(model, x, batch_size)
+    x, bs = check_call(model, x, batch_size)
     goal, is_targeted = _attack_target(model, x, label, targeted)
     check_choice(norm, "norm", NORMS)
     eps_ = _per_sample(eps, "eps", len(x), x.device)
@@ -367,7 +362,7 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, label, attack: str = "fgs
 
     >>> eps = pl.minimal_epsilon(model, x, y, attack="fgsm")
     """
-    x, bs = _checked(model, x, batch_size)
+    x, bs = check_call(model, x, batch_size)
     labels = _classes(model, x, label, "label")
     check_choice(norm, "norm", NORMS)
     eps_max = (1.0 if norm == "linf" else math.sqrt(x[0].numel())) if eps_max is None else eps_max
@@ -426,7 +421,7 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, label, eps_values: Seque
 
     >>> curve = pl.robustness_curve(model, x, y, [0, 0.05, 0.1, 0.2])
     """
-    x, bs = _checked(model, x, batch_size)
+    x, bs = check_call(model, x, batch_size)
     labels = _classes(model, x, label, "label")
     check_choice(norm, "norm", NORMS)
     eps = torch.as_tensor(eps_values, dtype=torch.float32).flatten()

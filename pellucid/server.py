@@ -40,7 +40,7 @@ from starlette.datastructures import MutableHeaders
 
 import pellucid
 
-from . import render
+from . import attribution, render
 from ._checks import PellucidError
 from ._state import hook_count
 
@@ -60,34 +60,6 @@ _PLOT_LOCK = threading.Lock()  # pyplot (used by the report) is not thread-safe
 
 class Cancelled(Exception):
     """Raised inside a job's forward passes once the job is cancelled."""
-
-
-def lookup(name: str) -> Callable | None:
-    """``pellucid.<name>`` if this build has it (looked up per request), else ``None``."""
-    try:
-        return getattr(pellucid, name)
-    except (AttributeError, ImportError):
-        return None
-
-
-def attribution_methods() -> dict[str, Callable]:
-    """name -> ``(model, x, target, **kw) -> (N, H, W)``: ``attribution.METHODS``, or what this build has."""
-    from . import attribution
-
-    registry = getattr(attribution, "METHODS", None)
-    if registry is not None:
-        return dict(registry)
-    def input_x_gradient(model, x, target, **kw):
-        return attribution.input_x_gradient(model, x, target, **kw).sum(1)
-
-    return {"saliency": attribution.saliency, "input_x_gradient": input_x_gradient}
-
-
-def require(name: str) -> Callable:
-    fn = lookup(name)
-    if fn is None:
-        raise HTTPException(501, f"pellucid.{name} is not available in this build of pellucid")
-    return fn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,9 +452,7 @@ def page_routes(app: FastAPI, srv: Server) -> None:
     @app.get("/api/models")
     async def models_info():
         return {"models": [await asyncio.to_thread(_model_info, slot) for slot in srv.models.values()],
-                "methods": _methods_info(), "limits": {"bytes": MAX_UPLOAD_BYTES, "side": MAX_SIDE},
-                "features": {n: lookup(n) is not None for n in
-                             ("fgsm", "pgd", "fooling_image", "class_visualization", "channel_visualization")}}
+                "methods": _methods_info(), "limits": {"bytes": MAX_UPLOAD_BYTES, "side": MAX_SIDE}}
 
     @app.get("/api/status")
     async def status():
@@ -557,12 +527,9 @@ def explain_routes(app: FastAPI, srv: Server) -> None:
     @app.post("/api/explain")
     async def explain(request: Request, ask: ExplainAsk):
         slot, pic = srv.slot(ask.model), srv.picture(ask.image)
-        methods = attribution_methods()
+        methods = attribution.METHODS
         if ask.method not in methods:
-            known = [m for m in METHOD_TITLES if m in methods]
-            code = 501 if ask.method in METHOD_TITLES else 404
-            raise HTTPException(code, f"method {ask.method!r} is not available in this build; available: "
-                                      f"{', '.join(known)}")
+            raise HTTPException(404, f"unknown method {ask.method!r}; available: {', '.join(methods)}")
 
         def fn(model):
             x = srv.tensor(ask.image, model)
@@ -599,7 +566,7 @@ def attack_routes(app: FastAPI, srv: Server) -> None:
     async def attack(request: Request, ask: AttackAsk):
         if ask.kind not in ("fgsm", "pgd"):
             raise HTTPException(400, f"unknown attack {ask.kind!r}; choose fgsm or pgd")
-        attack_fn = require(ask.kind)
+        attack_fn = pellucid.fgsm if ask.kind == "fgsm" else pellucid.pgd
         slot = srv.slot(ask.model)
         srv.picture(ask.image)
 
@@ -616,7 +583,6 @@ def attack_routes(app: FastAPI, srv: Server) -> None:
 
     @app.post("/api/fool")
     async def fool(request: Request, ask: Ask):
-        fool_fn = require("fooling_image")
         slot = srv.slot(ask.model)
         srv.picture(ask.image)
         if ask.target is None:
@@ -624,7 +590,7 @@ def attack_routes(app: FastAPI, srv: Server) -> None:
 
         def fn(model):
             x = srv.tensor(ask.image, model)
-            r = fool_fn(model, x, ask.target, progress=False)
+            r = pellucid.fooling_image(model, x, ask.target, progress=False)
             out = _adversarial(model, x, r.image, f"fooled-into-{ask.target}")
             return {**out, "steps": int(r.steps[0]), "success": bool(r.success[0]), "target": ask.target}
 
@@ -644,7 +610,7 @@ def visualize_routes(app: FastAPI, srv: Server) -> None:
     async def visualize(request: Request, ask: VisualAsk):
         if ask.kind not in ("class", "channel"):
             raise HTTPException(400, f"unknown visualization {ask.kind!r}; choose class or channel")
-        vis_fn = require(f"{ask.kind}_visualization")
+        vis_fn = pellucid.class_visualization if ask.kind == "class" else pellucid.channel_visualization
         slot = srv.slot(ask.model)
         if ask.kind == "channel" and not ask.layer:
             raise HTTPException(400, "choose a layer for the channel visualization")
@@ -724,9 +690,7 @@ def _logits(model, x):
 
 
 def _methods_info() -> list[dict]:
-    available = attribution_methods()
-    names = [m for m in METHOD_TITLES] + [m for m in available if m not in METHOD_TITLES]
-    return [{"name": m, "title": METHOD_TITLES.get(m, m), "available": m in available} for m in names]
+    return [{"name": m, "title": METHOD_TITLES.get(m, m)} for m in attribution.METHODS]
 
 
 def _model_info(slot: ModelSlot) -> dict:

@@ -35,10 +35,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def has(name: str) -> bool:
-    return server.lookup(name) is not None
-
-
 def png_bytes(img: torch.Tensor, fmt: str = "PNG") -> bytes:
     from PIL import Image
 
@@ -90,17 +86,15 @@ def test_page_and_static_files_are_served_offline(client):
     assert 'src="/static/app.js"' in page.text and 'href="/static/style.css"' in page.text
 
 
-def test_models_lists_builtins_methods_and_features(client):
+def test_models_lists_builtins_and_methods(client):
     info = client.get("/api/models").json()
     names = [m["name"] for m in info["models"]]
     assert names[:2] == ["digits", "digits-nobn"]
     digits = info["models"][0]
     assert digits["labels"] == [str(i) for i in range(10)] and digits["input_size"] == [1, 28, 28]
     assert [layer["name"] for layer in digits["layers"]] == ["conv1", "conv2", "conv3"]
-    methods = {m["name"]: m["available"] for m in info["methods"]}
-    assert methods["saliency"] is True
-    assert methods["ig"] == (hasattr(attribution, "METHODS") and "ig" in attribution.METHODS)
-    assert info["features"]["fgsm"] == has("fgsm")
+    assert [m["name"] for m in info["methods"]] == list(attribution.METHODS)
+    assert {m["name"]: m["title"] for m in info["methods"]}["ig"] == "Integrated Gradients"
 
 
 def test_unknown_host_header_is_refused(client):
@@ -251,16 +245,6 @@ def test_every_registered_method_renders_an_overlay(client, samples):
         assert decode(client.get(r.json()["url"]).content).shape == (224, 224, 3)
 
 
-def test_missing_features_answer_501_with_a_message(client, samples):
-    body = {"image": samples[0]["image"], "target": 3}
-    for path, name, extra in (("/api/attack", "fgsm", {"kind": "fgsm"}), ("/api/attack", "pgd", {"kind": "pgd"}),
-                              ("/api/fool", "fooling_image", {})):
-        if not has(name):
-            r = client.post(path, json={**body, **extra})
-            assert r.status_code == 501 and f"pellucid.{name}" in r.json()["detail"]
-
-
-@pytest.mark.skipif(not has("fgsm"), reason="pl.fgsm lands with the adversarial branch")
 def test_fgsm_attack_equals_pl_fgsm_alone(client, digits_model, samples):
     x = pl.sample_images("digits", n=10)[0][:1]
     label = predictions(digits_model, x).argmax(1)
@@ -273,7 +257,6 @@ def test_fgsm_attack_equals_pl_fgsm_alone(client, digits_model, samples):
     assert client.get(body["url"]).content == server.image_png(adv[0])
 
 
-@pytest.mark.skipif(not has("fooling_image"), reason="pl.fooling_image lands with the adversarial branch")
 def test_fool_into_a_class(client, samples):
     r = client.post("/api/fool", json={"image": samples[0]["image"], "target": 6})
     assert r.status_code == 200, r.text
@@ -337,14 +320,12 @@ def test_visualization_stream_plumbing_with_a_stand_in(client, monkeypatch):
     assert client.get("/api/status").json()["idle_replica_hooks"] == 0
 
 
-@pytest.mark.skipif(not has("class_visualization"), reason="pl.class_visualization lands with the visualize branch")
 def test_class_visualization_streams_snapshots(client):
     frames = read_stream(client, {"model": "digits", "kind": "class", "target": 3, "steps": 10})
     assert frames[-1] == {"done": True} and [f["step"] for f in frames[:-1]] == list(range(1, 11))
     assert decode(client.get(frames[-2]["url"]).content).shape[:2] == (224, 224)
 
 
-@pytest.mark.skipif(not has("channel_visualization"), reason="pl.channel_visualization lands with the visualize branch")
 def test_channel_visualization_streams_snapshots(client):
     frames = read_stream(client, {"model": "digits", "kind": "channel", "layer": "conv2", "channel": 5, "steps": 10})
     assert frames[-1] == {"done": True} and len(frames) >= 2
@@ -353,9 +334,6 @@ def test_channel_visualization_streams_snapshots(client):
 def test_visualization_errors(client):
     r = client.post("/api/visualize", json={"kind": "dream"})
     assert r.status_code == 400 and "class or channel" in r.json()["detail"]
-    if not has("class_visualization"):
-        r = client.post("/api/visualize", json={"kind": "class", "target": 1})
-        assert r.status_code == 501 and "class_visualization" in r.json()["detail"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ pytest.importorskip("uvicorn")
 import test_server  # noqa: E402
 
 import pellucid as pl  # noqa: E402
-from pellucid import server  # noqa: E402
 from pellucid.report import predictions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +95,7 @@ def test_the_page_in_chromium(browser, served, tmp_path, digits_model):
     page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else outside.append(r.url))
     page.goto(base + "/")
     page.wait_for_selector("#methods input")
-    available = [m["name"] for m in page.evaluate("fetch('/api/models').then(r => r.json())")["methods"]
-                 if m["available"]]
+    available = [m["name"] for m in page.evaluate("fetch('/api/models').then(r => r.json())")["methods"]]
 
     # a sample image: its true label and the prediction
     page.wait_for_selector("#samples .sample img")
@@ -120,18 +118,17 @@ def test_the_page_in_chromium(browser, served, tmp_path, digits_model):
     assert "done" in page.inner_text("#explain-status")
     page.screenshot(path=str(ARTIFACTS / "serve-explained.png"), full_page=True)
 
-    # the eps slider changes the prediction (once FGSM exists)
-    if server.lookup("fgsm") is not None:
-        before = page.inner_text("#predictions li.top .name")
-        page.locator("#eps").fill("0.5")
-        page.wait_for_selector("#adv-predictions li.top", timeout=30_000)
-        assert page.inner_text("#adv-predictions li.top .name") != before
-        # the pictures load after the prediction is shown: wait for them, then check they decoded
-        page.wait_for_function("() => ['#adv', '#diff'].every(s => document.querySelector(s).complete)",
-                               timeout=30_000)
-        assert page.eval_on_selector("#adv", "i => i.naturalWidth") > 0
-        assert page.eval_on_selector("#diff", "i => i.naturalWidth") > 0
-        page.screenshot(path=str(ARTIFACTS / "serve-attacked.png"), full_page=True)
+    # the eps slider changes the prediction
+    before = page.inner_text("#predictions li.top .name")
+    page.locator("#eps").fill("0.5")
+    page.wait_for_selector("#adv-predictions li.top", timeout=30_000)
+    assert page.inner_text("#adv-predictions li.top .name") != before
+    # the pictures load after the prediction is shown: wait for them, then check they decoded
+    page.wait_for_function("() => ['#adv', '#diff'].every(s => document.querySelector(s).complete)",
+                           timeout=30_000)
+    assert page.eval_on_selector("#adv", "i => i.naturalWidth") > 0
+    assert page.eval_on_selector("#diff", "i => i.naturalWidth") > 0
+    page.screenshot(path=str(ARTIFACTS / "serve-attacked.png"), full_page=True)
 
     # drag and drop another digit
     drop_file(page, good, "dropped.png")

@@ -87,15 +87,10 @@ async function init() {
     const box = document.createElement("input");
     box.type = "checkbox";
     box.value = m.name;
-    box.checked = m.available;
-    box.disabled = !m.available;
+    box.checked = true;
     label.append(box, ` ${m.title}`);
-    if (!m.available) label.title = "not available in this build of pellucid";
     boxes.append(label);
   }
-  const f = state.info.features;
-  const missing = Object.keys(f).filter((k) => !f[k]);
-  $("features").textContent = missing.length ? `Not in this build: ${missing.join(", ")}.` : "";
   bind();
   await selectModel($("model").value, false);
 }
@@ -136,14 +131,12 @@ function updateChannelMax() {
 
 function enable() {
   const has = !!state.image;
-  const f = state.info.features;
   $("run-explain").disabled = !has;
   $("report").disabled = !has;
-  $("run-attack").disabled = !has || !f[document.querySelector("input[name=attack]:checked").value];
-  $("eps").disabled = !has || !(f.fgsm || f.pgd);
-  $("run-fool").disabled = !has || !f.fooling_image;
-  $("run-class").disabled = !f.class_visualization;
-  $("run-channel").disabled = !f.channel_visualization || !modelInfo().layers.length;
+  $("run-attack").disabled = !has;
+  $("eps").disabled = !has;
+  $("run-fool").disabled = !has;
+  $("run-channel").disabled = !modelInfo().layers.length;
 }
 
 function shown(result) {
