@@ -27,6 +27,7 @@ class Target:
         self.classes = classes
         self.fn = fn
         self.score = check_choice(score, "score", SCORES)
+        self._max: int | None = None  # the largest class, read once (not a tensor reduction per call)
 
     def __call__(self, logits: torch.Tensor, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``(M,)`` of a chunk of logits ``(M, K)``; ``rows`` picks the chunk's targets."""
@@ -38,11 +39,13 @@ class Target:
                     f"a callable target must return one score per sample, shape ({logits.shape[0]},), got {got}"
                 )
             return out
-        classes = self.classes if rows is None else self.classes[rows]
-        if classes.numel() and int(classes.max()) >= logits.shape[1]:
+        if self._max is None:
+            self._max = int(self.classes.max()) if self.classes.numel() else -1
+        if self._max >= logits.shape[1]:
             raise PellucidError(
-                f"target {int(classes.max())} is out of range: the model has classes 0..{logits.shape[1] - 1}"
+                f"target {self._max} is out of range: the model has classes 0..{logits.shape[1] - 1}"
             )
+        classes = self.classes if rows is None else self.classes[rows]
         classes = classes.to(logits.device)
         if self.score == "log_softmax":
             logits = F.log_softmax(logits, dim=1)

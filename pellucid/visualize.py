@@ -514,6 +514,7 @@ def _optimize(model, state, p, scorer, transforms, steps, lr, optimizer, blur_ev
     opt = _Adam(p.tensor, lr) if optimizer == "adam" else None
     std = _norm_stats(model, p.tensor.shape[1])[1] if isinstance(p, PixelParam) else None
     std = std.to(p.tensor.device, p.tensor.dtype) if std is not None else None
+    std = float(std.flatten()[0]) if std is not None and bool((std == std.flatten()[0]).all()) else std
     history: dict[str, list] = {k: [] for k in ("objective", *scorer.trackers)}
     shots: dict[int, torch.Tensor] = {}
     for step in tqdm(range(1, steps + 1), desc="visualizing", disable=None if progress is None else not progress,
@@ -567,7 +568,7 @@ class _Adam:
 COURSE_SIZE = 3 * 224 * 224  # the course's image: its step lr * g / ||g|| moves lr / 388 RMS per value
 
 
-def _step(p, g: torch.Tensor, lr: float, opt, std: torch.Tensor | None) -> None:
+def _step(p, g: torch.Tensor, lr: float, opt, std: torch.Tensor | float | None) -> None:
     """Ascend: Adam on ``-g``, or the course's normalized step; then project (clamp pixels).
 
     The course steps ``lr * g / ||g||`` on a 3x224x224 image in the model's normalized space. Here the
@@ -578,9 +579,12 @@ def _step(p, g: torch.Tensor, lr: float, opt, std: torch.Tensor | None) -> None:
         if opt is not None:
             opt.step(g)
         else:
+            size = lr * math.sqrt(g[0].numel() / COURSE_SIZE)
+            if isinstance(std, float):  # one std for every channel: the normalized step is a scaled pixel step
+                size, std = size * std, None
             gn = g if std is None else g * std  # d objective / d normalized input
             norm = gn.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(-1, *([1] * (g.dim() - 1)))
-            step = lr * math.sqrt(g[0].numel() / COURSE_SIZE) * gn / norm
+            step = gn / (norm / size)
             p.tensor.add_(step if std is None else step * std)
         p.project()
 
