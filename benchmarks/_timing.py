@@ -23,8 +23,8 @@ def median_time(fn, repeats: int, warmup: bool = False) -> float:
     return statistics.median(times)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> dict[str, float]:
-    """Median wall time in seconds of each of ``fns``, timed in turn for ``rounds`` rounds (after one warm-up)."""
+def interleaved_runs(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> dict[str, list[float]]:
+    """Wall times in seconds of each of ``fns``, timed in turn for ``rounds`` rounds (after one warm-up)."""
     if warmup:
         for fn in fns.values():
             fn()
@@ -34,4 +34,17 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool 
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> dict[str, float]:
+    """Median wall time in seconds of each of ``fns``, timed in turn for ``rounds`` rounds (after one warm-up)."""
+    return {name: statistics.median(t) for name, t in interleaved_runs(fns, rounds, warmup).items()}
+
+
+def paired_ratios(times: dict[str, list[float]], base: str) -> dict[str, float]:
+    """Median over rounds of each contender's time over ``base``'s time in the same round.
+
+    Pairing within a round cancels drift slower than a round, which the ratio of two medians does not.
+    """
+    return {name: statistics.median(a / b for a, b in zip(t, times[base])) for name, t in times.items()}

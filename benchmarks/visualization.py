@@ -14,6 +14,7 @@ hits them alike; each runs the default 100 steps (5 at 224²). Run:
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import interleaved  # noqa: E402
+from _timing import interleaved_runs, paired_ratios  # noqa: E402
 
 import pellucid as pl  # noqa: E402
 from pellucid.visualize import gaussian_blur  # noqa: E402
@@ -79,12 +80,12 @@ def bench(name, model, targets, steps, rounds=ROUNDS):
                                                                                  param="fourier", progress=False),
         "course loop, plain PyTorch (anchor)": lambda: course_loop(model, targets, steps),
     }
-    times = interleaved(runs, rounds)
-    limit = times["limit: one raw input-gradient pass"]
-    print(f"\n{name}: batch {len(targets)} x {tuple(model.input_size)}, {steps} steps per run, "
-          f"median of {rounds} interleaved rounds; ms per step (ratio to the limit)")
-    for label, t in times.items():
-        print(f"  {label:<44} {1000 * t / steps:8.1f} ({t / limit:.2f}x)")
+    runs_ = interleaved_runs(runs, rounds)
+    ratios = paired_ratios(runs_, "limit: one raw input-gradient pass")
+    print(f"\n{name}: batch {len(targets)} x {tuple(model.input_size)}, {steps} steps per run, {rounds} "
+          "interleaved rounds; median ms per step, and the median over rounds of the ratio to the same round's limit")
+    for label, t in runs_.items():
+        print(f"  {label:<44} {1000 * statistics.median(t) / steps:8.1f} ({ratios[label]:.2f}x)")
 
 
 def main(which=("digits", "resnet18")):

@@ -332,10 +332,11 @@ class FourierParam:
             z = _mix(torch.linalg.inv(color), z)
         spectrum = torch.fft.rfft2(z * 4.0, norm="ortho") / self.scale
         self.tensor = torch.view_as_real(spectrum).contiguous().requires_grad_(True)
+        self._factor = (self.scale / 4.0)[..., None]  # scale and Lucid's 1/4 in one real product per step
 
     def image(self) -> torch.Tensor:
-        spectrum = torch.view_as_complex(self.tensor * self.scale[..., None])  # real maths: no complex copy
-        z = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") / 4.0
+        spectrum = torch.view_as_complex(self.tensor * self._factor)  # real maths: no complex copy
+        z = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
         if self.color is not None:
             z = _mix(self.color, z)
         return torch.sigmoid(z)
@@ -546,7 +547,7 @@ def _optimize(model, state, p, scorer, transforms, steps, lr, optimizer, blur_ev
 
 
 class _Adam:
-    """``torch.optim.Adam`` (defaults) ascending one tensor, in four in-place ops per step.
+    """``torch.optim.Adam`` (defaults) ascending one tensor, in six tensor ops per step.
 
     The same update as ``torch.optim.Adam`` on ``-g``; written out because the optimizer's per-step
     bookkeeping costs as much as the model's forward pass on a small image.
@@ -559,10 +560,11 @@ class _Adam:
     @torch.no_grad()
     def step(self, g: torch.Tensor) -> None:
         (b1, b2), self.t = self.betas, self.t + 1
-        self.m.mul_(b1).add_(g, alpha=1 - b1)
+        root = math.sqrt(1 - b2**self.t)  # bias corrections folded into two scalars
+        self.m.lerp_(g, 1 - b1)
         self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (self.v.sqrt() / math.sqrt(1 - b2**self.t)).add_(self.eps)
-        self.tensor.addcdiv_(self.m, denom, value=self.lr / (1 - b1**self.t))
+        denom = self.v.sqrt().add_(self.eps * root)
+        self.tensor.addcdiv_(self.m, denom, value=self.lr * root / (1 - b1**self.t))
 
 
 COURSE_SIZE = 3 * 224 * 224  # the course's image: its step lr * g / ||g|| moves lr / 388 RMS per value
