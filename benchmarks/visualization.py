@@ -28,7 +28,7 @@ from _timing import interleaved_runs, paired_ratios  # noqa: E402
 import pellucid as pl  # noqa: E402
 from pellucid.visualize import gaussian_blur  # noqa: E402
 
-ROUNDS = 15
+ROUNDS = 31
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
@@ -91,7 +91,7 @@ def bench(name, model, targets, steps, rounds=ROUNDS):
 def main(which=("digits", "resnet18")):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if "digits" in which:
-        bench("digits", pl.load_model("digits"), list(range(10)), steps=100)
+        bench("digits", pl.load_model("digits"), list(range(10)), steps=100, rounds=31)
     if "resnet18" in which:
         bench("resnet18 (random weights)", pl.load_model("resnet18", weights="random"), [1, 500], steps=5, rounds=5)
 
