@@ -64,7 +64,8 @@ def iter_gradients(
     ``torch.autograd.grad`` on the input only: parameters never receive a ``.grad``. Run inside
     :func:`pellucid._state.model_state`. ``wrt`` takes the gradient with respect to something else
     than the input: a store from ``state.capture(layer)`` (that layer's output, Grad-CAM), or a tensor
-    the rows are computed from (the rows then keep their graph: one backward pass reaches it).
+    the rows are computed from (the rows then keep their graph: one backward pass reaches it; each
+    chunk's graph is freed by its pass, so rows of a shared graph fit in one chunk).
     """
     make = _rows(source)
     for rows in chunks(total, batch_size):
