@@ -48,3 +48,28 @@ def paired_ratios(times: dict[str, list[float]], base: str) -> dict[str, float]:
     Pairing within a round cancels drift slower than a round, which the ratio of two medians does not.
     """
     return {name: statistics.median(a / b for a, b in zip(t, times[base])) for name, t in times.items()}
+
+
+def raw_passes(model, xs, classes, bs: int, gradients: bool = True, repeat: int = 1) -> None:
+    """The limit every benchmark compares with: ``repeat`` times, every row of ``xs`` through the model
+    once in chunks of ``bs``, in plain PyTorch (no pellucid code): a forward pass, or with ``gradients``
+    the input gradient of the ``classes`` logits. Parameters are frozen meanwhile and restored after.
+    """
+    import torch
+
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        for _ in range(repeat):
+            for s in range(0, len(xs), bs):
+                if gradients:
+                    xi = xs[s:s + bs].detach().requires_grad_(True)
+                    torch.autograd.grad(model(xi).gather(1, classes[s:s + bs, None]).sum(), xi)
+                else:
+                    with torch.no_grad():
+                        model(xs[s:s + bs])
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)

@@ -2,10 +2,10 @@
 
 Each row: torchattacks' time, pellucid's time (default batch size), their ratio, and the *limit*:
 the raw input-gradient passes the attack needs (PGD: ``steps`` passes over the 64 images), in plain
-PyTorch, at the best batch size of a sweep. The contenders of a row run in turn, round after round
-(``_timing.interleaved``), so that this machine's drift hits them alike; times are medians. The
-early-stop rows report the steps saved (images leave the batch once fooled) and the time saved
-against the same PGD without early stop.
+PyTorch (``_timing.raw_passes``), at the best batch size of a sweep. The contenders of a row run in
+turn, round after round (``_timing.interleaved``), so that this machine's drift hits them alike;
+times are medians. The early-stop rows report the steps saved (images leave the batch once fooled)
+and the time saved against the same PGD without early stop.
 
     python benchmarks/adversarial.py [--threads 2] [--rounds 9]
 """
@@ -15,27 +15,14 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 import torchattacks
-from _timing import interleaved
+from _timing import interleaved, raw_passes
 
 import pellucid as pl
 from pellucid._grad import default_batch_size
 from pellucid.adversarial import _pgd
 
 SIZES = (8, 16, 32, 64, 128)
-
-
-def raw_passes(model, x, y, passes: int, bs: int) -> None:
-    """``passes`` input-gradient passes of the cross-entropy over ``x`` in chunks of ``bs``: the limit."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for _ in range(passes):
-        for s in range(0, len(x), bs):
-            xi = x[s:s + bs].detach().requires_grad_(True)
-            torch.autograd.grad(F.cross_entropy(model(xi), y[s:s + bs]), xi)
-    for p in model.parameters():
-        p.requires_grad_(True)
 
 
 def success(model, adv, y) -> float:
@@ -45,7 +32,7 @@ def success(model, adv, y) -> float:
 
 def row(name, model, x, y, passes, theirs, ours, rounds):
     fns = {"torchattacks": theirs, "pellucid": ours}
-    fns.update({f"limit bs {b}": (lambda b=b: raw_passes(model, x, y, passes, b)) for b in SIZES})
+    fns.update({f"limit bs {b}": (lambda b=b: raw_passes(model, x, y, b, repeat=passes)) for b in SIZES})
     t = interleaved(fns, rounds)
     best = min((k for k in t if k.startswith("limit")), key=t.get)
     sweep = ", ".join(f"{k[9:]}: {v:.3f}" for k, v in t.items() if k.startswith("limit"))

@@ -23,26 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's pellucid, not an installed one
 
 import torch  # noqa: E402
-from _timing import interleaved  # noqa: E402
+from _timing import interleaved, raw_passes  # noqa: E402
 
 import pellucid as pl  # noqa: E402
 from pellucid._grad import default_batch_size  # noqa: E402
-
-
-def raw_passes(model, xs: torch.Tensor, classes: torch.Tensor, bs: int, gradients: bool) -> None:
-    """Every row of ``xs`` through the model once in chunks of ``bs``, in plain PyTorch: the limit."""
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for s in range(0, len(xs), bs):
-        if gradients:
-            xi = xs[s:s + bs].detach().requires_grad_(True)
-            torch.autograd.grad(model(xi).gather(1, classes[s:s + bs, None]).sum(), xi)
-        else:
-            with torch.no_grad():
-                model(xs[s:s + bs])
-    for p, f in zip(model.parameters(), flags):
-        p.requires_grad_(f)
 
 
 def compare(name, anchor_name, anchor, ours, model, x, target, rows: int, sizes, gradients: bool,

@@ -18,19 +18,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pellucid, not an installed one
 
 import torch  # noqa: E402
-from _timing import interleaved  # noqa: E402
+from _timing import interleaved, raw_passes  # noqa: E402
 
 import pellucid as pl  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 ROUNDS = 9
 STEPS = 50
-
-
-def raw_forwards(model, images: torch.Tensor, bs: int) -> None:
-    with torch.no_grad():
-        for s in range(0, len(images), bs):
-            model(images[s:s + bs])
 
 
 def quantus_fn(model, x, y, maps, steps):
@@ -55,7 +49,7 @@ def bench(name, model, x, steps=STEPS, sweep=(16, 32, 64, 128)):
     y = model(x).argmax(1).detach()
     maps = pl.saliency(model, x, y)
     images = x.repeat_interleave(steps, 0).contiguous()
-    fns = {f"limit bs {bs}": (lambda bs=bs: raw_forwards(model, images, bs)) for bs in sweep}
+    fns = {f"limit bs {bs}": (lambda bs=bs: raw_passes(model, images, None, bs, gradients=False)) for bs in sweep}
     fns["pellucid deletion"] = lambda: pl.deletion(model, x, y, maps, steps=steps)
     fns["pellucid insertion"] = lambda: pl.insertion(model, x, y, maps, steps=steps)
     q = quantus_fn(model, x, y, maps, steps)

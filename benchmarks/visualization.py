@@ -23,26 +23,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import interleaved_runs, paired_ratios  # noqa: E402
+from _timing import interleaved_runs, paired_ratios, raw_passes  # noqa: E402
 
 import pellucid as pl  # noqa: E402
 from pellucid.visualize import gaussian_blur  # noqa: E402
 
 ROUNDS = 31
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", max(1, min(2, os.cpu_count() or 1)))))
-
-
-def raw_passes(model, x, targets, steps):
-    """The limit: ``steps`` input-gradient passes of ``x`` in plain PyTorch, nothing else."""
-    rows = torch.arange(len(x))
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for _ in range(steps):
-        xi = x.detach().requires_grad_(True)
-        torch.autograd.grad(model(xi)[rows, targets].sum(), xi)
-    for p in model.parameters():
-        p.requires_grad_(True)
 
 
 def course_loop(model, targets, steps, lr=25.0, l2=1e-3, jitter=16, blur_every=10):
@@ -73,7 +60,7 @@ def bench(name, model, targets, steps, rounds=ROUNDS):
     targets = torch.tensor(targets)
     x = torch.rand((len(targets), *model.input_size), generator=torch.Generator().manual_seed(1))
     runs = {
-        "limit: one raw input-gradient pass": lambda: raw_passes(model, x, targets, steps),
+        "limit: one raw input-gradient pass": lambda: raw_passes(model, x, targets, len(x), repeat=steps),
         "pellucid class_visualization (pixel)": lambda: pl.class_visualization(model, targets, steps=steps,
                                                                                progress=False),
         "pellucid class_visualization (fourier)": lambda: pl.class_visualization(model, targets, steps=steps,

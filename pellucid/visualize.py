@@ -6,9 +6,10 @@ colour-decorrelated ``"fourier"``) and seen by the model through random transfor
 scale, rotate, blur). :func:`class_visualization` (Simonyan et al. 2014, Yosinski et al. 2015) and
 :func:`channel_visualization` are a few lines on top of it; :func:`activations` reads any layer.
 
-Gradients come from the one primitive (:func:`pellucid._grad.iter_gradients`) on the model input,
-carried back to the parameterization by one vector-Jacobian product; parameters stay frozen and every
-hook is removed by :func:`pellucid._state.model_state`.
+Gradients come from the one primitive (:func:`pellucid._grad.iter_gradients`): straight to the
+parameterization when the batch is one chunk, else on the model input chunk by chunk and carried back
+by one vector-Jacobian product; parameters stay frozen and every hook is removed by
+:func:`pellucid._state.model_state`.
 """
 
 from __future__ import annotations
