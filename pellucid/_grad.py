@@ -45,8 +45,10 @@ def chunks(total: int, batch_size: int) -> Iterator[slice]:
 
 
 def _rows(source: torch.Tensor | RowMaker) -> RowMaker:
+    """Rows of a tensor by slice; all of it as is (no slice view and its backward node)."""
     if isinstance(source, torch.Tensor):
-        return source.__getitem__
+        n = len(source)
+        return lambda rows: source if rows.start == 0 and rows.stop >= n else source[rows]
     return source
 
 

@@ -28,6 +28,7 @@ class Target:
         self.fn = fn
         self.score = check_choice(score, "score", SCORES)
         self._max: int | None = None  # the largest class, read once (not a tensor reduction per call)
+        self._index: dict = {}  # (start, stop, device) -> (M, 1) gather index of a chunk, built once
 
     def __call__(self, logits: torch.Tensor, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``(M,)`` of a chunk of logits ``(M, K)``; ``rows`` picks the chunk's targets."""
@@ -45,13 +46,21 @@ class Target:
             raise PellucidError(
                 f"target {self._max} is out of range: the model has classes 0..{logits.shape[1] - 1}"
             )
-        classes = self.classes if rows is None else self.classes[rows]
-        classes = classes.to(logits.device)
         if self.score == "log_softmax":
             logits = F.log_softmax(logits, dim=1)
         elif self.score == "softmax":
             logits = F.softmax(logits, dim=1)
-        return logits.gather(1, classes[:, None]).squeeze(1)
+        return logits.gather(1, self._gather_index(rows, logits.device)).view(-1)
+
+    def _gather_index(self, rows, device) -> torch.Tensor:
+        if not isinstance(rows, slice | None):
+            return self.classes[rows].to(device)[:, None]
+        key = (None, None, device) if rows is None else (rows.start, rows.stop, device)
+        index = self._index.get(key)
+        if index is None:
+            classes = self.classes if rows is None else self.classes[rows]
+            index = self._index[key] = classes.to(device)[:, None]
+        return index
 
     def repeat(self, times: int) -> Target:
         """The target of a batch made of ``times`` stacked copies of the original batch."""

@@ -129,6 +129,22 @@ def test_one_step_is_the_course_update_in_chunks_too(digits_model, batch_size):
         torch.testing.assert_close(chunked.objective, whole.objective, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("size", [(20, 17), (150, 131)])  # banded matrix products; shifted sums
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_gaussian_filter_matches_scipy_on_both_paths(size, mode):
+    from scipy.ndimage import gaussian_filter as scipy_filter
+
+    from pellucid.data import gaussian_filter
+
+    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for sigma, radius in ((0.5, 2), (1.5, 4)):
+        want = scipy_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode={"reflect": "mirror"}.get(mode, "nearest"),
+                            radius=(0, 0, radius, radius))
+        np.testing.assert_allclose(gaussian_filter(x, sigma, radius, mode).numpy(), want, atol=1e-12)
+    with pytest.raises(PellucidError, match="radius 20 needs images larger"):
+        gaussian_filter(x[..., :12, :12], 1.0, 20)
+
+
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
 def test_blur_matches_scipy(sigma):
     from scipy.ndimage import gaussian_filter
@@ -210,16 +226,20 @@ def test_fourier_image_is_contiguous_so_convolutions_do_not_copy_their_weights()
     assert V.FourierParam(torch.full((2, 3, 24, 20), 0.5)).image().is_contiguous()
 
 
-def test_adam_step_equals_torch_optim_adam_on_the_negated_gradient():
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_step_equals_torch_optim_adam_on_the_negated_gradient(fused):
     gen = torch.Generator().manual_seed(0)
     theirs = torch.randn(4, 6, generator=gen).requires_grad_(True)
     ours = theirs.detach().clone()
-    opt, mine = torch.optim.Adam([theirs], lr=0.05), V._Adam(ours, 0.05)
+    opt, mine = torch.optim.Adam([theirs], lr=0.05), V._Adam(ours, 0.05, fused=fused)
+    assert mine.fused is fused
     for _ in range(25):
         g = torch.randn(4, 6, generator=gen)
+        kept = g.clone()
         theirs.grad = -g
         opt.step()
         mine.step(g)
+        assert torch.equal(g, kept)  # the gradient is read, not negated in place
     torch.testing.assert_close(ours, theirs.detach(), atol=1e-6, rtol=1e-5)
 
 
