@@ -24,15 +24,19 @@ def median_time(fn, repeats: int, warmup: bool = False) -> float:
 
 
 def interleaved_runs(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> dict[str, list[float]]:
-    """Wall times in seconds of each of ``fns``, timed in turn for ``rounds`` rounds (after one warm-up)."""
+    """Wall times in seconds of each of ``fns``, timed in turn for ``rounds`` rounds (after one warm-up).
+
+    The order rotates from round to round, so that no contender always runs first or after the same one.
+    """
     if warmup:
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # each contender takes each place in turn
             start = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -40,6 +44,15 @@ def interleaved_runs(fns: dict[str, Callable[[], object]], rounds: int, warmup: 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> dict[str, float]:
     """Median wall time in seconds of each of ``fns``, timed in turn for ``rounds`` rounds (after one warm-up)."""
     return {name: statistics.median(t) for name, t in interleaved_runs(fns, rounds, warmup).items()}
+
+
+def ratio_quartiles(times: dict[str, list[float]], base: str) -> dict[str, tuple[float, float, float]]:
+    """Quartiles (25%, median, 75%) over rounds of each contender's time over ``base``'s in the same round."""
+    out = {}
+    for name, t in times.items():
+        ratios = [a / b for a, b in zip(t, times[base])]
+        out[name] = tuple(statistics.quantiles(ratios, n=4)) if len(ratios) > 1 else (ratios[0],) * 3
+    return out
 
 
 def paired_ratios(times: dict[str, list[float]], base: str) -> dict[str, float]:

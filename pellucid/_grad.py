@@ -77,8 +77,23 @@ def iter_gradients(
                 xi = xi.detach().requires_grad_(True)
             scores = target(model(xi), rows)
             to = xi if wrt is None else wrt if isinstance(wrt, torch.Tensor) else wrt["output"]
-            (grad,) = torch.autograd.grad(scores.sum(), to)
+            # d sum(scores) / d to, seeded with ones: no sum node, no backward through it
+            (grad,) = torch.autograd.grad(scores, to, grad_outputs=_ones(scores))
         yield rows, grad, scores.detach()
+
+
+_ONES: dict = {}
+
+
+def _ones(like: torch.Tensor) -> torch.Tensor:
+    """A cached tensor of ones shaped like ``like`` (read-only: autograd only reads its seed)."""
+    key = (like.shape, like.dtype, like.device)
+    ones = _ONES.get(key)
+    if ones is None:
+        if len(_ONES) > 64:
+            _ONES.clear()
+        ones = _ONES[key] = torch.ones_like(like, memory_format=torch.contiguous_format)
+    return ones
 
 
 def iter_logits(

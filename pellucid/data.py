@@ -96,7 +96,8 @@ def _gaussian_taps(sigma: float, radius: int, dtype: torch.dtype, device: torch.
 
 
 @lru_cache(maxsize=64)
-def _blur_matrix(n: int, sigma: float, radius: int, mode: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _blur_matrix(n: int, sigma: float, radius: int, mode: str, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
     """The (n, n) matrix of a 1-D blur with its padding folded in: row i holds the taps around i."""
     j = torch.arange(n)[:, None] + torch.arange(-radius, radius + 1)[None, :]
     j = torch.where(j >= n, 2 * (n - 1) - j, j).abs() if mode == "reflect" else j.clamp(0, n - 1)
