@@ -55,3 +55,21 @@ def test_weighted_ridge_and_kernel_match_sklearn_and_lime():
     assert np.allclose(coef.numpy(), ref.coef_, atol=1e-5)
     assert abs(float(intercept) - ref.intercept_) < 1e-5
     assert abs(float(r2) - ref.score(z, y, sample_weight=w)) < 1e-5
+
+
+def test_gradient_seed_of_ones_is_shared_but_never_written():
+    """iter_gradients seeds autograd with a cached tensor of ones; backward must only read it."""
+    from pellucid import _grad
+    from pellucid.targets import as_target
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+    x = torch.rand(6, 3, 2, 2)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    target = as_target([0, 1, 2, 3, 0, 1], 6, 4)
+    for bs in (6, 4, 6):  # a whole-batch chunk (no slice) and chunks of 4 + 2
+        grad, scores = _grad.input_gradient(model, x, target, bs)
+        want = model[1].weight[target.classes].reshape(6, 3, 2, 2)  # the gradient of a linear logit: its weights
+        torch.testing.assert_close(grad, want)
+    assert _grad._ONES and all(bool((t == 1).all()) for t in _grad._ONES.values())

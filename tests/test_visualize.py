@@ -169,6 +169,11 @@ def test_objectives_compose_as_arithmetic(digits_model):
     torch.testing.assert_close(tv, x.diff(dim=2).abs().sum((1, 2, 3)) + x.diff(dim=3).abs().sum((1, 2, 3)))
     assert torch.equal(sum([V.l2(), V.l2()]).bind(digits_model, 3)(cap), 2 * x.pow(2).sum((1, 2, 3)))
     assert torch.equal((-V.l2()).bind(digits_model, 3)(cap), -x.pow(2).sum((1, 2, 3)))
+    # a scaled composite distributes its weight; layers of every term are kept for the hooks
+    nested = 3 * (V.class_logit([1, 2, 3]) - V.l2()) - (-V.channel("relu3", 4))
+    assert nested.layers == ("relu3",) and len(nested.terms) == 3
+    torch.testing.assert_close(nested.bind(digits_model, 3)(cap), 3 * (logits[[0, 1, 2], [1, 2, 3]] - x.pow(2).sum(
+        (1, 2, 3))) + acts[:, 4].mean((1, 2)))
 
 
 def test_activations_match_the_network_prefix(digits_model, digits_batch):
