@@ -47,20 +47,15 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool 
 
 
 def ratio_quartiles(times: dict[str, list[float]], base: str) -> dict[str, tuple[float, float, float]]:
-    """Quartiles (25%, median, 75%) over rounds of each contender's time over ``base``'s in the same round."""
+    """Quartiles (25%, median, 75%) over rounds of each contender's time over ``base``'s in the same round.
+
+    Pairing within a round cancels drift slower than a round, which the ratio of two medians does not.
+    """
     out = {}
     for name, t in times.items():
         ratios = [a / b for a, b in zip(t, times[base])]
         out[name] = tuple(statistics.quantiles(ratios, n=4)) if len(ratios) > 1 else (ratios[0],) * 3
     return out
-
-
-def paired_ratios(times: dict[str, list[float]], base: str) -> dict[str, float]:
-    """Median over rounds of each contender's time over ``base``'s time in the same round.
-
-    Pairing within a round cancels drift slower than a round, which the ratio of two medians does not.
-    """
-    return {name: statistics.median(a / b for a, b in zip(t, times[base])) for name, t in times.items()}
 
 
 def raw_passes(model, xs, classes, bs: int, gradients: bool = True, repeat: int = 1) -> None:
