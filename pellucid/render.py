@@ -326,10 +326,14 @@ def _blank(ax) -> None:
 
 def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int | None = None,
                scale: float = 1.5) -> bytes:
-    """A PNG of images ``(N, C, H, W)`` in [0, 1], in rows of ``ncols`` (default: up to 10), titled."""
+    """A PNG of images ``(N, C, H, W)`` in [0, 1], in rows of ``ncols`` (default: up to 5), titled.
+
+    Five to a row keeps the titles readable where the page shows the PNG at about 900 px (ten to a
+    row shrank them to ~5 px in the report).
+    """
     plt = _plt()
     n = len(images)
-    ncols = ncols or min(n, 10)
+    ncols = ncols or min(n, 5)
     nrows = (n + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, (scale + 0.25) * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
