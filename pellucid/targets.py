@@ -53,13 +53,14 @@ class Target:
         return logits.gather(1, self._gather_index(rows, logits.device)).view(-1)
 
     def _gather_index(self, rows, device) -> torch.Tensor:
-        if not isinstance(rows, slice | None):
-            return self.classes[rows].to(device)[:, None]
-        key = (None, None, device) if rows is None else (rows.start, rows.stop, device)
-        index = self._index.get(key)
+        """The ``(M, 1)`` classes of ``rows`` on ``device``; kept for whole-batch and slice chunks."""
+        key = (None, None, device) if rows is None else (rows.start, rows.stop, device) \
+            if isinstance(rows, slice) else None
+        index = self._index.get(key) if key is not None else None
         if index is None:
-            classes = self.classes if rows is None else self.classes[rows]
-            index = self._index[key] = classes.to(device)[:, None]
+            index = (self.classes if rows is None else self.classes[rows]).to(device)[:, None]
+            if key is not None:
+                self._index[key] = index
         return index
 
     def repeat(self, times: int) -> Target:
