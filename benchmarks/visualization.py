@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved_runs, ratio_quartiles, raw_passes  # noqa: E402
 
 import pellucid as pl  # noqa: E402
+from pellucid._blur import gaussian_blur  # noqa: E402
 from pellucid._grad import default_batch_size  # noqa: E402
-from pellucid.visualize import gaussian_blur  # noqa: E402
 
 ROUNDS = 31
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", max(1, min(2, os.cpu_count() or 1)))))

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pellucid as pl  # noqa: E402
 from pellucid import render  # noqa: E402
-from pellucid.visualize import filter_maps  # noqa: E402
+from pellucid.featureviz import filter_maps  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "img"
 

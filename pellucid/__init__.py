@@ -29,12 +29,12 @@ _EXPORTS = {
     "fooling_image": "adversarial", "fgsm": "adversarial", "pgd": "adversarial",
     "minimal_epsilon": "adversarial", "robustness_curve": "adversarial",
     # what has it learned
-    "class_visualization": "visualize", "channel_visualization": "visualize", "visualize": "visualize",
-    "activations": "visualize", "layer_names": "visualize", "Visualization": "visualize", "Objective": "visualize",
-    "class_logit": "visualize", "channel": "visualize", "neuron": "visualize", "l2": "visualize",
-    "total_variation": "visualize", "compose": "visualize", "roll": "visualize", "pad": "visualize",
-    "jitter": "visualize", "random_scale": "visualize", "random_rotate": "visualize", "blur": "visualize",
-    "standard_transforms": "visualize",
+    "class_visualization": "featureviz", "channel_visualization": "featureviz", "visualize": "featureviz",
+    "activations": "featureviz", "layer_names": "featureviz", "Visualization": "featureviz", "Objective": "featureviz",
+    "class_logit": "featureviz", "channel": "featureviz", "neuron": "featureviz", "l2": "featureviz",
+    "total_variation": "featureviz", "compose": "featureviz", "roll": "featureviz", "pad": "featureviz",
+    "jitter": "featureviz", "random_scale": "featureviz", "random_rotate": "featureviz", "blur": "featureviz",
+    "standard_transforms": "featureviz",
     # can we trust it
     "deletion": "metrics", "insertion": "metrics", "sanity_check": "metrics", "compare": "metrics",
     # sequences: the langid GRU, per-character attribution, a character attack

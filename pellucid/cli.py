@@ -237,8 +237,8 @@ def _layers_args(p):
 
 
 def _layers_run(args):
+    from .featureviz import layer_names
     from .models import load_model
-    from .visualize import layer_names
 
     rows = layer_names(load_model(args.model, weights=args.weights))
     width = max(len(n) for n, _, _ in rows)
@@ -269,8 +269,8 @@ def _classviz_args(p):
 
 def _classviz_run(args):
     from . import render
+    from .featureviz import class_visualization
     from .models import load_model
-    from .visualize import class_visualization
 
     model = load_model(args.model, weights=args.weights)
     k = getattr(model, "num_classes", None)
@@ -295,7 +295,7 @@ def _filterviz_args(p):
 
 def _filterviz_run(args):
     from . import render
-    from .visualize import channel_visualization, filter_layer, filter_maps
+    from .featureviz import channel_visualization, filter_layer, filter_maps
 
     model, x, _ = load_model_and_images(args)
     layer = args.layer or filter_layer(model)

@@ -120,7 +120,7 @@ def langid_section(ctx: ReportContext) -> render.Section | None:
 
 
 def learned_section(ctx: ReportContext) -> render.Section:
-    from .visualize import learned_figures
+    from .featureviz import learned_figures
 
     classes_png, filters_png, layer = learned_figures(ctx.model, ctx.x, ctx.predicted, seed=ctx.seed)
     return render.Section("What has it learned",

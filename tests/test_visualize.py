@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import numpy as np
@@ -11,10 +10,11 @@ import torch
 from conftest import check_side_effects
 
 import pellucid as pl
+from pellucid import featureviz as V
+from pellucid._blur import gaussian_blur
 from pellucid._checks import PellucidError
 from pellucid.cli import main
-
-V = importlib.import_module("pellucid.visualize")  # the module; pl.visualize is the loop function
+from pellucid.featureviz import figures, loop, objectives, optim
 
 
 def digits_noise(n: int, seed: int = 1) -> torch.Tensor:
@@ -134,7 +134,7 @@ def test_one_step_is_the_course_update_in_chunks_too(digits_model, batch_size):
 def test_gaussian_filter_matches_scipy_on_both_paths(size, mode):
     from scipy.ndimage import gaussian_filter as scipy_filter
 
-    from pellucid.data import gaussian_filter
+    from pellucid._blur import gaussian_filter
 
     x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     for sigma, radius in ((0.5, 2), (1.5, 4)):
@@ -150,7 +150,7 @@ def test_blur_matches_scipy(sigma):
     from scipy.ndimage import gaussian_filter
 
     x = torch.rand(2, 3, 20, 17, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    got = V.gaussian_blur(x, sigma).numpy()
+    got = gaussian_blur(x, sigma).numpy()
     want = gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="mirror", truncate=4.0)
     np.testing.assert_allclose(got, want, atol=1e-12)
 
@@ -236,7 +236,7 @@ def test_adam_step_equals_torch_optim_adam_on_the_negated_gradient(fused):
     gen = torch.Generator().manual_seed(0)
     theirs = torch.randn(4, 6, generator=gen).requires_grad_(True)
     ours = theirs.detach().clone()
-    opt, mine = torch.optim.Adam([theirs], lr=0.05), V._Adam(ours, 0.05, fused=fused)
+    opt, mine = torch.optim.Adam([theirs], lr=0.05), optim._Adam(ours, 0.05, fused=fused)
     assert mine.fused is fused
     for _ in range(25):
         g = torch.randn(4, 6, generator=gen)
@@ -248,10 +248,9 @@ def test_adam_step_equals_torch_optim_adam_on_the_negated_gradient(fused):
     torch.testing.assert_close(ours, theirs.detach(), atol=1e-6, rtol=1e-5)
 
 
-def test_pl_visualize_stays_the_function():
-    import pellucid.visualize  # noqa: F401  (importing the submodule must not shadow the function)
-
-    assert callable(pl.visualize) and pl.visualize is V.visualize and pl.channel is V.channel
+def test_pl_names_are_the_featureviz_functions():
+    assert callable(pl.visualize) and pl.visualize is loop.visualize and pl.channel is objectives.channel
+    assert pl.visualize is V.visualize and pl.Objective is V.Objective and pl.roll is V.roll
 
 
 def test_fourier_class_visualization_on_resnet(resnet_small):
@@ -287,7 +286,7 @@ def test_cli_classviz_and_filterviz_write_pngs(tmp_path, digits_model):
 def test_report_section(tmp_path, digits_model, digits_batch, monkeypatch):
     from pellucid.report import ReportContext, learned_section
 
-    monkeypatch.setattr(V, "LEARNED_STEPS", 3)
+    monkeypatch.setattr(figures, "LEARNED_STEPS", 3)
     x, y = digits_batch
     section = learned_section(ReportContext(digits_model, x, y, tmp_path, progress=False))
     assert section.title == "What has it learned" and section.body.count("<img") == 2
