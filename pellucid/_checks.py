@@ -22,7 +22,10 @@ def check_images(x: torch.Tensor, model=None, name: str = "x") -> torch.Tensor:
             f"{name} must have 4 dims (N, C, H, W), got {x.dim()} dims with shape {tuple(x.shape)}{hint}"
         )
     if not x.is_floating_point():
-        raise PellucidError(f"{name} must be a float tensor with values in [0, 1], got dtype {x.dtype}")
+        hint = f"; convert with {name}.float() / 255" if x.dtype == torch.uint8 else ""
+        raise PellucidError(f"{name} must be a float tensor with values in [0, 1], got dtype {x.dtype}{hint}")
+    if x.device.type == "meta":
+        raise PellucidError(f"{name} is on the meta device (a shape without data); pass a tensor with pixel values")
     if x.shape[0] == 0:
         raise PellucidError(f"{name} is an empty batch (N = 0); pass at least one image")
     channels = getattr(model, "input_size", None)
@@ -32,6 +35,9 @@ def check_images(x: torch.Tensor, model=None, name: str = "x") -> torch.Tensor:
             f"(input_size {tuple(channels)}); convert with pl.load_image or repeat/average channels"
         )
     xd = x.detach()
+    want = model_dtype(model)
+    if want is not None and xd.dtype != want:
+        xd = xd.to(want)  # float64 (or half) images for a float32 model: converted, the caller's tensor untouched
     if torch.isnan(xd).any():
         raise PellucidError(f"{name} contains NaN values; images must be finite values in [0, 1]")
     lo, hi = float(xd.min()), float(xd.max())
@@ -41,6 +47,16 @@ def check_images(x: torch.Tensor, model=None, name: str = "x") -> torch.Tensor:
             "put normalization inside the model with pl.wrap(module, mean=..., std=...)"
         )
     return xd
+
+
+def model_dtype(model) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter or buffer (``None`` if it has none)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
@@ -53,3 +69,24 @@ def check_choice(value, name: str, choices) -> str:
     if value not in choices:
         raise PellucidError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}")
     return value
+
+
+def fill_like(value, x: torch.Tensor, name: str = "fill", extra: str = "") -> torch.Tensor:
+    """A batch like ``x`` from a number or a tensor that broadcasts to it (a baseline or fill value).
+
+    ``extra`` names further accepted values in the message (``", 'blur' or 'noise'"``). NaN or infinite
+    values are refused: they would make every map NaN without a word.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | torch.Tensor):
+        accepted = f"a number, a tensor broadcastable to x {tuple(x.shape)}{extra}" if extra else \
+            f"a number or a tensor broadcastable to x {tuple(x.shape)}"
+        raise PellucidError(f"{name} must be {accepted}; got {value!r}")
+    try:
+        out = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value,
+                              dtype=x.dtype, device=x.device).expand_as(x)
+    except RuntimeError:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+        raise PellucidError(f"{name} of shape {shape} does not broadcast to x {tuple(x.shape)}") from None
+    if not torch.isfinite(out).all():
+        raise PellucidError(f"{name} contains NaN or infinite values; pass finite numbers (pixel space [0, 1])")
+    return out

@@ -126,31 +126,6 @@ def logits_of(model: nn.Module, source, total: int, batch_size: int) -> torch.Te
     return _cat([out for _, out in iter_logits(model, source, total, batch_size)])
 
 
-def num_classes(model: nn.Module) -> int | None:
-    return getattr(model, "num_classes", None)
-
-
-def check_call(model: nn.Module, x: torch.Tensor, batch_size: int | None) -> tuple[torch.Tensor, int]:
-    """Validate the model, the images and the batch size of a method."""
-    if not isinstance(model, nn.Module):
-        raise PellucidError(
-            f"model must be a torch.nn.Module (see pl.load_model / pl.wrap), got {type(model).__name__}"
-        )
-    from ._checks import check_images
-
-    x = check_images(x, model)
-    return x, resolve_batch_size(batch_size, x)
-
-
-def prepare(model: nn.Module, x: torch.Tensor, target, batch_size: int | None, score: str = "logit",
-            target_name: str = "target") -> tuple[torch.Tensor, Target, int]:
-    """Validate the common arguments of a method: images, target and batch size."""
-    from .targets import as_target
-
-    x, bs = check_call(model, x, batch_size)
-    return x, as_target(target, len(x), num_classes(model), score, target_name), bs
-
-
 def quadrature(steps: int, rule: str = "gausslegendre", device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes ``alphas`` in [0, 1] and weights summing to 1 for a path integral over [0, 1].
 
@@ -182,29 +157,41 @@ def quadrature(steps: int, rule: str = "gausslegendre", device=None) -> tuple[to
     return as_t(alphas), as_t(weights)
 
 
-def weighted_ridge(z: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
-                   alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Closed-form weighted ridge regression with an unpenalized intercept (sklearn's ``Ridge``).
+# ---------------------------------------------------------------------------------------------
+# path integrals and perturbation scores: any input shape (N, ...) (pixels, embeddings)
 
-    ``z`` is ``(S, F)`` features, ``y`` ``(S,)`` targets, ``weights`` ``(S,)`` sample weights.
-    Returns ``(coef (F,), intercept (), weighted R^2 ())``: LIME's surrogate fit, done on the device.
+def row_index(rows: slice, per: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``r`` of a stacked batch where sample ``i = r // per`` is repeated ``per`` times."""
+    idx = torch.arange(rows.start, rows.stop, device=device)
+    return idx // per, idx % per
+
+
+def path_integral(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target: Target,
+                  alphas: torch.Tensor, weights: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``sum_k w_k * d score / d input`` at ``baseline + a_k (x - baseline)``, shaped like ``x``.
+
+    The path points are built chunk by chunk (memory ~ ``batch_size`` rows, not ``steps``). Works for
+    any input ``(N, ...)`` (pixels, embeddings). Run inside ``model_state``; ``target`` is for ``x``.
     """
-    z, y, w = z.double(), y.double(), weights.double()
-    zm, ym = (w @ z) / w.sum(), (w @ y) / w.sum()
-    zc, yc = z - zm, y - ym
-    gram = zc.T @ (w[:, None] * zc)
-    rhs = zc.T @ (w * yc)
-    coef = torch.linalg.solve(gram + alpha * torch.eye(z.shape[1], dtype=z.dtype, device=z.device), rhs)
-    intercept = ym - zm @ coef
-    resid = y - (z @ coef + intercept)
-    r2 = 1 - (w @ resid**2) / (w @ yc**2).clamp_min(1e-300)
-    return coef.float(), intercept.float(), r2.float()
+    steps, shape = len(alphas), (-1,) + (1,) * (x.dim() - 1)
+    alphas, weights = alphas.to(x), weights.to(x)
+    delta = x - baseline
+
+    def make(rows):
+        i, k = row_index(rows, steps, x.device)
+        return baseline[i] + alphas[k].reshape(shape) * delta[i]
+
+    total = torch.zeros_like(x)
+    for rows, grad, _ in iter_gradients(model, make, len(x) * steps, target.repeat_interleave(steps), batch_size):
+        i, k = row_index(rows, steps, x.device)
+        total.index_add_(0, i, grad * weights[k].reshape(shape))
+    return total
 
 
-def lime_kernel(z: torch.Tensor, kernel_width: float = 0.25) -> torch.Tensor:
-    """lime_image's weights: ``sqrt(exp(-d^2 / width^2))`` of the cosine distance to the all-ones sample."""
-    ones = torch.ones(z.shape[1], dtype=torch.float64, device=z.device)
-    zz = z.double()
-    cos = (zz @ ones) / (zz.norm(dim=1) * ones.norm()).clamp_min(1e-12)
-    d = 1 - cos
-    return torch.sqrt(torch.exp(-(d**2) / kernel_width**2)).float()
+def perturbation_scores(model: nn.Module, make_rows, total: int, target: Target, batch_size: int) -> torch.Tensor:
+    """Scores ``(total,)`` of perturbed inputs built chunk by chunk by ``make_rows(slice)``.
+
+    ``target`` must already be laid out per row (e.g. ``target.repeat_interleave(samples)``).
+    """
+    out = [target(logits, rows) for rows, logits in iter_logits(model, make_rows, total, batch_size)]
+    return torch.cat(out)

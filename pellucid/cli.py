@@ -75,7 +75,7 @@ def _train_run(args):
     if args.epochs is not None and args.epochs < 1:
         raise PellucidError(f"--epochs must be >= 1, got {args.epochs}")
     if args.name == "langid":
-        from .text_cli import train_langid_command
+        from .text.cli import train_langid_command
 
         return train_langid_command(args)
     args.epochs = args.epochs or 10
@@ -110,11 +110,11 @@ def _saliency_run(args):
 
 
 def _explain_args(p):
-    from .attribution import GRID_METHODS, METHODS
+    from .registry import grid_methods, methods
 
     add_model_args(p)
-    p.add_argument("--methods", default=",".join(GRID_METHODS),
-                   help=f"comma-separated, from: {', '.join(METHODS)}; default {','.join(GRID_METHODS)}")
+    p.add_argument("--methods", default=",".join(grid_methods()),
+                   help=f"comma-separated, from: {', '.join(methods())}; default {','.join(grid_methods())}")
     p.add_argument("--target", default=None, help="class to explain (index or name); default: the prediction")
     p.add_argument("--shared-scale", action="store_true", help="one colour scale per method over all images")
     p.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad noise and LIME samples")
@@ -127,11 +127,10 @@ def _explain_run(args):
     from .attribution import explain
     from .report import predictions
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     model, x, y = load_model_and_images(args)
     probs = predictions(model, x)
     target = parse_target(args.target, model, probs.argmax(1))
-    maps = explain(model, x, target, methods, seed=args.seed, batch_size=args.batch_size, progress=True)
+    maps = explain(model, x, target, args.methods, seed=args.seed, batch_size=args.batch_size, progress=True)
     png = render.attribution_grid(x, maps, render.image_row_titles(model, probs, y), shared_scale=args.shared_scale)
     print(f"wrote {render.write_png(png, args.out)}")
 
@@ -161,7 +160,7 @@ def _explain_text_args(p):
 
 
 def _explain_text_run(args):
-    from .text_cli import explain_text_run
+    from .text.cli import explain_text_run
 
     explain_text_run(args)
 
@@ -176,7 +175,7 @@ def _attack_text_args(p):
 
 
 def _attack_text_run(args):
-    from .text_cli import attack_text_run
+    from .text.cli import attack_text_run
 
     attack_text_run(args)
 
@@ -190,7 +189,7 @@ def _serve_args(p):
 
 def _serve_run(args):
     try:
-        from .server import serve
+        from .web import serve
     except ImportError as e:
         raise PellucidError(f"`pellucid serve` needs the web extra: pip install 'pellucid[web]' ({e})") from e
     if not 0 <= args.port <= 65535 or args.replicas < 1:
@@ -202,7 +201,9 @@ def _batch_args(p):
     p.add_argument("input", metavar="INPUT", help="a folder of images (recursive) or digits-test")
     add_model_args(p, images=False)
     p.add_argument("--methods", default="saliency", help="comma-separated attribution methods")
-    p.add_argument("--attack", default=None, choices=["fgsm", "pgd"], help="also find the minimal epsilon")
+    from .adversarial import MINIMAL_ATTACKS
+
+    p.add_argument("--attack", default=None, choices=MINIMAL_ATTACKS, help="also find the minimal epsilon")
     p.add_argument("--eps", type=float, default=None, help="largest epsilon the search tries")
     p.add_argument("--metric-steps", type=int, default=20, help="deletion/insertion steps; 0 skips them")
     p.add_argument("--out", required=True, help="output folder (rerun with the same arguments to resume)")
@@ -334,30 +335,29 @@ def _fool_run(args):
 
 def _attack_args(p):
     add_model_args(p)
-    p.add_argument("--method", default="pgd", choices=["fgsm", "pgd"])
+    from .registry import attacks
+
+    p.add_argument("--method", default="pgd", choices=list(attacks()))
     p.add_argument("--eps", type=float, required=True, help="size of the perturbation (pixel scale [0, 1])")
     p.add_argument("--targeted", default=None, metavar="K", help="attack towards class K (index or name)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="pgd's ball")
-    p.add_argument("--steps", type=int, default=40, help="pgd steps")
-    p.add_argument("--alpha", type=float, default=None, help="pgd step size; default 2.5 * eps / steps")
+    p.add_argument("--steps", type=int, default=None, help="steps of iterative attacks; default: the attack's own")
+    p.add_argument("--alpha", type=float, default=None, help="step size of iterative attacks; default 2.5 * eps / steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="attack.png", help="output PNG")
 
 
 def _attack_run(args):
     from . import render
-    from .adversarial import fgsm, pgd
+    from .registry import attack
     from .report import predictions
 
     model, x, y = load_model_and_images(args)
     before = predictions(model, x)
     label = y.where(y >= 0, before.argmax(1))  # image files have no label: attack the prediction
     targeted = parse_target(args.targeted, model, False)
-    if args.method == "fgsm":
-        adv = fgsm(model, x, label, args.eps, targeted)
-    else:
-        alpha = 2.5 * args.eps / args.steps if args.alpha is None else args.alpha
-        adv = pgd(model, x, label, args.eps, alpha, args.steps, args.norm, targeted, seed=args.seed)
+    adv = attack(args.method).run(model, x, label, args.eps, targeted=targeted, norm=args.norm, steps=args.steps,
+                                  alpha=args.alpha, seed=args.seed, progress=True)
     after = predictions(model, adv)
     print(f"{args.method} eps {args.eps:g}: {int((after.argmax(1) != label).sum())}/{len(x)} predictions changed")
     png = render.attack_rows(x, adv, before, after, model.label)
@@ -366,7 +366,9 @@ def _attack_run(args):
 
 def _robustness_args(p):
     add_model_args(p)
-    p.add_argument("--attack", default="pgd", choices=["fgsm", "pgd"])
+    from .adversarial import MINIMAL_ATTACKS
+
+    p.add_argument("--attack", default="pgd", choices=MINIMAL_ATTACKS)
     p.add_argument("--eps", default=None, help="comma-separated eps values; default depends on the images")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"])
     p.add_argument("--steps", type=int, default=10, help="pgd steps")

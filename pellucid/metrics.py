@@ -19,9 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import PellucidError
-from ._grad import iter_logits, prepare
+from ._args import prepare
+from ._blur import gaussian_blur
+from ._checks import PellucidError, fill_like
+from ._grad import iter_logits
 from ._state import model_state
+from .registry import methods
 from .targets import Target
 
 Method = Callable[..., torch.Tensor]
@@ -30,24 +33,14 @@ Method = Callable[..., torch.Tensor]
 # ---------------------------------------------------------------------------------------------
 # attribution methods by name or callable
 
-def available_methods() -> dict[str, Method]:
-    """Attribution methods by name: ``attribution.METHODS`` when it exists, else the gradient ones."""
-    from . import attribution
-
-    registry = getattr(attribution, "METHODS", None)
-    if isinstance(registry, dict) and registry:
-        return dict(registry)
-    return {"saliency": attribution.saliency, "input_x_gradient": attribution.input_x_gradient}
-
-
 def resolve_method(method: str | Method) -> tuple[str, Method]:
     """``(name, fn)`` for a method name or a callable ``(model, x, target) -> (N, H, W) or (N, C, H, W)``."""
     if isinstance(method, str):
-        registry = available_methods()
-        if method not in registry:
-            raise PellucidError(f"unknown attribution method {method!r}; choose one of: {', '.join(registry)}, "
+        table = methods()
+        if method not in table:
+            raise PellucidError(f"unknown attribution method {method!r}; choose one of: {', '.join(table)}, "
                                 "or pass a callable (model, x, target) -> map")
-        return method, registry[method]
+        return method, table[method]
     if callable(method):
         return getattr(method, "__name__", type(method).__name__), method
     raise PellucidError(f"method must be a name or a callable (model, x, target) -> map, got {type(method).__name__}")
@@ -98,26 +91,11 @@ def _check_steps(steps) -> int:
     return steps
 
 
-def _fill(value, x: torch.Tensor, name: str) -> torch.Tensor:
-    """A baseline image batch like ``x`` from a float or a broadcastable tensor."""
-    if isinstance(value, bool) or not isinstance(value, int | float | torch.Tensor):
-        raise PellucidError(f"{name} must be a float or a tensor broadcastable to {tuple(x.shape)}, got {value!r}")
-    try:
-        return torch.as_tensor(value, dtype=x.dtype, device=x.device).expand_as(x)
-    except RuntimeError as e:
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
-        raise PellucidError(f"{name} of shape {shape} does not broadcast to the images {tuple(x.shape)}") from e
-
-
 def blurred(x: torch.Tensor, sigma: float = 5.0, kernel_size: int = 11) -> torch.Tensor:
-    """Gaussian blur of a batch (RISE's insertion start: kernel 11, sigma 5), separable, reflect-padded.
-
-    Equals ``torchvision.transforms.functional.gaussian_blur`` (kernel capped to the image size).
-    """
-    from .data import gaussian_filter
-
+    """RISE's insertion start: Gaussian blur with kernel 11 and sigma 5, reflect-padded, the kernel capped to
+    the image (equals ``torchvision.transforms.functional.gaussian_blur``)."""
     k = min(kernel_size, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)
-    return gaussian_filter(x, sigma, k // 2, mode="reflect")
+    return gaussian_blur(x, sigma, k // 2, mode="reflect")
 
 
 def _curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, start: torch.Tensor,
@@ -163,7 +141,7 @@ def deletion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tenso
     steps = _check_steps(steps)
     x, t, bs = prepare(model, x, target, batch_size, score)
     maps = _attribution_map(model, x, target, attribution)
-    return _curve(model, x, t, maps, x, _fill(baseline, x, "baseline"), steps, bs)
+    return _curve(model, x, t, maps, x, fill_like(baseline, x, "baseline"), steps, bs)
 
 
 def insertion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | Method, *,
@@ -182,7 +160,7 @@ def insertion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tens
             raise PellucidError(f"insertion baseline must be 'blur', a float or a tensor, got {baseline!r}")
         start = blurred(x)
     else:
-        start = _fill(baseline, x, "baseline")
+        start = fill_like(baseline, x, "baseline")
     return _curve(model, x, t, maps, start, x, steps, bs)
 
 
@@ -267,7 +245,7 @@ class SanityCheck:
 
 def randomizable_layers(model: nn.Module) -> list[str]:
     """Names of the modules that hold parameters themselves, from the output back to the input."""
-    from .models import named_layers
+    from .layers import named_layers
 
     names = [name for name, m in named_layers(model).items() if any(True for _ in m.parameters(recurse=False))]
     return names[::-1]
@@ -276,7 +254,7 @@ def randomizable_layers(model: nn.Module) -> list[str]:
 def top_layers(model: nn.Module) -> list[str]:
     """The model's top-level blocks that hold parameters, output first (coarse sanity-check stages:
     ``fc, layer4, ..., conv1`` for a ResNet; every layer for the digits CNN)."""
-    from .models import inner
+    from .layers import inner
 
     names = [name for name, m in inner(model).named_children() if any(True for _ in m.parameters())]
     return names[::-1]
@@ -317,7 +295,7 @@ def sanity_check(model: nn.Module, x: torch.Tensor, target, method: str | Method
     Example: ``r = pl.sanity_check(model, x, 3, "saliency"); r.final()``.
     """
     from .attribution import normalize_per_image
-    from .models import find_layer
+    from .layers import find_layer
 
     name, fn = resolve_method(method)
     x, _, _ = prepare(model, x, target, None)
@@ -374,7 +352,7 @@ class Comparison:
 
 def _methods(methods) -> dict[str, Method]:
     if methods is None:
-        return available_methods()
+        return dict(methods())
     if isinstance(methods, dict):
         return {str(k): resolve_method(v)[1] for k, v in methods.items()}
     if isinstance(methods, str) or callable(methods):
@@ -390,7 +368,7 @@ def compare(model: nn.Module, x: torch.Tensor, target, methods: Sequence | dict 
             seed: int = 0, batch_size: int | None = None) -> Comparison:
     """Deletion AUC, insertion AUC, sanity check and runtime of each method, and a seeded random baseline.
 
-    ``methods``: names (``pl.metrics.available_methods()``), callables ``(model, x, target) -> map``
+    ``methods``: names (``pellucid.registry.methods()``), callables ``(model, x, target) -> map``
     or a ``{name: method}`` dict; default every available method. ``sanity`` runs the cascading
     randomization for all (True), none (False) or the named methods. AUCs are means over the batch.
     Example: ``print(pl.compare(model, x, y, ["saliency", "input_x_gradient"]))``.

@@ -95,6 +95,7 @@ def langid_section(ctx: ReportContext) -> render.Section | None:
     if importlib.util.find_spec("wordfreq") is None:
         return None
     from .text import cached_langid, word_titles
+    from .text.render import text_html, text_png
 
     title = "Sequences: which letters made it say Finnish?"
     model = cached_langid()
@@ -102,8 +103,7 @@ def langid_section(ctx: ReportContext) -> render.Section | None:
         return render.Section(title, "The built-in langid GRU is not trained yet.",
                               "<p>Run <code>pellucid train langid</code> (about a minute) and rebuild the report "
                               "to see which characters drive its language predictions.</p>")
-    from .text_attack import hotflip
-    from .text_attribution import explain_text
+    from .text import explain_text, hotflip
 
     words = list(LANGID_WORDS)
     maps = explain_text(model, words, seed=ctx.seed)
@@ -112,8 +112,8 @@ def langid_section(ctx: ReportContext) -> render.Section | None:
     acc = getattr(model, "accuracy", None)
     facts = f"held-out accuracy {100 * acc:.1f}% on words never seen in training. " if acc is not None else ""
     body = (f"<p>{facts}HotFlip: {html.escape(attack.describe(model.labels))}</p>"
-            + render.text_html(words, maps, [t.replace(chr(10), " · ") for t in titles])
-            + render.img_tag(render.text_png(words, maps, titles), "per-character attributions", width=1000))
+            + text_html(words, maps, [t.replace(chr(10), " · ") for t in titles])
+            + render.img_tag(text_png(words, maps, titles), "per-character attributions", width=1000))
     return render.Section(title, "The langid GRU reads a word letter by letter and names its language. Each "
                           "letter's background shows how much it raised (red) or lowered (blue) the score of "
                           "the predicted language, per method; hover a letter for its value.", body)
@@ -132,24 +132,19 @@ def learned_section(ctx: ReportContext) -> render.Section:
                           + render.img_tag(filters_png, f"filters of {layer}", width=620))
 
 
-# cheaper settings for the report's faithfulness section, applied where a method takes the keyword
-REPORT_SETTINGS = {"ig": {"steps": 16}, "smoothgrad": {"samples": 8}, "lime": {"samples": 250}}
-SANITY_METHODS = ("saliency", "input_x_gradient", "smoothgrad", "ig", "gradcam")
-SANITY_METHODS_LARGE = ("saliency", "input_x_gradient", "gradcam")  # large images: the cheap ones
-
-
 def faithfulness_section(ctx: ReportContext) -> render.Section:
     from functools import partial
 
-    from .metrics import COLUMNS, accepts, available_methods, compare, top_layers
+    from .metrics import COLUMNS, compare, top_layers
+    from .registry import methods as registered
 
     small = ctx.x.shape[-1] * ctx.x.shape[-2] <= 64 * 64
     n = min(len(ctx.x), 6 if small else 4)
-    methods = {}
-    for name, fn in available_methods().items():
-        kw = {k: v for k, v in REPORT_SETTINGS.get(name, {}).items() if accepts(fn, k)}
-        methods[name] = partial(fn, **kw) if kw else fn
-    sanity = [m for m in (SANITY_METHODS if small else SANITY_METHODS_LARGE) if m in methods]
+    records = registered()
+    # each method with the report's cheaper settings (its record's ``report``) and its seed
+    methods = {name: partial(m.fn, **{**m.defaults(ctx.x, ctx.seed, quick=True), **m.report})
+               for name, m in records.items()}
+    sanity = [name for name, m in records.items() if m.sanity == "always" or (m.sanity == "small" and small)]
     result = compare(ctx.model, ctx.x[:n], ctx.predicted[:n], methods, steps=21 if small else 11,
                      sanity=sanity, sanity_layers=top_layers(ctx.model), seed=ctx.seed)
     rows = [[r[c] if isinstance(r[c], str) else render.number(r[c]) for c in COLUMNS] for r in result.rows]
@@ -195,9 +190,9 @@ def fooled_section(ctx: ReportContext, n_fool: int = 6) -> render.Section:
 
 
 def attribution_section(ctx: ReportContext) -> render.Section:
-    from .attribution import GRID_METHODS, explain
+    from .attribution import explain
 
-    maps = explain(ctx.model, ctx.x, ctx.predicted, GRID_METHODS, seed=ctx.seed, quick=True, progress=ctx.progress)
+    maps = explain(ctx.model, ctx.x, ctx.predicted, seed=ctx.seed, quick=True, progress=ctx.progress)
     png = render.attribution_grid(ctx.x, maps, ctx.row_titles)
     return render.Section("Where does it look",
                           "Six attribution methods for the predicted class, one column each: saliency, "

@@ -6,8 +6,10 @@ number of classes, so a bad target fails before any work is done.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +42,10 @@ class Target:
                     f"a callable target must return one score per sample, shape ({logits.shape[0]},), got {got}"
                 )
             return out
+        if logits.dim() != 2:
+            raise PellucidError(f"the model returned output of shape {tuple(logits.shape)}; a class target needs "
+                                "logits of shape (N, classes): return 2-D logits from the model, or pass a "
+                                "callable target that turns the output into one score per sample")
         if self._max is None:
             self._max = int(self.classes.max()) if self.classes.numel() else -1
         if self._max >= logits.shape[1]:
@@ -89,9 +95,9 @@ def as_target(target, n: int, num_classes: int | None, score: str = "logit", nam
         return Target(None, target, score)
     if isinstance(target, bool):
         raise PellucidError(f"{name} must be an int class index, got bool {target!r}")
-    if isinstance(target, int):
-        classes = torch.full((n,), target, dtype=torch.long)
-    elif isinstance(target, torch.Tensor | Sequence) and not isinstance(target, str):
+    if isinstance(target, numbers.Integral):  # int and numpy integers
+        classes = torch.full((n,), int(target), dtype=torch.long)
+    elif isinstance(target, torch.Tensor | Sequence | np.ndarray) and not isinstance(target, str):
         try:
             classes = torch.as_tensor(target)
         except (TypeError, ValueError) as e:

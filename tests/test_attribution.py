@@ -9,8 +9,9 @@ from conftest import check_side_effects
 from torch import nn
 
 import pellucid as pl
-from pellucid import attribution as A
+from pellucid import registry
 from pellucid._checks import PellucidError
+from pellucid.attribution import make_baseline, perturbation
 
 
 def corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -59,7 +60,7 @@ def test_ig_completeness_within_one_percent(digits_model, digits4, baseline):
     assert attr.shape == x.shape and err.shape == (len(x),)
     assert float(err.max()) <= 0.01
     # the error is what it claims: check one sample by hand
-    b = A.make_baseline(baseline, x)
+    b = make_baseline(baseline, x)
     with torch.no_grad():
         delta = digits_model(x)[0, y[0]] - digits_model(b)[0, y[0]]
     assert abs(float(attr[0].sum() - delta)) / abs(float(delta)) == pytest.approx(float(err[0]), abs=1e-4)
@@ -77,9 +78,9 @@ def test_ig_baselines(digits_model, digits4):
     per_image = pl.integrated_gradients(digits_model, x, y, baseline=b, steps=8)
     full = pl.integrated_gradients(digits_model, x, y, baseline=b.expand_as(x).clone(), steps=8)
     assert torch.allclose(per_image, full)
-    blurred = A.make_baseline("blur", x)
+    blurred = make_baseline("blur", x)
     assert blurred.shape == x.shape and blurred.std() < x.std()
-    assert torch.equal(A.make_baseline("noise", x, seed=3), A.make_baseline("noise", x, seed=3))
+    assert torch.equal(make_baseline("noise", x, seed=3), make_baseline("noise", x, seed=3))
     with pytest.raises(PellucidError, match="baseline must be a number, a tensor.*'blur' or 'noise'"):
         pl.integrated_gradients(digits_model, x, y, baseline=[0.1])
     with pytest.raises(PellucidError, match="unknown baseline 'mean'"):
@@ -196,6 +197,18 @@ def test_guided_grad_cam_matches_captum(digits_model, digits4):
     assert corr(ours, ref) >= 0.99
 
 
+@pytest.mark.parametrize("which", ["digits", "resnet"])
+def test_guided_backprop_matches_captum(which, digits_model, digits4, resnet_small, photo1):
+    from captum.attr import GuidedBackprop
+
+    model, (x, y) = (digits_model, digits4) if which == "digits" else (resnet_small, photo1)
+    ours = pl.guided_backprop(model, x, y)
+    ref = GuidedBackprop(model).attribute(x.clone(), target=y)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
+    # guided is not plain: negative gradients are cut at the ReLUs
+    assert not torch.allclose(ours, pl.gradient(model, x, y), atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # occlusion
 
@@ -278,9 +291,9 @@ def test_lime_is_seeded_and_caches_segments(digits_model, digits4):
     x, y = digits4
     state = torch.get_rng_state()
     a = pl.lime(digits_model, x[:2], y[:2], samples=200, seed=5)
-    size = len(A._SEGMENT_CACHE)
+    size = len(perturbation._SEGMENT_CACHE)
     b = pl.lime(digits_model, x[:2], y[:2], samples=200, seed=5)
-    assert len(A._SEGMENT_CACHE) == size  # the second call reused the segmentation
+    assert len(perturbation._SEGMENT_CACHE) == size  # the second call reused the segmentation
     c = pl.lime(digits_model, x[:2], y[:2], samples=200, seed=6)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a, b) and not torch.equal(a, c)
@@ -302,15 +315,15 @@ FAST = {"smoothgrad": {"samples": 4}, "ig": {"steps": 4}, "occlusion": {"window"
         "lime": {"samples": 16}}
 
 
-@pytest.mark.parametrize("name", list(A.METHODS))
+@pytest.mark.parametrize("name", list(registry.methods()))
 def test_every_method_has_no_side_effects(name, digits_model, digits4):
     x, y = digits4
     out = pl.attribution_map(name, digits_model, x, y, **FAST.get(name, {}))
     assert out.shape == (4, 28, 28) and torch.isfinite(out).all()
-    check_side_effects(lambda m, xx: A.METHODS[name](m, xx, y, **FAST.get(name, {})), digits_model, x)
+    check_side_effects(lambda m, xx: registry.method(name)(m, xx, y, **FAST.get(name, {})), digits_model, x)
 
 
-@pytest.mark.parametrize("name", list(A.METHODS))
+@pytest.mark.parametrize("name", list(registry.methods()))
 def test_every_method_runs_on_resnet18(name, resnet_small, photo1):
     x, t = photo1
     out = pl.attribution_map(name, resnet_small, x, t, **FAST.get(name, {}))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pellucid._checks import PellucidError
-from pellucid._grad import lime_kernel, quadrature, weighted_ridge
+from pellucid._grad import quadrature
+from pellucid._surrogate import lime_kernel, weighted_ridge
 
 
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle",

@@ -272,7 +272,7 @@ def test_wrap_puts_normalization_inside():
 
 
 def test_find_layer_names_and_close_matches(digits_model, resnet_small):
-    from pellucid.models import find_layer, last_conv_layer
+    from pellucid.layers import find_layer, last_conv_layer
 
     assert find_layer(digits_model, "conv3") is digits_model.net.conv3
     assert last_conv_layer(digits_model) == "conv3"

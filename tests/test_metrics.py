@@ -9,7 +9,7 @@ from conftest import check_side_effects
 from torch import nn
 
 import pellucid as pl
-from pellucid import attribution, metrics
+from pellucid import attribution, metrics, registry
 from pellucid._checks import PellucidError
 
 
@@ -204,12 +204,6 @@ def test_gradient_methods_beat_the_random_map_on_digits(digits_model, digits_bat
         assert rows[name]["seconds"] > 0 and rows[name]["rank corr. randomized"] is None
 
 
-def _needs(name):
-    return pytest.mark.skipif(not hasattr(attribution, name), reason=f"pellucid.attribution.{name} not merged yet")
-
-
-@_needs("integrated_gradients")
-@_needs("grad_cam")
 def test_ig_and_grad_cam_beat_the_random_map_on_digits(digits_model, digits_batch):
     x, y = digits_batch
     methods = {"ig": lambda m, xx, t: pl.integrated_gradients(m, xx, t, steps=32),
@@ -220,7 +214,6 @@ def test_ig_and_grad_cam_beat_the_random_map_on_digits(digits_model, digits_batc
         assert rows[name]["insertion AUC"] > rows["random"]["insertion AUC"], rows
 
 
-@_needs("integrated_gradients")
 def test_ig_loses_similarity_as_layers_are_randomized(digits_model, digits_batch):
     """IG fails to stay similar as layers are randomized: SSIM falls with the default black baseline,
     and both SSIM and Spearman fall with a noise baseline. (With the black baseline the Spearman rank
@@ -269,8 +262,8 @@ def test_unknown_names_use_the_attribution_registry(monkeypatch, digits_model, d
         pl.sanity_check(digits_model, x[:2], y[:2], "nope")
     with pytest.raises(PellucidError, match=r"sanity names \['ig'\] are not among the compared methods"):
         pl.compare(digits_model, x[:2], y[:2], ["saliency"], sanity=["ig"])
-    monkeypatch.setattr(attribution, "METHODS", {"only": attribution.saliency}, raising=False)
-    assert list(metrics.available_methods()) == ["only"]
+    monkeypatch.setattr(registry, "_METHODS", {"only": registry.Method("only", "Only", attribution.saliency)})
+    assert list(registry.methods()) == ["only"]
     with pytest.raises(PellucidError, match="choose one of: only"):
         pl.compare(digits_model, x[:2], y[:2], ["saliency"])
 
@@ -351,7 +344,8 @@ def test_report_section_uses_the_registry_with_cheap_settings(monkeypatch, digit
         seen.append(steps)
         return pl.saliency(model, x, target)
 
-    monkeypatch.setattr(attribution, "METHODS", {"saliency": attribution.saliency, "ig": ig_like}, raising=False)
+    monkeypatch.setattr(registry, "_METHODS", {"saliency": registry.method("saliency"),
+                                               "ig": registry.Method("ig", "IG", ig_like, report={"steps": 16})})
     x, y = digits_batch
     page = build_report(digits_model, x[:2], y[:2], tmp_path, progress=False,
                         sections=[faithfulness_section]).read_text()

@@ -1,0 +1,91 @@
+"""FGSM and PGD: one signed step, and projected gradient descent in an L-infinity or L2 ball."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._args import check_call
+from .._checks import check_choice, check_positive_int
+from .._grad import input_gradient
+from .._state import model_state
+from ..registry import Attack, register_attack
+from ._loop import NORMS, _ascend, _attack_target, _generator, _per_sample, _project, _reached, _unit
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, label, eps: float, targeted=False, *,
+         batch_size: int | None = None) -> torch.Tensor:
+    """Fast gradient sign method (Goodfellow et al. 2015), L-infinity.
+
+    ``x + eps * sign(d CE(label) / dx)`` (away from the label), or ``x - eps * sign(d CE(target) / dx)``
+    when targeted, clamped to [0, 1]. ``eps`` is a number or one per image. ``targeted``: ``False``,
+    ``True`` (``label`` holds the targets) or the target classes (``label`` the true ones).
+    Shape: ``(N, C, H, W)`` in, same out.
+
+    >>> adv = pl.fgsm(model, x, y, eps=0.1)
+    """
+    x, bs = check_call(model, x, batch_size)
+    goal, is_targeted = _attack_target(model, x, label, targeted)
+    eps_ = _per_sample(eps, "eps", len(x), x.device).reshape(-1, 1, 1, 1)
+    with model_state(model):
+        grad, _ = input_gradient(model, x, goal, bs)
+    direction = grad.sign() if is_targeted else -grad.sign()  # grad is of log_softmax = -CE
+    return (x + eps_ * direction).clamp(0, 1)
+
+
+def pgd(model: nn.Module, x: torch.Tensor, label, eps: float, alpha: float, steps: int, norm: str = "linf",
+        targeted=False, random_start: bool = True, seed: int | torch.Generator = 0, early_stop: bool = False, *,
+        batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
+    """Projected gradient descent (Madry et al. 2018) in the L-infinity or L2 ball of radius ``eps``.
+
+    ``steps`` steps of size ``alpha`` on the cross-entropy (sign of the gradient for ``"linf"``,
+    the L2-normalized gradient for ``"l2"``), each followed by a projection onto the eps-ball and
+    into [0, 1]. ``random_start`` starts at a uniform point of the ball (seeded). ``early_stop``
+    stops each image once it is misclassified (or classified as the target): it takes no more
+    steps and leaves the batch. ``eps`` and ``alpha`` are numbers or one per image; ``targeted`` as
+    in :func:`fgsm`. Shape: ``(N, C, H, W)`` in, same out.
+
+    >>> adv = pl.pgd(model, x, y, eps=0.1, alpha=0.01, steps=40)
+    """
+    return _pgd(model, x, label, eps, alpha, steps, norm, targeted, random_start, seed, early_stop,
+                batch_size, progress)[0]
+
+
+def _pgd(model, x, label, eps, alpha, steps, norm="linf", targeted=False, random_start=True, seed=0,
+         early_stop=False, batch_size=None, progress=True) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pgd` that also returns the steps each image took."""
+    x, bs = check_call(model, x, batch_size)
+    goal, is_targeted = _attack_target(model, x, label, targeted)
+    check_choice(norm, "norm", NORMS)
+    eps_ = _per_sample(eps, "eps", len(x), x.device)
+    alpha_ = _per_sample(alpha, "alpha", len(x), x.device)
+    steps = check_positive_int(steps, "steps")
+    sign = 1.0 if is_targeted else -1.0  # the gradient is of log_softmax = -CE
+    start = _random_start(x, eps_, norm, _generator(seed, x.device)) if random_start else x
+
+    def step(xi: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        x0, a, e = (x, alpha_, eps_) if len(rows) == len(x) else (t[rows.to(x.device)] for t in (x, alpha_, eps_))
+        moved = xi + a.reshape(-1, 1, 1, 1) * sign * _unit(grad, norm)
+        return (x0 + _project(moved - x0, e, norm)).clamp_(0, 1)
+
+    done = _reached(goal.classes, is_targeted) if early_stop else None
+    with model_state(model):
+        adv, taken, _ = _ascend(model, start, goal, steps, step, done, bs, progress, f"pgd {norm}")
+    return adv, taken
+
+
+def _random_start(x: torch.Tensor, eps: torch.Tensor, norm: str, gen: torch.Generator) -> torch.Tensor:
+    """A uniform point of each eps-ball around ``x`` (torchattacks' scheme), clamped to [0, 1]."""
+    e = eps.reshape(-1, 1, 1, 1)
+    if norm == "linf":
+        noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+        return (x + noise * e).clamp(0, 1)
+    direction = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    radius = torch.rand((len(x), 1, 1, 1), generator=gen, device=x.device, dtype=x.dtype)
+    return (x + _unit(direction, "l2") * radius * e).clamp(0, 1)
+
+
+register_attack(Attack("fgsm", "FGSM", fgsm, iterative=False, norms=("linf",),
+                       summary="one signed-gradient step of size eps (Goodfellow et al. 2015)"))
+register_attack(Attack("pgd", "PGD", pgd, seeded=True, steps=40,
+                       summary="projected gradient descent from a random start (Madry et al. 2018)"))

@@ -1,0 +1,32 @@
+"""Where does the model look: attribution maps, every one a few lines over the gradient primitive.
+
+- ``gradients``: the input gradient, saliency, gradient x input, SmoothGrad, Integrated Gradients,
+  guided backpropagation;
+- ``cam``: Grad-CAM and guided Grad-CAM;
+- ``perturbation``: occlusion and LIME;
+- ``explain``: maps by method name, read from the records in :mod:`pellucid.registry`.
+
+Many-pass methods (IG steps, SmoothGrad samples, occlusion windows, LIME samples) describe their rows
+with a row-maker and let ``_grad`` run them ``batch_size`` rows at a time, so memory depends on
+``batch_size`` only.
+"""
+
+from .cam import grad_cam, guided_grad_cam
+from .explain import attribution_map, explain
+from .gradients import (
+    gradient,
+    guided_backprop,
+    input_x_gradient,
+    integrated_gradients,
+    make_baseline,
+    normalize_per_image,
+    saliency,
+    smoothgrad,
+)
+from .perturbation import LimeResult, lime, occlusion, slic_segments
+
+__all__ = [
+    "LimeResult", "attribution_map", "explain", "grad_cam", "gradient", "guided_backprop", "guided_grad_cam",
+    "input_x_gradient", "integrated_gradients", "lime", "make_baseline", "normalize_per_image", "occlusion",
+    "saliency", "slic_segments", "smoothgrad",
+]
