@@ -26,9 +26,6 @@ class ModelState:
     def forward_pre_hook(self, module: nn.Module, fn: Callable) -> None:
         self._handles.append(module.register_forward_pre_hook(fn))
 
-    def full_backward_hook(self, module: nn.Module, fn: Callable) -> None:
-        self._handles.append(module.register_full_backward_hook(fn))
-
     def capture(self, module: nn.Module) -> dict:
         """Record ``module``'s output of every forward under key ``"output"``."""
         store: dict = {}
