@@ -24,7 +24,7 @@ from _timing import median_time  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pellucid as pl  # noqa: E402
-from pellucid import batch  # noqa: E402
+from pellucid import batch, registry  # noqa: E402
 from pellucid.data import digits  # noqa: E402
 
 METHODS = ("saliency", "ig", "lime")
@@ -40,12 +40,12 @@ def run_job(method: str, n: int, **kw) -> batch.BatchResult:
 
 def single_image_loop(model, x, method: str) -> None:
     """What a user writes without the batch job: one image at a time, predict, explain, save."""
-    fn = batch.available_methods()[method]
+    record = registry.method(method)
     with tempfile.TemporaryDirectory() as out:
         for i in range(len(x)):
             xi = x[i : i + 1]
             pred = model(xi).argmax(1)
-            m = fn(model, xi, pred)
+            m = record(model, xi, pred, **record.defaults(xi))
             torch.save(m, Path(out) / f"{i}.pt")
 
 
@@ -54,12 +54,12 @@ def local_table(methods, n: int, repeats: int) -> dict:
     x = digits("test")[0][:n]
     rows, breakdown = {}, {}
     for method in methods:
-        fn = batch.available_methods()[method]
+        record = registry.method(method)
         results = [run_job(method, n) for _ in range(repeats)]
         job = statistics.median(r.seconds for r in results)
         loop = median_time(lambda: single_image_loop(model, x, method), repeats)  # noqa: B023
         pred = torch.cat([model(x[i : i + 32]).argmax(1) for i in range(0, n, 32)])
-        limit = median_time(lambda: fn(model, x, pred), repeats)  # noqa: B023
+        limit = median_time(lambda: record(model, x, pred, **record.defaults(x)), repeats)  # noqa: B023
         rows[method] = {"batch job": n / job, "single-image loop": n / loop, "limit": n / limit}
         breakdown[method] = {k: 1000 * v / n for k, v in results[-1].stages.items()}
     return {"images/s": rows, "ms per image": breakdown}
@@ -103,7 +103,7 @@ def main() -> None:
     p.add_argument("--skip-memory", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(2)
-    have = [m for m in METHODS if m in batch.available_methods()]
+    have = [m for m in METHODS if m in registry.methods()]
     missing = [m for m in METHODS if m not in have]
     print(f"torch threads {torch.get_num_threads()}; methods {have}" + (f"; not in this build: {missing}"
                                                                        if missing else ""))

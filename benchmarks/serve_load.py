@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pellucid as pl  # noqa: E402
-from pellucid import server  # noqa: E402
+from pellucid import web  # noqa: E402
 from pellucid.io import to_uint8  # noqa: E402
 
 N, RUNS = 20, 3
@@ -65,7 +65,7 @@ def direct(model, x):
     for i in range(N):
         xi = x[i % len(x)][None]
         target = int(model(xi).argmax(1)[0])
-        server.overlay_png(xi[0], pl.saliency(model, xi, target)[0])
+        web.overlay_png(xi[0], pl.saliency(model, xi, target)[0])
 
 
 def limit(model, x):

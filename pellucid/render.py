@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .overlay import heat_limits, image_array, is_signed, overlay_rgb
+
 
 def _plt():
     import matplotlib
@@ -23,23 +25,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def image_array(img: torch.Tensor) -> np.ndarray:
-    """``(C, H, W)`` in [0, 1] to an ``(H, W, 3)`` float array for matplotlib."""
-    arr = img.detach().float().clamp(0, 1).cpu().numpy()
-    arr = np.repeat(arr, 3, axis=0) if arr.shape[0] == 1 else arr[:3]
-    return arr.transpose(1, 2, 0)
-
-
-def heat_limits(m: np.ndarray, signed: bool, percentile: float = 99.5) -> tuple[float, float]:
-    """Colour limits: the ``percentile`` of |m| (so one outlier pixel does not wash out the map)."""
-    peak = float(np.percentile(np.abs(m), percentile)) or float(np.abs(m).max()) or 1.0
-    return (-peak, peak) if signed else (float(min(m.min(), 0.0)), peak)
-
-
-def is_signed(m: np.ndarray) -> bool:
-    return bool((m < 0).any() and (m > 0).any())
 
 
 def shared_limits(maps: dict[str, torch.Tensor], shared: bool) -> dict:
@@ -52,16 +37,10 @@ def shared_limits(maps: dict[str, torch.Tensor], shared: bool) -> dict:
 
 
 def show_map(ax, image: torch.Tensor, heat: torch.Tensor, overlay: bool, limits=None):
-    """Draw one attribution map: signed maps in red/blue, non-negative in 'inferno'."""
-    m = heat.detach().float().cpu().numpy()
-    signed = is_signed(m)
-    vmin, vmax = limits if limits is not None else heat_limits(m, signed)
-    cmap = "RdBu_r" if signed else "inferno"
-    if overlay:
-        ax.imshow(image_array(image).mean(2), cmap="gray", vmin=0, vmax=1)
-        out = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6)
-    else:
-        out = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    """Draw one attribution map with the one colour rule of :func:`pellucid.overlay.overlay_rgb`
+    (signed maps in red/blue around 0, non-negative ones in 'inferno'), over the gray image or alone."""
+    rgb = overlay_rgb(image if overlay else None, heat, limits)
+    out = ax.imshow(rgb, interpolation="nearest" if max(rgb.shape[:2]) < 64 else "antialiased")
     ax.set_xticks([])
     ax.set_yticks([])
     return out

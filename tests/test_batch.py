@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import pellucid as pl
-from pellucid import attribution, batch
+from pellucid import batch, registry
 from pellucid.cli import main
 from pellucid.data import digits
 
@@ -132,23 +132,37 @@ def test_a_module_is_used_as_is_and_left_unchanged(tmp_path):
         pl.explain_dataset("digits-test", tmp_path, model=model, limit=4, progress=False)
 
 
-def test_seeded_methods_are_reproducible_per_image(tmp_path, monkeypatch):
-    """A random method gets a seed per image, so its map does not depend on the batch it ran in."""
+@pytest.fixture
+def noisy_method():
+    """A seeded method registered for one test: saliency of a noisy copy, the noise drawn from ``seed``."""
+    seeds = []
 
     def noisy(model, x, target, seed=0):
+        seeds.append(seed)
         gen = torch.Generator().manual_seed(seed)
         noise = 0.1 * torch.randn(x.shape, generator=gen)
         return pl.saliency(model, (x + noise).clamp(0, 1), target)
 
-    monkeypatch.setattr(attribution, "METHODS", {"saliency": pl.saliency, "smoothgrad": noisy}, raising=False)
-    a = pl.explain_dataset("digits-test", tmp_path / "a", methods="smoothgrad", limit=9, batch_size=3,
+    registry.register_method(registry.Method("test_noisy", "Noisy", noisy, seeded=True))
+    yield seeds
+    registry._METHODS.pop("test_noisy", None)
+
+
+def test_seeded_methods_are_reproducible_per_image(tmp_path, noisy_method):
+    """A seeded method gets a seed per image, so its map does not depend on the batch it ran in."""
+    a = pl.explain_dataset("digits-test", tmp_path / "a", methods="test_noisy", limit=9, batch_size=3,
                            progress=False, report=False)
-    b = pl.explain_dataset("digits-test", tmp_path / "b", methods="smoothgrad", limit=9, batch_size=4,
+    b = pl.explain_dataset("digits-test", tmp_path / "b", methods="test_noisy", limit=9, batch_size=4,
                            progress=False, report=False)
-    ma, mb = maps_of(tmp_path / "a", "smoothgrad"), maps_of(tmp_path / "b", "smoothgrad")
+    ma, mb = maps_of(tmp_path / "a", "test_noisy"), maps_of(tmp_path / "b", "test_noisy")
     assert a.done == b.done == 9 and ma.keys() == mb.keys()
     assert all(np.array_equal(ma[k], mb[k]) for k in ma)
-    assert not np.array_equal(ma["digits-test/00000"], maps_of(tmp_path / "a", "smoothgrad")["digits-test/00001"])
+    assert not np.array_equal(ma["digits-test/00000"], ma["digits-test/00001"])
+    assert len(noisy_method) == 18 and len(set(noisy_method)) == 9  # one call per image, a seed per image
+    c = pl.explain_dataset("digits-test", tmp_path / "c", methods="test_noisy", limit=9, seed=1, progress=False,
+                           report=False)
+    assert c.done == 9 and not np.array_equal(ma["digits-test/00000"], maps_of(tmp_path / "c", "test_noisy")[
+        "digits-test/00000"])
 
 
 def _count_rows(table: Path) -> int:
@@ -206,7 +220,7 @@ def test_cli_batch_writes_table_maps_and_report(tmp_path, capsys):
 def test_ray_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(pl.PellucidError, match="pip install 'pellucid\\[ray\\]'"):
-        batch._ray()
+        batch.runners._ray()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +255,5 @@ def test_ray_equals_local_for_saliency(tmp_path, ray_local):
     _ray_equals_local(tmp_path, "saliency")
 
 
-@pytest.mark.skipif(not hasattr(attribution, "integrated_gradients"), reason="needs pl.integrated_gradients")
 def test_ray_equals_local_for_integrated_gradients(tmp_path, ray_local):
     _ray_equals_local(tmp_path, "ig")

@@ -27,7 +27,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("httpx")
 
 import pellucid as pl  # noqa: E402
-from pellucid import attribution, server  # noqa: E402
+from pellucid import registry, web  # noqa: E402
 from pellucid.io import to_uint8  # noqa: E402
 from pellucid.report import predictions  # noqa: E402
 
@@ -53,7 +53,7 @@ def decode(data: bytes) -> np.ndarray:
 def client():
     from fastapi.testclient import TestClient
 
-    with TestClient(server.create_app(), base_url="http://127.0.0.1") as c:
+    with TestClient(web.create_app(), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -65,7 +65,7 @@ def samples(client):
 def expected_saliency_png(model, x: torch.Tensor) -> tuple[int, bytes]:
     """The oracle: pl.saliency run alone on the model, rendered by the server's renderer."""
     target = int(predictions(model, x).argmax(1)[0])
-    return target, server.overlay_png(x[0], pl.saliency(model, x, target)[0])
+    return target, web.overlay_png(x[0], pl.saliency(model, x, target)[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def test_page_and_static_files_are_served_offline(client):
     for name, media in (("app.js", "text/javascript"), ("style.css", "text/css")):
         r = client.get(f"/static/{name}")
         assert r.status_code == 200 and r.headers["content-type"].startswith(media)
-    for name in server.STATIC:  # nothing is fetched from outside: no absolute URL, no @import
+    for name in web.STATIC:  # nothing is fetched from outside: no absolute URL, no @import
         text = (ROOT / "pellucid" / "static" / name).read_text()
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I), name
         assert "@import" not in text and "url(" not in text.replace("url(s)", "")
@@ -93,8 +93,9 @@ def test_models_lists_builtins_and_methods(client):
     digits = info["models"][0]
     assert digits["labels"] == [str(i) for i in range(10)] and digits["input_size"] == [1, 28, 28]
     assert [layer["name"] for layer in digits["layers"]] == ["conv1", "conv2", "conv3"]
-    assert [m["name"] for m in info["methods"]] == list(attribution.METHODS)
+    assert [m["name"] for m in info["methods"]] == list(registry.methods())
     assert {m["name"]: m["title"] for m in info["methods"]}["ig"] == "Integrated Gradients"
+    assert info["attacks"] == [{"name": n, "title": a.title} for n, a in registry.attacks().items()]
 
 
 def test_unknown_host_header_is_refused(client):
@@ -179,7 +180,7 @@ def test_old_uploads_are_dropped_past_the_memory_budget_but_samples_stay(client,
 
 
 def test_uploads_over_10_mb_are_refused_by_header_and_by_stream(client, digits_batch):
-    big = png_bytes(digits_batch[0][0]) + os.urandom(server.MAX_UPLOAD_BYTES)  # a valid PNG, padded
+    big = png_bytes(digits_batch[0][0]) + os.urandom(web.MAX_UPLOAD_BYTES)  # a valid PNG, padded
     r = client.post("/api/image", content=big)
     assert r.status_code == 413 and "10 MB" in r.json()["detail"]
 
@@ -222,11 +223,42 @@ def test_overlay_puts_the_hot_colour_where_the_map_peaks():
     img = torch.zeros(1, 28, 28)
     heat = torch.zeros(28, 28)
     heat[5, 20] = 1.0
-    arr = decode(server.overlay_png(img, heat))
+    arr = decode(web.overlay_png(img, heat))
     k = 224 // 28
     peak = arr[5 * k + k // 2, 20 * k + k // 2].astype(int)
     cold = arr[20 * k, 5 * k].astype(int)
     assert peak.sum() > cold.sum() + 200  # inferno's top is pale yellow, its bottom black
+
+
+@pytest.mark.parametrize("method", ["saliency", "input_x_gradient", "gradcam"])
+def test_one_map_is_drawn_alike_on_the_page_in_a_batch_job_and_in_the_report(digits_model, method):
+    """One renderer (pellucid.overlay): the same pixels on the web page, in a batch overlay and in the report."""
+    from pellucid import overlay, render
+    from pellucid.batch.store import overlay_png as batch_overlay_png
+
+    x = pl.sample_images("digits", n=3)[0][2:]
+    target = int(predictions(digits_model, x).argmax(1)[0])
+    heat = pl.attribution_map(method, digits_model, x, target)[0]
+    page = decode(web.overlay_png(x[0], heat))
+    assert page.shape == (224, 224, 3)
+    page = page[::8, ::8]  # 28 px enlarged 8x
+    strip = decode(batch_overlay_png(x[0], [heat]))
+    assert strip.shape == (112, 224, 3)  # the image, then the overlay, enlarged 4x
+    tile = strip[::4, ::4][:, 28:]
+    fig, ax = render._plt().subplots()
+    render.show_map(ax, x[0], heat, overlay=True)
+    drawn = overlay.as_uint8(np.asarray(ax.get_images()[0].get_array()))
+    render._plt().close(fig)
+    assert np.array_equal(page, tile) and np.array_equal(page, drawn)
+    # the colour rule: signed maps diverge around 0 (blue below, red above), unsigned ones start at black
+    m = heat.numpy()
+    low, high = np.unravel_index(m.argmin(), m.shape), np.unravel_index(m.argmax(), m.shape)
+    colours = overlay.heat_colours(m)
+    if overlay.is_signed(m):
+        assert colours[low][2] > colours[low][0] and colours[high][0] > colours[high][2]
+        assert overlay.heat_limits(m, True)[0] == -overlay.heat_limits(m, True)[1]
+    else:
+        assert overlay.heat_limits(m, False)[0] == 0.0 and colours[low].sum() < colours[high].sum()
 
 
 def test_explain_a_chosen_class(client, digits_model, samples):
@@ -234,12 +266,11 @@ def test_explain_a_chosen_class(client, digits_model, samples):
     x = pl.sample_images("digits", n=10)[0][1:2]
     r = client.post("/api/explain", json={"image": s["image"], "method": "saliency", "target": 7})
     assert r.status_code == 200 and r.json()["target"] == 7
-    assert client.get(r.json()["url"]).content == server.overlay_png(x[0], pl.saliency(digits_model, x, 7)[0])
+    assert client.get(r.json()["url"]).content == web.overlay_png(x[0], pl.saliency(digits_model, x, 7)[0])
 
 
-@pytest.mark.skipif(not hasattr(attribution, "METHODS"), reason="attribution.METHODS lands with the attribution branch")
 def test_every_registered_method_renders_an_overlay(client, samples):
-    for name in attribution.METHODS:
+    for name in registry.methods():
         r = client.post("/api/explain", json={"image": samples[0]["image"], "method": name})
         assert r.status_code == 200, (name, r.text)
         assert decode(client.get(r.json()["url"]).content).shape == (224, 224, 3)
@@ -254,14 +285,19 @@ def test_fgsm_attack_equals_pl_fgsm_alone(client, digits_model, samples):
     body = r.json()
     assert body["linf"] <= 0.25 + 1e-5
     assert [p["class"] for p in body["predictions"]] == predictions(digits_model, adv)[0].topk(5).indices.tolist()
-    assert client.get(body["url"]).content == server.image_png(adv[0])
+    assert client.get(body["url"]).content == web.image_png(adv[0])
 
 
-def test_fool_into_a_class(client, samples):
+def test_fool_into_a_class(client, digits_model, samples):
+    x = pl.sample_images("digits", n=10)[0][:1]
+    alone = pl.fooling_image(digits_model, x, 6, progress=False)
+    assert samples[0]["label"] != 6 and bool(alone.success[0])  # a digit is fooled well within max_steps
     r = client.post("/api/fool", json={"image": samples[0]["image"], "target": 6})
     assert r.status_code == 200, r.text
-    if r.json()["success"]:
-        assert r.json()["predictions"][0]["class"] == 6
+    body = r.json()
+    assert body["success"] is True and body["target"] == 6 and body["steps"] == int(alone.steps[0])
+    assert body["predictions"][0]["class"] == 6 == int(predictions(digits_model, alone.image).argmax(1)[0])
+    assert client.get(body["url"]).content == web.image_png(alone.image[0])
 
 
 def test_a_bad_target_is_a_400_and_a_failing_model_a_500_with_its_message(client, samples):
@@ -275,7 +311,7 @@ def test_a_bad_target_is_a_400_and_a_failing_model_a_500_with_its_message(client
     from fastapi.testclient import TestClient
 
     model = pl.wrap(Broken(), labels=list("ab"), input_size=(1, 28, 28))
-    with TestClient(server.create_app({"broken": model}), base_url="http://127.0.0.1") as c:
+    with TestClient(web.create_app({"broken": model}), base_url="http://127.0.0.1") as c:
         x = pl.sample_images("digits", n=1)[0]
         r = c.post("/api/image?model=broken", content=png_bytes(x[0]))
         assert r.status_code == 500 and r.json()["detail"] == "RuntimeError: this model is broken"
@@ -320,15 +356,26 @@ def test_visualization_stream_plumbing_with_a_stand_in(client, monkeypatch):
     assert client.get("/api/status").json()["idle_replica_hooks"] == 0
 
 
-def test_class_visualization_streams_snapshots(client):
+def check_frames(client, frames, alone) -> None:
+    """Ten snapshots in order, each a PNG of the visualization's image at that step, then ``done``."""
+    assert frames[-1] == {"done": True}
+    assert [f["step"] for f in frames[:-1]] == list(range(1, 11)) and all(f["total"] == 10 for f in frames[:-1])
+    for f in frames[:-1]:
+        assert client.get(f["url"]).content == web.image_png(alone.snapshots[f["step"]][0]), f["step"]
+
+
+def test_class_visualization_streams_snapshots(client, digits_model):
     frames = read_stream(client, {"model": "digits", "kind": "class", "target": 3, "steps": 10})
-    assert frames[-1] == {"done": True} and [f["step"] for f in frames[:-1]] == list(range(1, 11))
+    alone = pl.class_visualization(digits_model, 3, steps=10, seed=0, snapshots=range(1, 11), progress=False)
+    check_frames(client, frames, alone)
     assert decode(client.get(frames[-2]["url"]).content).shape[:2] == (224, 224)
 
 
-def test_channel_visualization_streams_snapshots(client):
+def test_channel_visualization_streams_snapshots(client, digits_model):
     frames = read_stream(client, {"model": "digits", "kind": "channel", "layer": "conv2", "channel": 5, "steps": 10})
-    assert frames[-1] == {"done": True} and len(frames) >= 2
+    alone = pl.channel_visualization(digits_model, "conv2", 5, steps=10, seed=0, snapshots=range(1, 11),
+                                     progress=False)
+    check_frames(client, frames, alone)
 
 
 def test_visualization_errors(client):
@@ -346,9 +393,9 @@ def test_parallel_explanations_equal_the_ones_run_alone(client, digits_model, sa
     for i, method in set(asks):
         x = x_all[i : i + 1]
         target = int(predictions(digits_model, x).argmax(1)[0])
-        heat = attribution.saliency(digits_model, x, target)[0] if method == "saliency" else \
-            attribution.input_x_gradient(digits_model, x, target)[0].sum(0)
-        expected[i, method] = server.overlay_png(x[0], heat)
+        heat = pl.saliency(digits_model, x, target)[0] if method == "saliency" else \
+            pl.input_x_gradient(digits_model, x, target)[0].sum(0)
+        expected[i, method] = web.overlay_png(x[0], heat)
 
     def ask(a):
         i, method = a
@@ -443,11 +490,11 @@ def post_json(port: int, path: str, body: dict, timeout: float = 60) -> tuple[in
 
 TRAVERSALS = [
     "/static/../pyproject.toml", "/static/%2e%2e/pyproject.toml", "/static/%2E%2E/pyproject.toml",
-    "/static/..%2fpyproject.toml", "/static/..%2Fpellucid%2Fserver.py", "/static/%2e%2e%2f%2e%2e%2fpyproject.toml",
+    "/static/..%2fpyproject.toml", "/static/..%2Fpellucid%2Fweb%2Fapp.py", "/static/%2e%2e%2f%2e%2e%2fpyproject.toml",
     "/static/..%5cpyproject.toml", "/static/%252e%252e%252fpyproject.toml", "/static//etc/passwd",
     "/static/%2fetc%2fpasswd", "/static/app.js/../../pyproject.toml", "/../pyproject.toml", "/..%2fpyproject.toml",
     "/static/..;/pyproject.toml", "/r/..%2f..%2fpyproject.toml", "/r/../../etc/passwd", "/static/server.py",
-    "/static/__init__.py", "/pyproject.toml", "/pellucid/server.py", "/static/%00app.js", "/static/app.js%00.py",
+    "/static/__init__.py", "/pyproject.toml", "/pellucid/web/app.py", "/static/%00app.js", "/static/app.js%00.py",
 ]
 
 
@@ -461,7 +508,7 @@ def test_no_path_traversal(client):
 
 
 def test_a_long_request_can_be_cancelled_and_the_page_stays_responsive():
-    app = server.create_app({"slow": slow_model(40, 0.05)}, replicas=1)  # a forward takes 2 s
+    app = web.create_app({"slow": slow_model(40, 0.05)}, replicas=1)  # a forward takes 2 s
     x = pl.sample_images("digits", n=1)[0]
     with live(app) as port:
         assert post_json(port, "/api/image?model=slow", {})[0] == 415  # not an image; keeps serving
@@ -490,7 +537,7 @@ def test_a_long_request_can_be_cancelled_and_the_page_stays_responsive():
 
 
 def test_a_request_whose_client_disconnects_is_cancelled():
-    app = server.create_app({"slow": slow_model(60, 0.05)}, replicas=1)  # a forward takes 3 s
+    app = web.create_app({"slow": slow_model(60, 0.05)}, replicas=1)  # a forward takes 3 s
     x = pl.sample_images("digits", n=1)[0]
     with live(app) as port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -603,14 +650,14 @@ def test_the_core_never_imports_the_web_framework():
 def test_an_rgb_torchvision_model_end_to_end(resnet_small, photos_small):
     from fastapi.testclient import TestClient
 
-    with TestClient(server.create_app({"resnet18": resnet_small}), base_url="http://127.0.0.1") as c:
+    with TestClient(web.create_app({"resnet18": resnet_small}), base_url="http://127.0.0.1") as c:
         samples = c.get("/api/samples?model=resnet18").json()["samples"]
-        assert len(samples) == 4 and decode(c.get(samples[0]["url"]).content).shape == (64, 64, 3)
+        assert len(samples) == len(photos_small[0]) and decode(c.get(samples[0]["url"]).content).shape == (64, 64, 3)
         x = (photos_small[0][1:2] * 255).round() / 255  # samples are held as 8-bit images
         r = c.post("/api/image?model=resnet18", content=png_bytes(x[0], "JPEG"))
         assert r.status_code == 200, r.text
         r = c.post("/api/explain", json={"model": "resnet18", "image": samples[1]["image"], "method": "saliency"})
         assert r.status_code == 200, r.text
-        want = server.overlay_png(x[0], pl.saliency(resnet_small, x, r.json()["target"])[0])
+        want = web.overlay_png(x[0], pl.saliency(resnet_small, x, r.json()["target"])[0])
         assert c.get(r.json()["url"]).content == want
         assert decode(want).shape == (192, 192, 3)  # 64 px enlarged 3x

@@ -91,6 +91,16 @@ async function init() {
     label.append(box, ` ${m.title}`);
     boxes.append(label);
   }
+  state.info.attacks.forEach((a, i) => {  // the attacks registered in pellucid.registry
+    const label = document.createElement("label");
+    const radio = document.createElement("input");
+    radio.type = "radio";
+    radio.name = "attack";
+    radio.value = a.name;
+    radio.checked = i === 0;
+    label.append(radio, ` ${a.title}`);
+    $("attacks").append(label);
+  });
   bind();
   await selectModel($("model").value, false);
 }
@@ -296,8 +306,9 @@ async function adversarial(path, body, label) {
 
 function attack() {
   const kind = document.querySelector("input[name=attack]:checked").value;
+  const title = state.info.attacks.find((a) => a.name === kind).title;
   const eps = Number($("eps").value);
-  adversarial("/api/attack", { kind, eps }, `${kind.toUpperCase()} eps ${eps.toFixed(2)}`);
+  adversarial("/api/attack", { kind, eps }, `${title} eps ${eps.toFixed(2)}`);
 }
 
 function fool() {

@@ -1,0 +1,102 @@
+"""The job's images: listing them, loading one (through :func:`pellucid.io.read_image`, the one
+image-loading path), and the batches they are grouped in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .._checks import PellucidError
+from ..io import read_image
+from .job import DATASETS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of the job: its position, its key (file names derive from it), its source, its label."""
+
+    position: int
+    key: str
+    source: str | int
+    label: int = -1
+
+
+def list_items(source: str, labels: Sequence[str] | None = None, limit: int | None = None) -> list[Item]:
+    """The job's images: a built-in set (``digits-test``) or every file under a folder, sorted.
+
+    Files under a first-level folder named like a class of the model get that class as label.
+    """
+    if source in DATASETS:
+        from ..data import digits
+
+        y = digits(DATASETS[source])[1].tolist()
+        items = [Item(i, f"{source}/{i:05d}", i, int(y[i])) for i in range(len(y))]
+    else:
+        root = Path(source)
+        if not root.is_dir():
+            raise PellucidError(f"input {source!r} is neither a folder nor a data set; "
+                                f"give a folder of PNG/JPEG/WebP images or one of: {', '.join(DATASETS)}")
+        names = {str(lb).lower(): k for k, lb in enumerate(labels or [])}
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root)))
+        items = []
+        for i, p in enumerate(files):
+            rel = p.relative_to(root)
+            label = names.get(rel.parts[0].lower(), -1) if len(rel.parts) > 1 else -1
+            items.append(Item(i, rel.as_posix(), str(p), label))
+    return items[:limit] if limit is not None else items
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def load_item(item: Item, input_size: tuple[int, int, int], max_pixels: int,
+              dataset: torch.Tensor | None = None) -> torch.Tensor:
+    """One image as ``(C, H, W)`` in [0, 1]; a bad file raises PellucidError with the reason."""
+    if isinstance(item.source, int):
+        return dataset[item.source]
+    path = Path(item.source)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise PellucidError(f"not an image file: extension {path.suffix or '(none)'!r}; "
+                            f"accepted: {', '.join(IMAGE_SUFFIXES)}")
+    return read_image(path, tuple(input_size), max_pixels=max_pixels)[0]
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """Items -> ``(item, image or None, failure reason or None)``; a DataLoader streams it."""
+
+    def __init__(self, items: Sequence[Item], input_size, max_pixels: int, source: str):
+        self.items, self.input_size, self.max_pixels, self.source = list(items), input_size, max_pixels, source
+        self._data = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        if self._data is None and self.source in DATASETS:
+            from ..data import digits
+
+            self._data = digits(DATASETS[self.source])[0]
+        try:
+            return item, load_item(item, self.input_size, self.max_pixels, self._data), None
+        except PellucidError as e:
+            return item, None, str(e)
+
+
+def chunk_positions(items: Sequence[Item], batch_size: int) -> list[list[int]]:
+    """Indices into ``items`` grouped by ``position // batch_size``: a resumed job rebuilds the
+    same batches as an uninterrupted one (batches commit whole)."""
+    groups: dict[int, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item.position // batch_size, []).append(i)
+    return list(groups.values())
+
+
+def failed_row(item: Item, reason: str) -> dict:
+    return {"key": item.key, "position": item.position, "label": item.label, "status": "failed", "reason": reason}
