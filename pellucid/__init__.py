@@ -38,9 +38,9 @@ _EXPORTS = {
     # can we trust it
     "deletion": "metrics", "insertion": "metrics", "sanity_check": "metrics", "compare": "metrics",
     # sequences: the langid GRU, per-character attribution, a character attack
-    "check_words": "text_attribution", "explain_text": "text_attribution",
-    "text_input_x_gradient": "text_attribution", "text_integrated_gradients": "text_attribution",
-    "text_occlusion": "text_attribution", "text_lime": "text_attribution", "hotflip": "text_attack",
+    "check_words": "text.attribution", "explain_text": "text.attribution",
+    "text_input_x_gradient": "text.attribution", "text_integrated_gradients": "text.attribution",
+    "text_occlusion": "text.attribution", "text_lime": "text.attribution", "hotflip": "text.attack",
     # a whole data set
     "explain_dataset": "batch", "read_results": "batch",
 }

@@ -7,6 +7,8 @@ model re-run on the attacked word (HotFlip).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ from pellucid._checks import PellucidError
 
 pytest.importorskip("wordfreq")
 
-from pellucid import text  # noqa: E402
+from pellucid.text import model as text  # noqa: E402
 from pellucid.text import word_logits  # noqa: E402
 
 WORDS = ["hyvää", "gezellig", "niezbędny", "bicicleta", "weather", "kiitos", "mañana", "huis"]
@@ -221,15 +223,33 @@ def test_hotflip_really_flips_with_the_reported_edits(langid, word, target, lett
         assert all("a" <= b <= "z" for _, _, b in res.edits)
 
 
-def test_hotflip_is_minimal_for_one_edit(langid):
-    """When HotFlip reports one edit, no single substitution was needed beyond it; when it reports
-    more, brute force confirms that no single substitution flips the word."""
-    word = "kiitos"
-    res = pl.hotflip(langid, word, letters="ascii", max_edits=4)
-    singles = [word[:i] + c + word[i + 1 :] for i in range(len(word)) for c in "abcdefghijklmnopqrstuvwxyz"
-               if c != word[i]]
-    any_single = bool((word_logits(langid, singles).argmax(1) != res.source).any())
-    assert res.num_edits == 1 or not any_single
+def substitutions(word: str, n: int, letters: str) -> list[str]:
+    """Every word that differs from ``word`` in exactly ``n`` positions, with replacements from ``letters``."""
+    out = []
+    for pos in itertools.combinations(range(len(word)), n):
+        for subs in itertools.product(*[[c for c in letters if c != word[i]] for i in pos]):
+            chars = list(word)
+            for i, c in zip(pos, subs):
+                chars[i] = c
+            out.append("".join(chars))
+    return out
+
+
+@pytest.mark.parametrize("word,target", [("niezbędny", None), ("weather", "polish"), ("hyvää", "dutch"),
+                                         ("zwierzę", "spanish")])
+def test_hotflip_is_minimal_by_brute_force(langid, word, target):
+    """HotFlip reports 2 or 3 edits here; every word with fewer a-z substitutions, tried by brute force,
+    misses the goal. So no reported edit is superfluous (reverting one gives such a word) and no
+    smaller attack exists. (HotFlip is a beam search, not an exhaustive one: on other words, e.g.
+    'huis' -> spanish, it reports 2 edits where 1 exists; these cases pin down what it finds today.)"""
+    res = pl.hotflip(langid, word, target=target, letters="ascii", max_edits=4)
+    assert res.success and res.num_edits >= 2
+    goal = None if target is None else text.LANGUAGES.index(target)
+    assert predicted(langid, res.word) == res.label == (res.label if goal is None else goal) != res.source
+    for n in range(1, res.num_edits):
+        pred = word_logits(langid, substitutions(word, n, "abcdefghijklmnopqrstuvwxyz")).argmax(1)
+        reached = pred != res.source if goal is None else pred == goal
+        assert not reached.any(), f"{int(reached.sum())} words with {n} edit(s) already reach the goal"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +322,7 @@ def test_render_png_and_html(langid):
 
     from PIL import Image
 
-    from pellucid import render
+    from pellucid.text import render
 
     words = ["hyvää", "huis"]
     maps = pl.explain_text(langid, words, methods=["occlusion", "lime"])

@@ -1,10 +1,11 @@
 """Which characters made it say Finnish? Attribution per character for text models (``langid``).
 
 Every method returns a list with one ``(len(word),)`` tensor per word. They run on the image core:
-rows are built by a function ``slice -> one-hot rows`` and handed to ``iter_gradients`` /
-``iter_logits`` in chunks of ``batch_size``, targets are :class:`~pellucid.targets.Target` objects,
-and the model runs inside :func:`~pellucid._state.model_state`. One model call only ever sees words
-of one length, so words are processed per length group.
+rows are built by a function ``slice -> one-hot rows`` and handed to the shared pieces in chunks of
+``batch_size`` (``iter_gradients``, ``path_integral`` and ``perturbation_scores`` of :mod:`pellucid._grad`,
+``fit_surrogate`` of :mod:`pellucid._surrogate`), targets are :class:`~pellucid.targets.Target`
+objects, and the model runs inside :func:`~pellucid._state.model_state`. One model call only ever
+sees words of one length, so words are processed per length group.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ._checks import PellucidError, check_choice, check_positive_int
-from ._grad import iter_gradients, iter_logits, lime_kernel, quadrature, weighted_ridge
-from ._state import model_state
-from .targets import SCORES, Target, as_target
-from .text import by_length, word_logits
+from .._checks import PellucidError, check_choice, check_positive_int
+from .._grad import iter_gradients, path_integral, perturbation_scores, quadrature, row_index
+from .._state import model_state
+from .._surrogate import fit_surrogate
+from ..targets import SCORES, Target, as_target
+from .model import by_length, word_logits
 
 Words = str | Sequence[str]
 DEFAULT_BATCH = 128  # one-hot rows per GRU call; small words, so larger chunks than for images
@@ -110,10 +112,6 @@ def _groups(model, words: list[str], tgt: Target) -> Iterator[tuple[list[int], t
         yield rows, model.encode([words[i] for i in rows], device), tgt.select(torch.tensor(rows))
 
 
-def _scores(model, source, total: int, tgt: Target, bs: int) -> torch.Tensor:
-    return torch.cat([tgt(out, rows) for rows, out in iter_logits(model, source, total, bs)])
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -147,16 +145,7 @@ def text_integrated_gradients(model: nn.Module, words: Words, target=None, steps
         for rows, x, t in _groups(model, words, tgt):
             alphas, weights = quadrature(steps, rule, x.device)
             base = torch.zeros_like(x) if baseline == "zeros" else torch.full_like(x, 1 / x.shape[-1])
-
-            def path(sl: slice, x=x, base=base, alphas=alphas) -> torch.Tensor:
-                k = torch.arange(sl.start, sl.stop, device=x.device)
-                w, a = k // steps, alphas[k % steps][:, None, None]
-                return base[w] + a * (x[w] - base[w])
-
-            avg = torch.zeros_like(x)
-            for sl, g, _ in iter_gradients(model, path, len(x) * steps, t.repeat_interleave(steps), bs):
-                k = torch.arange(sl.start, sl.stop, device=x.device)
-                avg.index_add_(0, k // steps, weights[k % steps][:, None, None] * g)
+            avg = path_integral(model, x, base, t, alphas, weights, bs)
             for j, a in zip(rows, ((x - base) * avg).sum(-1)):
                 out[j] = a
     return out
@@ -164,13 +153,13 @@ def text_integrated_gradients(model: nn.Module, words: Words, target=None, steps
 
 def _deleted(x: torch.Tensor) -> Callable[[slice], torch.Tensor]:
     """Rows ``word * L + i``: word ``word`` of ``x (n, L, A)`` without its character ``i``."""
-    n, L, _ = x.shape
+    L = x.shape[1]
     ar = torch.arange(L, device=x.device)
     keep = torch.stack([torch.cat([ar[:i], ar[i + 1 :]]) for i in range(L)])  # (L, L-1)
 
     def rows(sl: slice) -> torch.Tensor:
-        k = torch.arange(sl.start, sl.stop, device=x.device)
-        return x[(k // L)[:, None], keep[k % L]]
+        word, i = row_index(sl, L, x.device)
+        return x[word[:, None], keep[i]]
 
     return rows
 
@@ -180,9 +169,9 @@ def _blanked(x: torch.Tensor) -> Callable[[slice], torch.Tensor]:
     L = x.shape[1]
 
     def rows(sl: slice) -> torch.Tensor:
-        k = torch.arange(sl.start, sl.stop, device=x.device)
-        out = x[k // L].clone()
-        out[torch.arange(len(k), device=x.device), k % L] = 0
+        word, i = row_index(sl, L, x.device)
+        out = x[word].clone()
+        out[torch.arange(len(word), device=x.device), i] = 0
         return out
 
     return rows
@@ -198,9 +187,9 @@ def text_occlusion(model: nn.Module, words: Words, target=None, mode: str = "del
         out: list = [None] * len(words)
         for rows, x, t in _groups(model, words, tgt):
             n, L, _ = x.shape
-            full = _scores(model, x, n, t, bs)
+            full = perturbation_scores(model, x, n, t, bs)
             source = _deleted(x) if mode == "delete" else _blanked(x)
-            occluded = _scores(model, source, n * L, t.repeat_interleave(L), bs).reshape(n, L)
+            occluded = perturbation_scores(model, source, n * L, t.repeat_interleave(L), bs).reshape(n, L)
             for j, a in zip(rows, full[:, None] - occluded):
                 out[j] = a
     return out
@@ -223,7 +212,7 @@ def _lime_word(model, x: torch.Tensor, t: Target, z: torch.Tensor, bs: int) -> t
         rows = torch.nonzero(kept == k).flatten()
         pos = z[rows].argsort(dim=1, descending=True, stable=True)[:, :k].sort(1).values
         xs = x[0][pos]  # (m, k, A)
-        y[rows] = _scores(model, xs, len(xs), t.repeat(len(xs)), bs)
+        y[rows] = perturbation_scores(model, xs, len(xs), t.repeat(len(xs)), bs)
     return y
 
 
@@ -240,8 +229,7 @@ def text_lime(model: nn.Module, words: Words, target=None, samples: int = 500, k
             x = model.encode([w], next(model.parameters()).device)
             z = _lime_masks(len(w), samples, gen)
             y = _lime_word(model, x, tgt.select(torch.tensor([j])), z, bs)
-            coef, _, _ = weighted_ridge(z.to(y.device), y, lime_kernel(z.to(y.device), kernel_width))
-            out[j] = coef
+            out[j] = fit_surrogate(z.to(y.device), y, kernel_width)[0]
     return out
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ._checks import PellucidError
+from .._checks import PellucidError
 
 
 def load_text_model(name: str):
-    from .models import load_model
-    from .text_attribution import check_text_model
+    from ..models import load_model
+    from .attribution import check_text_model
 
     if name != "langid":
         raise PellucidError(f"unknown text model {name!r}; the built-in text model is langid")
@@ -18,9 +18,10 @@ def load_text_model(name: str):
 
 
 def explain_text_run(args) -> None:
-    from . import render
-    from .text import word_titles
-    from .text_attribution import check_words, explain_text
+    from .. import render
+    from .attribution import check_words, explain_text
+    from .model import word_titles
+    from .render import text_html, text_png
 
     model = load_text_model(args.model)
     words = check_words(args.words, model)
@@ -32,9 +33,9 @@ def explain_text_run(args) -> None:
         for name, values in maps.items():
             cells = " ".join(f"{c}{float(v):+.2f}" for c, v in zip(word, values[i]))
             print(f"  {name:<21} {cells}")
-    png = render.write_png(render.text_png(words, maps, titles), args.out)
+    png = render.write_png(text_png(words, maps, titles), args.out)
     page = Path(args.out).with_suffix(".html")
-    body = render.text_html(words, maps, [t.replace("\n", " · ") for t in titles])
+    body = text_html(words, maps, [t.replace("\n", " · ") for t in titles])
     section = render.Section("Which characters made it decide?", "Red: the character raised the score of "
                              "the explained language; blue: it lowered it. Hover for values.", body)
     page.write_text(render.html_report(f"pellucid explain-text: {model.name}", " ".join(words), [section]),
@@ -43,7 +44,7 @@ def explain_text_run(args) -> None:
 
 
 def attack_text_run(args) -> None:
-    from .text_attack import hotflip
+    from .attack import hotflip
 
     model = load_text_model(args.model)
     res = hotflip(model, args.word, target=args.target, max_edits=args.max_edits, beam=args.beam,
@@ -54,11 +55,12 @@ def attack_text_run(args) -> None:
 
 
 def train_langid_command(args) -> None:
-    from .text import langid_checkpoint, save_langid, train_langid
+    from .._training import save_checkpoint
+    from .model import langid_checkpoint, train_langid
 
     start = time.perf_counter()
     model, acc = train_langid(epochs=args.epochs or 4, seed=args.seed)
     seconds = time.perf_counter() - start
     path = langid_checkpoint()
-    save_langid(model, path, accuracy=acc, seconds=seconds)
+    save_checkpoint(model, path, accuracy=acc, seconds=seconds)
     print(f"langid: held-out accuracy {100 * acc:.2f}% ({seconds:.1f}s); saved {path}")

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._checks import PellucidError, check_positive_int
-from ._grad import iter_gradients, iter_logits
-from .targets import Target
-from .text_attribution import _rnn_state, language_index
+from .._checks import PellucidError, check_positive_int
+from .._grad import iter_gradients, logits_of
+from ..targets import Target
+from .attribution import _rnn_state, language_index
 
 
 @dataclass
@@ -112,7 +112,7 @@ def hotflip(model, word: str, target=None, max_edits: int = 3, beam: int = 5, ca
 
 def _logits(model, words: list[str], bs: int) -> torch.Tensor:
     x = model.encode(words, next(model.parameters()).device)
-    return torch.cat([out for _, out in iter_logits(model, x, len(x), bs)])
+    return logits_of(model, x, len(x), bs)
 
 
 def _allowed(model, letters: str | None) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 A word is a string; the model reads it as a one-hot tensor ``(N, L, A)`` (``A = len(ALPHABET)``)
 through a bias-free linear embedding, so the gradient with respect to each character exists and the
-attribution methods of :mod:`pellucid.text_attribution` reuse the image core unchanged.
+attribution methods of :mod:`pellucid.text.attribution` reuse the image core unchanged.
 All words of one model call have the same length ``L``; mixed lengths are run per length group.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,8 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import PellucidError
-from .data import cache_dir
+from .._checks import PellucidError
+from .._grad import logits_of
+from .._state import model_state
+from .._training import read_cached, save_checkpoint, train_loop
+from ..data import cache_dir
 
 LANGUAGES = ("english", "spanish", "finnish", "dutch", "polish")
 CODES = ("en", "es", "fi", "nl", "pl")
@@ -94,22 +97,19 @@ class CharGRU(nn.Module):
 
 
 @lru_cache(maxsize=1)
-def _langid_table() -> tuple[tuple[str, ...], np.ndarray, dict]:
+def _langid_table() -> tuple[tuple[str, ...], np.ndarray]:
     wf = _wordfreq()
     best: dict[str, tuple[float, int]] = {}
-    seen: dict[str, int] = {}
     for k, code in enumerate(CODES):
         freqs = wf.get_frequency_dict(code)
         top = sorted(((f, w) for w, f in freqs.items() if len(w) >= 2 and all(c in ALPHABET for c in w)),
                      key=lambda t: (-t[0], t[1]))[:WORDS_PER_LANGUAGE]
         for f, w in top:
-            seen[w] = seen.get(w, 0) + 1
             if w not in best or f > best[w][0]:
                 best[w] = (f, k)
     words = tuple(sorted(best))
     labels = np.array([best[w][1] for w in words], dtype=np.int64)
-    stats = {"words": len(words), "shared": sum(1 for n in seen.values() if n > 1)}
-    return words, labels, stats
+    return words, labels
 
 
 def langid_words(split: str = "train") -> tuple[list[str], torch.Tensor]:
@@ -121,7 +121,7 @@ def langid_words(split: str = "train") -> tuple[list[str], torch.Tensor]:
     """
     if split not in ("train", "test", "all"):
         raise PellucidError(f"unknown split {split!r}; choose train, test or all")
-    words, labels, _ = _langid_table()
+    words, labels = _langid_table()
     order = np.random.default_rng(0).permutation(len(words))
     n_test = int(len(words) * TEST_FRACTION)
     order = {"train": order[n_test:], "test": order[:n_test], "all": order}[split]
@@ -138,9 +138,6 @@ def by_length(words: Sequence[str]) -> dict[int, list[int]]:
 
 def word_logits(model: nn.Module, words: Sequence[str], batch_size: int = 512) -> torch.Tensor:
     """Logits ``(N, K)`` of checked words of any lengths, run per length group in eval mode."""
-    from ._grad import logits_of
-    from ._state import model_state
-
     device = next(model.parameters()).device
     out = torch.empty(len(words), model.num_classes, device=device)
     with model_state(model):
@@ -166,7 +163,8 @@ def langid_accuracy(model: nn.Module, split: str = "test") -> float:
 # training and the cache
 
 
-def _batches(idx: list[torch.Tensor], y: torch.Tensor, batch_size: int, gen: torch.Generator):
+def _batches(idx: list[torch.Tensor], y: torch.Tensor, batch_size: int,
+             gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled batches, each of words of one length."""
     batches = []
     for _, rows in sorted(by_length(idx).items()):
@@ -174,7 +172,7 @@ def _batches(idx: list[torch.Tensor], y: torch.Tensor, batch_size: int, gen: tor
         for i in range(0, len(rows), batch_size):
             r = rows[i : i + batch_size]
             batches.append((torch.stack([idx[j] for j in r]), y[r]))
-    return [batches[i] for i in torch.randperm(len(batches), generator=gen)]
+    return iter([batches[i] for i in torch.randperm(len(batches), generator=gen)])
 
 
 def train_langid(epochs: int = 4, seed: int = 0, progress: bool = True, batch_size: int = 512,
@@ -188,65 +186,31 @@ def train_langid(epochs: int = 4, seed: int = 0, progress: bool = True, batch_si
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(epochs, seed, progress, batch_size, lr)
+        words, y = langid_words("train")
+        gen = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = CharGRU()
+        idx = [model.indices([w])[0] for w in words]
+        per_epoch = sum((len(r) + batch_size - 1) // batch_size for r in by_length(words).values())
+        train_loop(model, lambda: _batches(idx, y, batch_size, gen), epochs, per_epoch, lr, "training langid",
+                   progress, forward=model.forward_indices, clip=1.0)
+        return model, langid_accuracy(model)
     finally:
         torch.set_num_threads(threads)
-
-
-def _train(epochs: int, seed: int, progress: bool, batch_size: int, lr: float) -> tuple[CharGRU, float]:
-    from tqdm import tqdm
-
-    from .models import end_training
-
-    words, y = langid_words("train")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CharGRU()
-    idx = [model.indices([w])[0] for w in words]
-    per_epoch = sum((len(r) + batch_size - 1) // batch_size for r in by_length(words).values())
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    bar = tqdm(total=epochs * per_epoch, desc="training langid", disable=not progress, file=sys.stderr,
-               leave=False, mininterval=0.5)
-    for _ in range(epochs):
-        for xb, yb in _batches(idx, y, batch_size, gen):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model.forward_indices(xb), yb).backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            bar.update(1)
-    end_training(model, bar)
-    return model, langid_accuracy(model)
 
 
 def langid_checkpoint() -> Path:
     return cache_dir() / "langid.pt"
 
 
-def save_langid(model: CharGRU, path: Path, **meta) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
-    tmp.replace(path)
-
-
 def cached_langid() -> CharGRU | None:
     """The cached model, or ``None`` when it is missing or unreadable (never trains)."""
-    path = langid_checkpoint()
-    if not path.exists():
+    cached = read_cached(langid_checkpoint(), CharGRU, "langid")
+    if cached is None:
         return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = CharGRU()
-        model.load_state_dict(ckpt["state_dict"])
-    except Exception as e:  # corrupt or stale file
-        print(f"pellucid: cached langid weights at {path} are unreadable ({type(e).__name__}); retraining",
-              file=sys.stderr)
-        return None
-    model.accuracy = ckpt.get("meta", {}).get("accuracy")
+    model, meta = cached
+    model.accuracy = meta.get("accuracy")
     return model.eval()
 
 
@@ -261,7 +225,7 @@ def load_langid(retrain: bool = False, progress: bool = True) -> CharGRU:
     start = time.perf_counter()
     model, acc = train_langid(progress=progress)
     seconds = time.perf_counter() - start
-    save_langid(model, langid_checkpoint(), accuracy=acc, seconds=seconds)
+    save_checkpoint(model, langid_checkpoint(), accuracy=acc, seconds=seconds)
     print(f"pellucid: trained langid in {seconds:.0f}s, held-out accuracy {100 * acc:.2f}%", file=sys.stderr)
     model.accuracy = acc
     return model

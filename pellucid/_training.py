@@ -1,0 +1,74 @@
+"""Training the built-in models: one loop, one checkpoint writer, one cache reader.
+
+The loop is AdamW with a one-cycle learning rate on cross-entropy, the schedule the built-in models
+(``digits``, ``langid``) were tuned with. A checkpoint is ``{"state_dict", "meta"}`` written with
+``torch.save`` and read back with ``weights_only=True``: it never runs code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._progress import bar
+
+Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def train_loop(model: nn.Module, epoch: Batches, epochs: int, steps_per_epoch: int, lr: float, desc: str,
+               progress: bool = True, forward: Callable | None = None, clip: float | None = None,
+               weight_decay: float = 1e-4) -> nn.Module:
+    """Train ``model`` for ``epochs`` passes over ``epoch()``'s ``(inputs, labels)`` batches.
+
+    ``forward`` maps a batch's inputs to logits (default: ``model``); ``clip`` caps the gradient norm.
+    Randomness (shuffling, augmentation) belongs to ``epoch``, which draws from its own generator.
+    Returns the model in eval mode, with no gradients left on its parameters.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss()
+    forward = model if forward is None else forward
+    model.train()
+    with bar(total=epochs * steps_per_epoch, desc=desc, progress=progress) as pbar:
+        for _ in range(epochs):
+            for xb, yb in epoch():
+                opt.zero_grad(set_to_none=True)
+                loss_fn(forward(xb), yb).backward()
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
+                opt.step()
+                sched.step()
+                pbar.update(1)
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    return model
+
+
+def save_checkpoint(module: nn.Module, path: Path, **meta) -> None:
+    """Write ``module``'s state_dict and ``meta`` to ``path`` atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"state_dict": module.state_dict(), "meta": meta}, tmp)
+    tmp.replace(path)
+
+
+def read_cached(path: Path, build: Callable[[], nn.Module], what: str) -> tuple[nn.Module, dict] | None:
+    """``(module, meta)``: a module from ``build()`` with the cached weights at ``path``; ``None`` when the
+    file is missing or unreadable (a corrupt or stale file is reported on stderr: the caller retrains)."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        module = build()
+        module.load_state_dict(ckpt["state_dict"])
+    except Exception as e:  # corrupt or stale file
+        print(f"pellucid: cached {what} weights at {path} are unreadable ({type(e).__name__}); retraining",
+              file=sys.stderr)
+        return None
+    meta = ckpt.get("meta")
+    return module, meta if isinstance(meta, dict) else {}
