@@ -24,7 +24,7 @@ from ._blur import gaussian_blur
 from ._checks import PellucidError, fill_like
 from ._grad import iter_logits
 from ._state import model_state
-from .registry import methods
+from .registry import methods as registered_methods
 from .targets import Target
 
 Method = Callable[..., torch.Tensor]
@@ -36,7 +36,7 @@ Method = Callable[..., torch.Tensor]
 def resolve_method(method: str | Method) -> tuple[str, Method]:
     """``(name, fn)`` for a method name or a callable ``(model, x, target) -> (N, H, W) or (N, C, H, W)``."""
     if isinstance(method, str):
-        table = methods()
+        table = registered_methods()
         if method not in table:
             raise PellucidError(f"unknown attribution method {method!r}; choose one of: {', '.join(table)}, "
                                 "or pass a callable (model, x, target) -> map")
@@ -352,7 +352,7 @@ class Comparison:
 
 def _methods(methods) -> dict[str, Method]:
     if methods is None:
-        return dict(methods())
+        return registered_methods()
     if isinstance(methods, dict):
         return {str(k): resolve_method(v)[1] for k, v in methods.items()}
     if isinstance(methods, str) or callable(methods):
