@@ -34,6 +34,11 @@ def check_images(x: torch.Tensor, model=None, name: str = "x") -> torch.Tensor:
             f"{name} has {x.shape[1]} channels but the model expects {channels[0]} "
             f"(input_size {tuple(channels)}); convert with pl.load_image or repeat/average channels"
         )
+    if getattr(model, "strict_size", False) and tuple(x.shape[-2:]) != tuple(channels[1:]):
+        raise PellucidError(
+            f"{name} is {x.shape[-2]}x{x.shape[-1]} but the model takes exactly {channels[1]}x{channels[2]} images "
+            f"(input_size {tuple(channels)}); resize with pl.load_image(path, model) or F.interpolate"
+        )
     xd = x.detach()
     want = model_dtype(model)
     if want is not None and xd.dtype != want:

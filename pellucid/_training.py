@@ -64,7 +64,8 @@ def read_cached(path: Path, build: Callable[[], nn.Module], what: str) -> tuple[
         return None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        module = build()
+        with torch.random.fork_rng(devices=[]):  # the init is overwritten: leave the global RNG alone
+            module = build()
         module.load_state_dict(ckpt["state_dict"])
     except Exception as e:  # corrupt or stale file
         print(f"pellucid: cached {what} weights at {path} are unreadable ({type(e).__name__}); retraining",

@@ -95,6 +95,8 @@ def sample_images(name="digits", n: int | None = None, size: int | None = None):
     ``"photos"``: scikit-image's chelsea, coffee, astronaut and rocket, ``size`` defaults to 224;
     their labels are ``-1`` (no ground truth). A model may be passed instead of a name.
     """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise PellucidError(f"n must be a positive int (how many sample images) or None for the default, got {n!r}")
     if not isinstance(name, str):
         model = name
         name = getattr(model, "samples", None) or ("digits" if getattr(model, "input_size", (1,))[0] == 1 else "photos")

@@ -3,6 +3,7 @@ torchvision architectures with offline weights. A checkpoint never runs code."""
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ class PixelModel(nn.Module):
         self.labels = list(labels) if labels is not None else None
         self.input_size = tuple(input_size) if input_size is not None else None
         self.name = name or type(net).__name__
+        # a declared size is a requirement when nothing adapts the spatial size before a dense layer
+        self.strict_size = self.input_size is not None and _needs_exact_size(net)
 
     @property
     def num_classes(self) -> int | None:
@@ -52,6 +55,14 @@ class PixelModel(nn.Module):
 
     def label(self, k: int) -> str:
         return self.labels[k] if self.labels is not None else str(k)
+
+
+def _needs_exact_size(net: nn.Module) -> bool:
+    """Whether ``net`` only runs at one image size: it flattens into a dense layer with no adaptive pooling."""
+    kinds = tuple(type(m) for m in net.modules())
+    adaptive = any(issubclass(k, nn.modules.pooling._AdaptiveAvgPoolNd | nn.modules.pooling._AdaptiveMaxPoolNd)
+                   for k in kinds)
+    return not adaptive and nn.Flatten in kinds and nn.Linear in kinds
 
 
 def wrap(module: nn.Module, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
@@ -69,11 +80,6 @@ def wrap(module: nn.Module, mean: Sequence[float] | None = None, std: Sequence[f
     if isinstance(module, PixelModel):
         return module
     return PixelModel(module, mean, std, labels, input_size, name)
-
-
-def inner(model: nn.Module) -> nn.Module:
-    """The module whose layer names users see (the wrapped ``net`` of a :class:`PixelModel`)."""
-    return model.net if isinstance(model, PixelModel) else model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,9 +233,13 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except ImportError as e:
         raise PellucidError("reading .safetensors needs the safetensors package: pip install safetensors") from e
+    except pickle.UnpicklingError:  # weights_only refused an object: the file would run code when loaded
+        raise PellucidError(f"refusing to load {str(path)!r}: it holds pickled Python objects, and loading them "
+                            "could run code. pellucid reads only tensors: save a state_dict "
+                            "(torch.save(model.state_dict(), path)) or a .safetensors file") from None
     except Exception as e:
-        raise PellucidError(f"cannot read weights {str(path)!r}: {e}. A .pth state_dict "
-                            "(loaded with weights_only=True) or a .safetensors file is accepted") from e
+        raise PellucidError(f"cannot read weights {str(path)!r} ({type(e).__name__}): a .pth state_dict or a "
+                            ".safetensors file is accepted") from None
     meta = {}
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         meta = state.get("meta") if isinstance(state.get("meta"), dict) else {}
@@ -247,6 +257,22 @@ def _head_classes(net: nn.Module, state: dict) -> int | None:
     return None
 
 
+def _seeded(build, seed: int = 0) -> nn.Module:
+    """``build()`` with a seeded default initialization that leaves the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _load_into(net: nn.Module, state: dict, name: str, path) -> None:
+    """``net.load_state_dict(state)``, with a mismatch said in one line naming the file and the model."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        detail = [line.strip() for line in str(e).splitlines()[1:3] if line.strip()]  # the first mismatches
+        raise PellucidError(f"weights {str(path)!r} do not fit {name}: {'; '.join(detail) or e}") from e
+
+
 def hub_weights_path(name: str) -> Path:
     """Where torchvision would have cached ``name``'s default weights (no download happens)."""
     url = _weights_enum(name).url
@@ -256,10 +282,8 @@ def hub_weights_path(name: str) -> Path:
 def load_torchvision(name: str, weights: str | Path | None = None) -> PixelModel:
     import torchvision
 
-    def build(**kw) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):  # reproducible init without touching the global RNG
-            torch.manual_seed(0)
-            return torchvision.models.get_model(name, weights=None, **kw)
+    def build(**kw) -> nn.Module:  # reproducible init without touching the global RNG
+        return _seeded(lambda: torchvision.models.get_model(name, weights=None, **kw))
 
     net, meta, classes = build(), {}, None
     if weights != "random":
@@ -274,11 +298,7 @@ def load_torchvision(name: str, weights: str | Path | None = None) -> PixelModel
         classes = _head_classes(net, state)
         if classes is not None:  # a fine-tuned head: the same architecture with `classes` outputs
             net = build(num_classes=classes)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as e:
-            detail = [line.strip() for line in str(e).splitlines()[1:3] if line.strip()]  # the first mismatches
-            raise PellucidError(f"weights {str(path)!r} do not fit {name}: {'; '.join(detail) or e}") from e
+        _load_into(net, state, name, path)
     labels = meta.get("labels") or ([str(k) for k in range(classes)] if classes is not None else imagenet_labels())
     model = PixelModel(net, meta.get("mean", IMAGENET_MEAN), meta.get("std", IMAGENET_STD), labels,
                        meta.get("input_size", (3, 224, 224)), name=name)
@@ -301,9 +321,12 @@ def load_model(name: str = "digits", weights: str | Path | None = None) -> Pixel
     downloaded. Example: ``pl.load_model("resnet18", weights="r18.pth")``.
     """
     if name in ("digits", "digits-nobn"):
-        model = load_digits(batchnorm=name == "digits")
-        if weights not in (None, "random"):
-            model.net.load_state_dict(_read_state_dict(Path(weights)))
+        batchnorm = name == "digits"
+        if weights == "random":  # untrained, seeded: the baseline of a sanity check
+            return _channels_last(_digits_model(_seeded(lambda: digits_net(batchnorm))).eval())
+        model = load_digits(batchnorm=batchnorm)
+        if weights is not None:
+            _load_into(model.net, _read_state_dict(Path(weights)), name, weights)
         return model
     if name == "langid":
         from .text import load_langid
@@ -338,37 +361,3 @@ def list_models() -> list[tuple[str, str]]:
     rows = list(BUILTIN.items())
     rows += [(n, "torchvision ImageNet architecture (weights=FILE, hub cache, or 'random')") for n in TORCHVISION]
     return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# layers by name (shared by Grad-CAM, activations, channel visualization and sanity checks)
-
-def named_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every sub-module by the name users write (``"layer4"``, ``"features.12"``, ``"conv2"``)."""
-    return {name: m for name, m in inner(model).named_modules() if name}
-
-
-def find_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
-    """The module named ``layer``; an unknown name lists the close matches and some valid names."""
-    if isinstance(layer, nn.Module):
-        if not any(m is layer for m in model.modules()):
-            raise PellucidError(f"layer {type(layer).__name__} is not a module of this model")
-        return layer
-    layers = named_layers(model)
-    if layer in layers:
-        return layers[layer]
-    import difflib
-
-    close = difflib.get_close_matches(str(layer), list(layers), n=5, cutoff=0.5)
-    hint = f"; close matches: {', '.join(close)}" if close else ""
-    some = ", ".join(list(layers)[:12]) + (", ..." if len(layers) > 12 else "")
-    raise PellucidError(f"unknown layer {layer!r}{hint}. Valid names include: {some} "
-                        "(`pellucid layers --model M` lists them all)")
-
-
-def last_conv_layer(model: nn.Module) -> str:
-    """The name of the last ``Conv2d`` in the model (Grad-CAM's default layer)."""
-    convs = [name for name, m in named_layers(model).items() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise PellucidError("the model has no Conv2d layer; pass layer='name' explicitly")
-    return convs[-1]

@@ -72,3 +72,52 @@ def test_explain_reads_a_comma_separated_string(digits_model, digits_batch):
     assert list(maps) == ["saliency", "gradcam"]
     with pytest.raises(PellucidError, match="unknown attribution method 's'"):
         pl.explain(digits_model, x[:2], y[:2], methods=list("saliency"))
+
+
+def test_load_model_leaves_the_global_rng_alone(digits_model):
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    pl.load_model("digits")
+    pl.load_model("digits", weights="random")
+    assert torch.equal(torch.rand(3), want)
+
+
+def test_digits_weights_random_is_an_untrained_seeded_net(digits_model, digits_batch):
+    a, b = pl.load_model("digits", weights="random"), pl.load_model("digits", weights="random")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.net.fc.weight, digits_model.net.fc.weight)
+    x, y = digits_batch
+    assert float((a(x).argmax(1) == y).float().mean()) < 0.5  # untrained: not the 97% model
+
+
+def test_digits_weights_of_the_wrong_shape(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(PellucidError, match=r"do not fit digits:.*size mismatch for fc.weight"):
+        pl.load_model("digits", weights=str(path))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_a_pickle_checkpoint_is_refused_without_suggesting_weights_only_false(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"fc.weight": _RunsCode()}, path)
+    for name in ("digits", "resnet18"):
+        with pytest.raises(PellucidError, match="refusing to load .* could run code") as err:
+            pl.load_model(name, weights=str(path))
+        assert "weights_only=False" not in str(err.value) and "this ran" not in capsys.readouterr().out
+
+
+def test_an_image_of_the_wrong_size_for_a_fixed_size_model(digits_model, resnet_small):
+    with pytest.raises(PellucidError, match=r"x is 32x32 but the model takes exactly 28x28 images"):
+        pl.saliency(digits_model, torch.rand(1, 1, 32, 32), 1)
+    assert pl.saliency(resnet_small, torch.rand(1, 3, 48, 48), 1).shape == (1, 48, 48)  # adaptive pooling: any size
+
+
+def test_sample_images_needs_a_positive_n():
+    with pytest.raises(PellucidError, match="n must be a positive int.*got 0"):
+        pl.sample_images("digits", n=0)
