@@ -2,72 +2,94 @@
 and whether an explanation can be trusted.
 
 Images are ``(N, C, H, W)`` tensors in [0, 1]; normalization lives inside the model (``pl.wrap``).
-Public names are imported lazily from their modules, so ``import pellucid`` stays fast.
+Every public name is imported here explicitly, so editors find its definition. Heavy optional
+dependencies (matplotlib, FastAPI, Ray, scikit-image) load only inside the functions that need them.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-
 from ._checks import PellucidError
+
+# models, data, I/O
+from .models import PixelModel, list_models, load_model, wrap  # isort: skip
+# how easily is it fooled
+from .adversarial import fgsm, fooling_image, minimal_epsilon, pgd, robustness_curve
+
+# where does it look
+from .attribution import (
+    attribution_map,
+    cam,
+    deeplift,
+    deeplift_shap,
+    explain,
+    grad_cam,
+    gradient,
+    gradient_shap,
+    guided_backprop,
+    guided_grad_cam,
+    input_x_gradient,
+    integrated_gradients,
+    kernel_shap,
+    lime,
+    occlusion,
+    saliency,
+    smoothgrad,
+)
+
+# a whole data set
+from .batch import explain_dataset, read_results
+from .data import PHOTOS, sample_images
+
+# what has it learned
+from .featureviz import (
+    Objective,
+    Visualization,
+    activations,
+    blur,
+    channel,
+    channel_visualization,
+    class_logit,
+    class_visualization,
+    compose,
+    jitter,
+    l2,
+    layer_names,
+    neuron,
+    pad,
+    random_rotate,
+    random_scale,
+    roll,
+    standard_transforms,
+    total_variation,
+    visualize,
+)
+from .io import load_image, load_images, save_image
+
+# can we trust it
+from .metrics import compare, deletion, insertion, sanity_check
+
+# sequences: the langid GRU, per-character attribution, a character attack
+from .text import (
+    check_words,
+    explain_text,
+    hotflip,
+    text_input_x_gradient,
+    text_integrated_gradients,
+    text_lime,
+    text_occlusion,
+)
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it (a dict, so each feature adds one line)
-_EXPORTS = {
-    # models, data, I/O
-    "PixelModel": "models", "load_model": "models", "wrap": "models", "list_models": "models",
-    "sample_images": "data", "load_image": "io", "load_images": "io", "save_image": "io",
-    # where does it look
-    "gradient": "attribution", "saliency": "attribution", "input_x_gradient": "attribution",
-    "smoothgrad": "attribution", "integrated_gradients": "attribution", "grad_cam": "attribution",
-    "guided_grad_cam": "attribution", "occlusion": "attribution", "lime": "attribution",
-    "guided_backprop": "attribution", "attribution_map": "attribution", "explain": "attribution",
-    # how easily is it fooled
-    "fooling_image": "adversarial", "fgsm": "adversarial", "pgd": "adversarial",
-    "minimal_epsilon": "adversarial", "robustness_curve": "adversarial",
-    # what has it learned
-    "class_visualization": "featureviz", "channel_visualization": "featureviz", "visualize": "featureviz",
-    "activations": "featureviz", "layer_names": "featureviz", "Visualization": "featureviz", "Objective": "featureviz",
-    "class_logit": "featureviz", "channel": "featureviz", "neuron": "featureviz", "l2": "featureviz",
-    "total_variation": "featureviz", "compose": "featureviz", "roll": "featureviz", "pad": "featureviz",
-    "jitter": "featureviz", "random_scale": "featureviz", "random_rotate": "featureviz", "blur": "featureviz",
-    "standard_transforms": "featureviz",
-    # can we trust it
-    "deletion": "metrics", "insertion": "metrics", "sanity_check": "metrics", "compare": "metrics",
-    # sequences: the langid GRU, per-character attribution, a character attack
-    "check_words": "text.attribution", "explain_text": "text.attribution",
-    "text_input_x_gradient": "text.attribution", "text_integrated_gradients": "text.attribution",
-    "text_occlusion": "text.attribution", "text_lime": "text.attribution", "hotflip": "text.attack",
-    # a whole data set
-    "explain_dataset": "batch", "read_results": "batch",
-}
-
-__all__ = ["PellucidError", *_EXPORTS]
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pellucid' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-class _Package(types.ModuleType):
-    """Keeps ``pl.visualize`` the function: importing the submodule of the same name would replace it."""
-
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__all__ = [
+    "PHOTOS", "Objective", "PellucidError", "PixelModel", "Visualization", "activations", "attribution_map",
+    "blur", "cam", "channel", "channel_visualization", "check_words", "class_logit", "class_visualization", "compare",
+    "compose", "deletion", "explain", "explain_dataset", "explain_text", "fgsm", "fooling_image", "grad_cam",
+    "gradient", "guided_backprop", "guided_grad_cam", "hotflip", "input_x_gradient", "insertion",
+    "integrated_gradients", "jitter", "l2", "layer_names", "lime", "list_models", "load_image", "load_images",
+    "load_model", "minimal_epsilon", "neuron", "occlusion", "pad", "pgd", "random_rotate", "random_scale",
+    "read_results", "robustness_curve", "roll", "saliency", "sample_images", "sanity_check", "save_image",
+    "smoothgrad", "standard_transforms", "text_input_x_gradient", "text_integrated_gradients", "text_lime",
+    "text_occlusion", "total_variation", "visualize", "wrap",
+]
+__all__ += ["deeplift", "deeplift_shap", "gradient_shap", "kernel_shap"]

@@ -221,8 +221,12 @@ def _batch_args(p):
 
 
 def _batch_run(args):
+    import math
+
     from .batch import explain_dataset
 
+    if args.eps is not None and not (math.isfinite(args.eps) and args.eps > 0):  # the flag's name, not eps_max
+        raise PellucidError(f"--eps must be a number > 0 (the largest epsilon the search tries), got {args.eps:g}")
     res = explain_dataset(args.input, args.out, args.model, args.methods, weights=args.weights,
                           attack=args.attack, eps=args.eps, metric_steps=args.metric_steps, seed=args.seed,
                           limit=args.limit, batch_size=args.batch_size, num_workers=args.num_workers,
@@ -335,14 +339,16 @@ def _fool_run(args):
 
 def _attack_args(p):
     add_model_args(p)
+    from .adversarial import NORMS
     from .registry import attacks
 
     p.add_argument("--method", default="pgd", choices=list(attacks()))
     p.add_argument("--eps", type=float, required=True, help="size of the perturbation (pixel scale [0, 1])")
     p.add_argument("--targeted", default=None, metavar="K", help="attack towards class K (index or name)")
-    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="pgd's ball")
+    p.add_argument("--norm", default="linf", choices=list(NORMS), help="the ball of the attack")
     p.add_argument("--steps", type=int, default=None, help="steps of iterative attacks; default: the attack's own")
-    p.add_argument("--alpha", type=float, default=None, help="step size of iterative attacks; default 2.5 * eps / steps")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="step size of iterative attacks; default 2.5 * eps / steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="attack.png", help="output PNG")
 

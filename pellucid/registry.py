@@ -11,7 +11,6 @@ one record; ``tests/test_registry.py`` fails if a front end misses a registered 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -111,11 +110,10 @@ class Attack:
         return self.fn(model, x, label, eps, **kw)
 
 
+# filled by the modules that define the methods, all imported by ``pellucid/__init__.py`` (importing any
+# part of pellucid imports the package first, so the tables are complete whenever they are read)
 _METHODS: dict[str, Method] = {}
 _ATTACKS: dict[str, Attack] = {}
-# the modules that register records; importing them fills the tables
-_METHOD_MODULES = ("pellucid.attribution",)
-_ATTACK_MODULES = ("pellucid.adversarial",)
 
 
 def register_method(record: Method) -> Method:
@@ -134,15 +132,11 @@ def register_attack(record: Attack) -> Attack:
 
 def methods() -> dict[str, Method]:
     """Every registered attribution method, by short name, in registration order."""
-    for module in _METHOD_MODULES:
-        importlib.import_module(module)
     return dict(_METHODS)
 
 
 def attacks() -> dict[str, Attack]:
     """Every registered attack, by short name."""
-    for module in _ATTACK_MODULES:
-        importlib.import_module(module)
     return dict(_ATTACKS)
 
 
