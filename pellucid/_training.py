@@ -8,7 +8,9 @@ The loop is AdamW with a one-cycle learning rate on cross-entropy, the schedule 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -17,6 +19,23 @@ from torch import nn
 from ._progress import bar
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+_local = threading.local()
+
+
+class TrainingStopped(Exception):
+    """Raised by :func:`train_loop` between two steps once a check of :func:`stop_training_when` is true."""
+
+
+@contextmanager
+def stop_training_when(check: Callable[[], bool]) -> Iterator[None]:
+    """While inside, a :func:`train_loop` run by this thread raises :class:`TrainingStopped` between two
+    steps once ``check()`` is true: a server that is stopping stops the model it is training."""
+    checks = _local.__dict__.setdefault("checks", [])
+    checks.append(check)
+    try:
+        yield
+    finally:
+        checks.remove(check)
 
 
 def train_loop(model: nn.Module, epoch: Batches, epochs: int, steps_per_epoch: int, lr: float, desc: str,
@@ -26,12 +45,14 @@ def train_loop(model: nn.Module, epoch: Batches, epochs: int, steps_per_epoch: i
 
     ``forward`` maps a batch's inputs to logits (default: ``model``); ``clip`` caps the gradient norm.
     Randomness (shuffling, augmentation) belongs to ``epoch``, which draws from its own generator.
-    Returns the model in eval mode, with no gradients left on its parameters.
+    Returns the model in eval mode, with no gradients left on its parameters. Stops early, raising
+    :class:`TrainingStopped`, when a check of :func:`stop_training_when` in this thread becomes true.
     """
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
     forward = model if forward is None else forward
+    stops = getattr(_local, "checks", ())
     model.train()
     with bar(total=epochs * steps_per_epoch, desc=desc, progress=progress) as pbar:
         for _ in range(epochs):
@@ -43,6 +64,8 @@ def train_loop(model: nn.Module, epoch: Batches, epochs: int, steps_per_epoch: i
                 opt.step()
                 sched.step()
                 pbar.update(1)
+                if any(stop() for stop in stops):
+                    raise TrainingStopped(f"{desc}: stopped before the end of training")
     model.eval()
     for p in model.parameters():
         p.grad = None

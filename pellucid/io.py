@@ -8,6 +8,9 @@ all go through them, each reporting a bad image its own way (:class:`ImageError`
 
 from __future__ import annotations
 
+import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +20,19 @@ from ._checks import PellucidError
 from .data import resize_crop
 
 FORMATS = ("PNG", "JPEG", "MPO", "WEBP")  # MPO: the JPEG variant many phone cameras write
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")  # 16-bit gray (PNG) and 32-bit integer images
+MAX_PIXELS = 40_000_000
+"""Images with more pixels are refused before they are decoded (a decompression bomb is a small file with
+a huge header): the API, the CLI, the batch job (``--max-pixels``) and the web page share this limit."""
+BACKGROUND = 255
+"""Transparent pixels are composited on white (255 in every channel) before an image reaches a model."""
 
 
 class ImageError(PellucidError):
     """An image that cannot be read; ``kind`` is ``missing``, ``empty``, ``unknown`` (not an image),
-    ``format`` (an image of a format not accepted), ``corrupt`` or ``too large``."""
+    ``format`` (an image of a format not accepted), ``corrupt``, ``too large`` (over the pixel limit),
+    ``permission`` (the file cannot be read by this user) or ``unreadable`` (another OS error)."""
 
     def __init__(self, message: str, kind: str):
         super().__init__(message)
@@ -38,11 +48,19 @@ def _sniff(head: bytes) -> str | None:
     return "WEBP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
 
 
-def _open(source: bytes | str | Path):
+def too_large(what: str, pixels: int | None, size: tuple[int, int] | None, limit: int) -> ImageError:
+    """The one message for an image over the pixel limit (API, CLI, batch row and web page alike)."""
+    dims = f"{size[0]}x{size[1]} = " if size else ""
+    count = f"{dims}{pixels:,} pixels" if pixels is not None else "more pixels than PIL opens safely"
+    return ImageError(f"{what} is too large: {count}; at most {limit:,} pixels are accepted "
+                      "(a larger image is refused before it is decoded)", "too large")
+
+
+def _open(source: bytes | str | Path, limit: int = MAX_PIXELS):
     """``(PIL image, description for messages, first bytes)``; not decoded yet."""
     import io
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(source, (bytes, bytearray)):
         what, head, stream = "the upload", bytes(source[:16]), io.BytesIO(source)
@@ -51,18 +69,29 @@ def _open(source: bytes | str | Path):
     else:
         p = Path(source)
         what = f"image {str(p)!r}"
+        if p.is_symlink() and not p.exists():
+            raise ImageError(f"image file {str(p)!r} is a broken symbolic link or a symbolic link loop", "missing")
         if not p.exists():
             raise ImageError(f"image file {str(p)!r} does not exist", "missing")
         if p.is_dir():
             raise ImageError(f"{str(p)!r} is a folder, not an image file", "missing")
-        with open(p, "rb") as f:
-            head = f.read(16)
+        try:
+            with open(p, "rb") as f:
+                head = f.read(16)
+        except PermissionError as e:
+            raise ImageError(f"cannot read {what}: permission denied (check the file's permissions)",
+                             "permission") from e
+        except OSError as e:
+            raise ImageError(f"cannot read {what}: {e.strerror or e}", "unreadable") from e
         stream = p
     try:
-        return Image.open(stream), what, head
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{what} is too large to open safely ({e})", "too large") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        with warnings.catch_warnings():  # PIL's warning band lies above MAX_PIXELS: the caller's limit decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(stream), what, head
+    except Image.DecompressionBombError as e:  # PIL's own limit, above ours: refused at the header
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise too_large(what, int(pixels.group(1)) if pixels else None, None, limit) from e
+    except Exception as e:  # noqa: BLE001 (PIL parses hostile bytes: any failure means a bad file)
         if _sniff(head):
             raise ImageError(f"cannot read {what}: not a valid PNG, JPEG or WebP file; the {_sniff(head)} data is "
                              f"corrupt or truncated ({e})", "corrupt") from e
@@ -71,37 +100,63 @@ def _open(source: bytes | str | Path):
 
 
 def decode_image(source: bytes | str | Path, *, formats: tuple[str, ...] | None = None,
-                 max_pixels: int | None = None, max_side: int | None = None,
+                 max_pixels: int | None = MAX_PIXELS, max_side: int | None = None,
                  shrink_to: int | None = None) -> torch.Tensor:
     """A file or the bytes of one as a ``(C, H, W)`` uint8 tensor: ``C = 1`` for gray images, else 3.
 
-    ``formats`` limits the accepted formats (default: any PIL reads); images over ``max_pixels``
-    pixels or ``max_side`` pixels a side are refused before they are decoded; ``shrink_to`` scales
-    larger images down (aspect kept) to at most that many pixels a side. Raises :class:`ImageError`.
+    16-bit images keep their range (65535 becomes 255, mid-grey stays mid-grey); transparent pixels are
+    composited on a white background (:data:`BACKGROUND`), so a shape on a transparent background is
+    the shape on white. ``formats`` limits the accepted formats (default: any PIL reads); images over
+    ``max_pixels`` pixels (default :data:`MAX_PIXELS`) or ``max_side`` pixels a side are refused before
+    they are decoded; ``shrink_to`` scales larger images down (aspect kept) to at most that many pixels
+    a side. Raises :class:`ImageError`.
     """
     from PIL import Image
 
-    img, what, _ = _open(source)
+    pil_limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None  # PIL refuses these at the header
+    limit = min(x for x in (max_pixels, pil_limit) if x is not None) if (max_pixels or pil_limit) else None
+    img, what, _ = _open(source, limit or 0)
     with img:
         if formats is not None and img.format not in formats:
             raise ImageError(f"{img.format} images are not accepted: use a PNG, JPEG or WebP image", "format")
         w, h = img.size
+        if limit is not None and w * h > limit:
+            raise too_large(what, w * h, (w, h), limit)
         if max_side is not None and max(w, h) > max_side:
             raise ImageError(f"{what} is {w}x{h} pixels; at most {max_side}x{max_side} is accepted", "too large")
-        if max_pixels is not None and w * h > max_pixels:
-            raise ImageError(f"image too large: {w}x{h} = {w * h:,} pixels, above max_pixels={max_pixels:,}",
-                             "too large")
         fmt = img.format
         try:
             img.load()
-            img = img.convert("L" if img.mode in GRAY_MODES else "RGB")
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            arr = _pixels(img)
+        except Exception as e:  # noqa: BLE001 (any failure while decoding means bad data)
             raise ImageError(f"cannot read {what}: not a valid PNG, JPEG or WebP file; the {fmt} data is corrupt "
                              f"or truncated ({e})", "corrupt") from e
-    if shrink_to is not None:
-        img.thumbnail((shrink_to, shrink_to))
-    arr = torch.from_numpy(np.array(img, dtype=np.uint8))
-    return arr[None] if arr.dim() == 2 else arr.permute(2, 0, 1).contiguous()
+    if shrink_to is not None and max(arr.shape[:2]) > shrink_to:
+        small = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+        small.thumbnail((shrink_to, shrink_to))
+        arr = np.asarray(small).reshape(small.size[1], small.size[0], -1)
+    return torch.from_numpy(np.array(arr)).permute(2, 0, 1).contiguous()  # a copy: PIL's arrays are read-only
+
+
+def _pixels(img) -> np.ndarray:
+    """A decoded PIL image as ``(H, W, 1)`` (gray) or ``(H, W, 3)`` uint8: 16-bit values scaled to 8 bits,
+    alpha composited on :data:`BACKGROUND`."""
+    gray = img.mode in GRAY_MODES
+    if img.mode in WIDE_MODES:
+        wide = np.asarray(img).astype(np.float64)
+        return np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)[..., None]
+    if img.mode == "F":
+        return np.asarray(img.convert("L"))[..., None]
+    if img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint32)
+        alpha = rgba[..., 3:]
+        rgb = (rgba[..., :3] * alpha + BACKGROUND * (255 - alpha) + 127) // 255
+        rgb = rgb.astype(np.uint8)
+        if gray:
+            r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
+            return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
+        return rgb
+    return np.asarray(img.convert("L"))[..., None] if gray else np.asarray(img.convert("RGB"))
 
 
 def to_channels(img: torch.Tensor, channels: int) -> torch.Tensor:
@@ -132,8 +187,22 @@ def fit_image(img: torch.Tensor, model=None, size: tuple[int, int] | None = None
     channels, size = _fit_args(model, size, channels)
     x = to_channels(img, channels).float()[None] / 255.0
     if size is not None:
-        x = resize_crop(x, size)
+        x = resize_crop(_trim_extreme(x, size), size)
     return x.contiguous()
+
+
+def _trim_extreme(x: torch.Tensor, size: tuple[int, int], ratio: int = 8) -> torch.Tensor:
+    """Centre-crop an image whose long side, once the short side is resized, would exceed ``ratio`` times
+    the target's (a 1 x 10,000,000 strip would be resized to 28 x 280,000,000 before the crop): only the
+    part the crop keeps, with a margin, is resized. Ordinary images are left alone."""
+    h, w = x.shape[-2:]
+    th, tw = size
+    scale = max(th / h, tw / w)
+    if h * scale <= ratio * th and w * scale <= ratio * tw:
+        return x
+    keep_h, keep_w = min(h, math.ceil(ratio * th / scale)), min(w, math.ceil(ratio * tw / scale))
+    top, left = (h - keep_h) // 2, (w - keep_w) // 2
+    return x[..., top : top + keep_h, left : left + keep_w]
 
 
 def read_image(source: bytes | str | Path, model=None, size: tuple[int, int] | None = None,
@@ -147,7 +216,10 @@ def load_image(path, model=None, size: tuple[int, int] | None = None, channels: 
     """Read a PNG, JPEG or WebP file as ``(1, C, H, W)`` in [0, 1], sized for ``model``.
 
     Gray and RGB are converted to the model's channels; the image is resized (shorter side) and
-    centre-cropped to the model's input size, or to ``size`` if given.
+    centre-cropped to the model's input size, or to ``size`` if given. 16-bit images are scaled
+    (65535 is 1.0); transparent pixels are composited on white (:data:`BACKGROUND`). A file that is
+    missing, unreadable, not an image, corrupt or over :data:`MAX_PIXELS` pixels raises
+    :class:`ImageError` (a :class:`~pellucid.PellucidError`) that says which.
     """
     return read_image(path, model, size, channels)
 

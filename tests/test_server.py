@@ -89,9 +89,11 @@ def test_page_and_static_files_are_served_offline(client):
 def test_models_lists_builtins_and_methods(client):
     info = client.get("/api/models").json()
     names = [m["name"] for m in info["models"]]
-    assert names[:2] == ["digits", "digits-nobn"]
-    digits = info["models"][0]
-    assert digits["labels"] == [str(i) for i in range(10)] and digits["input_size"] == [1, 28, 28]
+    assert names[:2] == ["digits", "digits-nobn"] and "langid" not in names
+    assert info["models"][1]["state"] in ("not built yet", "ready")  # listing builds nothing
+    digits = client.get("/api/models/digits").json()  # the page's choice: built now
+    assert digits["state"] == "ready" and digits["labels"] == [str(i) for i in range(10)]
+    assert digits["input_size"] == [1, 28, 28]
     assert [layer["name"] for layer in digits["layers"]] == ["conv1", "conv2", "conv3"]
     assert [m["name"] for m in info["methods"]] == list(registry.methods())
     assert {m["name"]: m["title"] for m in info["methods"]}["ig"] == "Integrated Gradients"

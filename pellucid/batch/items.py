@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .._checks import PellucidError
-from ..io import read_image
+from ..io import fit_image, quantize, read_image
 from .job import DATASETS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -26,10 +26,13 @@ class Item:
     label: int = -1
 
 
-def list_items(source: str, labels: Sequence[str] | None = None, limit: int | None = None) -> list[Item]:
+def list_items(source: str, labels: Sequence[str] | None = None, limit: int | None = None,
+               exclude: Path | None = None) -> list[Item]:
     """The job's images: a built-in set (``digits-test``) or every file under a folder, sorted.
 
-    Files under a first-level folder named like a class of the model get that class as label.
+    Files under a first-level folder named like a class of the model get that class as label. Hidden
+    files and the ``exclude`` folder (the job's own output, when it lies inside the input) are skipped;
+    a link that leads nowhere (broken, or a loop) is listed, so that it gets a ``failed`` row.
     """
     if source in DATASETS:
         from ..data import digits
@@ -42,7 +45,10 @@ def list_items(source: str, labels: Sequence[str] | None = None, limit: int | No
             raise PellucidError(f"input {source!r} is neither a folder nor a data set; "
                                 f"give a folder of PNG/JPEG/WebP images or one of: {', '.join(DATASETS)}")
         names = {str(lb).lower(): k for k, lb in enumerate(labels or [])}
-        files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root)))
+        skip = _relative(exclude, root)
+        files = sorted(p for p in root.rglob("*") if (p.is_file() or _dangling(p))
+                       and not _hidden(p.relative_to(root))
+                       and (skip is None or p.relative_to(root).parts[: len(skip)] != skip))
         items = []
         for i, p in enumerate(files):
             rel = p.relative_to(root)
@@ -55,11 +61,27 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
+def _dangling(p: Path) -> bool:
+    """A symbolic link that leads nowhere: broken, or a loop."""
+    return p.is_symlink() and not p.exists()
+
+
+def _relative(folder: Path | None, root: Path) -> tuple[str, ...] | None:
+    """The parts of ``folder`` under ``root`` (``None`` when it is not inside it)."""
+    if folder is None:
+        return None
+    try:
+        return Path(folder).resolve().relative_to(root.resolve()).parts or None
+    except ValueError:
+        return None
+
+
 def load_item(item: Item, input_size: tuple[int, int, int], max_pixels: int,
               dataset: torch.Tensor | None = None) -> torch.Tensor:
     """One image as ``(C, H, W)`` in [0, 1]; a bad file raises PellucidError with the reason."""
-    if isinstance(item.source, int):
-        return dataset[item.source]
+    if isinstance(item.source, int):  # a built-in set's image, fitted to the model like a file (8-bit already)
+        x = dataset[item.source]
+        return x if tuple(x.shape) == tuple(input_size) else fit_image(quantize(x), tuple(input_size))[0]
     path = Path(item.source)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise PellucidError(f"not an image file: extension {path.suffix or '(none)'!r}; "

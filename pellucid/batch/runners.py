@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -66,14 +67,20 @@ def explain_dataset(source: str, out, model: str | nn.Module = "digits", methods
         check_choice(attack, "attack", MINIMAL_ATTACKS)
     if limit is not None:
         check_positive_int(limit, "limit")
+    if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise PellucidError(f"eps must be a number > 0 (the largest epsilon the search tries), got {eps!r}")
+    check_device(device)
     name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
     source = str(source) if str(source) in DATASETS else str(Path(source).resolve())
+    out = Path(out)
+    if source not in DATASETS and out.resolve() == Path(source):
+        raise PellucidError(f"--out {str(out)!r} is the input folder: choose another folder for the results")
     job = Job(source, name, weights, resolve_methods(methods), attack, eps, metric_steps, seed, max_pixels,
               limit, device, None if isinstance(model, str) else model)
-    out = Path(out)
+    # everything that can fail on the arguments fails here, before anything is written to ``out``
+    loaded = job.load_model()
+    items = list_items(job.input, getattr(loaded, "labels", None), limit, exclude=out)
     with job_folder(out, job):
-        loaded = job.load_model()
-        items = list_items(job.input, getattr(loaded, "labels", None), limit)
         store = ResultStore(out, job.methods)
         try:
             finished = store.finished()
@@ -89,6 +96,25 @@ def explain_dataset(source: str, out, model: str | nn.Module = "digits", methods
         if report:
             result.report = write_report(out)
     return result
+
+
+def check_device(device) -> None:
+    """A device torch knows and this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``), else a clear error."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise PellucidError(f"unknown device {device!r}: give cpu, cuda, cuda:N or mps") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PellucidError(f"device {device!r} is not available: this machine has no usable CUDA GPU "
+                                "(torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise PellucidError(f"device {device!r} is not available: this machine has "
+                                f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise PellucidError(f"device {device!r} is not available on this machine; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise PellucidError(f"device {device!r} is not supported by the batch job: give cpu, cuda, cuda:N or mps")
 
 
 def _input_size(model: nn.Module) -> tuple[int, ...]:

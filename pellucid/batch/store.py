@@ -20,6 +20,8 @@ from ..overlay import as_uint8, enlarge, image_array, overlay_rgb
 from .job import Job
 
 TABLE = "results.sqlite"
+TMP_PREFIX = ".pellucid-"  # the job's temporary files: .pellucid-NAME.PID.tmp beside NAME
+OWN_FOLDERS = ("maps", "overlays")  # the job writes there and in the out folder itself, nowhere else
 
 
 def map_path(out: Path, method: str, key: str) -> Path:
@@ -33,7 +35,7 @@ def overlay_path(out: Path, key: str) -> Path:
 def atomic_write(path: Path, write: Callable, fsync: bool = False) -> None:
     """Write to a temporary file beside ``path``, then rename it into place (atomic on POSIX)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         write(f)
         if fsync:
@@ -119,9 +121,20 @@ def job_folder(out: Path, job: Job) -> Iterator[dict]:
             raise PellucidError(f"another batch job is running in {str(out)!r}; wait for it or use another --out"
                                 ) from e
         meta = _check_config(out, job)
-        for tmp in out.rglob(".*.tmp"):
-            tmp.unlink()
+        for tmp in own_temporaries(out):
+            tmp.unlink(missing_ok=True)
         yield meta
+
+
+def own_temporaries(out: Path) -> list[Path]:
+    """The temporary files a killed run of the job left: its prefix, in its own folders only (files
+    of the same look that someone else put elsewhere under ``out`` are not the job's to delete)."""
+    pattern = f"{TMP_PREFIX}*.tmp"
+    found = [p for p in out.glob(pattern) if p.is_file()]
+    for folder in OWN_FOLDERS:
+        if (out / folder).is_dir():
+            found += [p for p in (out / folder).rglob(pattern) if p.is_file() and not p.is_symlink()]
+    return found
 
 
 def _check_config(out: Path, job: Job) -> dict:

@@ -80,7 +80,10 @@ function fillOptions(select, items) {
 async function init() {
   const r = await fetch("/api/models");
   state.info = await r.json();
-  fillOptions($("model"), state.info.models.map((m) => [m.name, m.name]));
+  fillOptions($("model"), state.info.models.map((m) => [m.name, m.offered ? m.name : `${m.name} (${m.needs})`]));
+  for (const o of $("model").options) {  // listed, not offered: a model whose extra is not installed
+    o.disabled = !state.info.models.find((m) => m.name === o.value).offered;
+  }
   const boxes = $("methods");
   for (const m of state.info.methods) {
     const label = document.createElement("label");
@@ -105,8 +108,29 @@ async function init() {
   await selectModel($("model").value, false);
 }
 
+async function built(name) {
+  // a model is built on first use (trained on a fresh machine): say so while it happens
+  const i = state.info.models.findIndex((m) => m.name === name);
+  if (state.info.models[i].state === "ready") return true;
+  showMessage(`Preparing model ${name} (the first time, it is trained: up to a minute)…`, "info");
+  busy(true);
+  try {
+    const r = await fetch(`/api/models/${encodeURIComponent(name)}`);
+    if (!r.ok) throw new Error(`Model ${name}: ${await failure(r)}`);
+    state.info.models[i] = await r.json();
+    showMessage("");
+    return true;
+  } catch (e) {
+    showMessage(e.message);
+    return false;
+  } finally {
+    busy(false);
+  }
+}
+
 async function selectModel(name, again = true) {
   state.model = name;
+  if (!(await built(name))) return;
   const m = modelInfo();
   const classes = m.labels.map((l, i) => [i, l === String(i) ? l : `${i}: ${l}`]);
   fillOptions($("fool-target"), classes);

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import html
+import os
 import re
 import socket
+import sys
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 
 import torch
 from fastapi import FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from .._checks import PellucidError
+from ..io import MAX_PIXELS
 from .analysis import attack_routes, attacks_info, explain_routes, methods_info
+from .catalog import TEXT_MODELS, builtin_models
 from .jobs import ModelSlot, Server
+from .schema import validation_error
 from .security import LOCAL_HOSTS, Guard, allowed_hosts
 from .uploads import MAX_SIDE, MAX_UPLOAD_BYTES, image_routes
 from .visualize import visualize_routes
@@ -27,21 +33,27 @@ RESULT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]] | None = None,
                replicas: int = 2, workers: int = 4,
-               allowed_hosts: tuple[str, ...] = (*LOCAL_HOSTS, "testserver")) -> FastAPI:
-    """The web app. ``models``: name -> model or loader (default: the built-in digits models)."""
-    from ..models import load_model
-
+               allowed_hosts: tuple[str, ...] = (*LOCAL_HOSTS, "testserver"),
+               unavailable: dict[str, str] | None = None) -> FastAPI:
+    """The web app. ``models``: name -> model or loader (default: the built-in digits models); a loader
+    runs when its model is first used. ``unavailable``: name -> why it cannot be built here (listed, not
+    offered). Text models (``langid``) are refused with a 400 that says where they are served."""
+    slots = {}
     if models is None:
-        models = {name: (lambda n=name: load_model(n)) for name in ("digits", "digits-nobn")}
-    models = {n: (lambda m=m: m) if isinstance(m, torch.nn.Module) else m for n, m in models.items()}
-    srv = Server({n: ModelSlot(n, f, replicas) for n, f in models.items()}, workers)
+        for name, (loader, description, missing) in builtin_models(("digits", "digits-nobn")).items():
+            slots[name] = ModelSlot(name, loader, replicas, description, missing)
+    else:
+        for name, m in models.items():
+            loader = (lambda m=m: m) if isinstance(m, torch.nn.Module) else m
+            slots[name] = ModelSlot(name, loader, replicas)
+    for name, why in (unavailable or {}).items():
+        slots[name] = ModelSlot(name, lambda: None, replicas, unavailable=why)
+    srv = Server(slots, workers, refused={n: why for n, why in TEXT_MODELS.items() if n not in slots})
 
     @asynccontextmanager
     async def lifespan(_app):
         yield
-        for event in list(srv.jobs.values()):
-            event.set()
-        srv.pool.shutdown(wait=False, cancel_futures=True)
+        srv.stop()
 
     app = FastAPI(title="pellucid", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.server = srv
@@ -52,6 +64,10 @@ def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]
     @app.exception_handler(HTTPException)
     async def http_error(_request, exc: HTTPException):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request, exc: RequestValidationError):  # NaN in a body must not be a 500
+        return JSONResponse(validation_error(exc.errors()), status_code=422)
 
     return app
 
@@ -81,9 +97,17 @@ def page_routes(app: FastAPI, srv: Server) -> None:
 
     @app.get("/api/models")
     async def models_info():
-        return {"models": [await asyncio.to_thread(model_info, slot) for slot in srv.models.values()],
+        """Answers at once: no model is built to list it (each says its state)."""
+        return {"models": [model_info(slot) for slot in srv.models.values()],
                 "methods": methods_info(), "attacks": attacks_info(),
-                "limits": {"bytes": MAX_UPLOAD_BYTES, "side": MAX_SIDE}}
+                "limits": {"bytes": MAX_UPLOAD_BYTES, "side": MAX_SIDE, "pixels": MAX_PIXELS}}
+
+    @app.get("/api/models/{name}")
+    async def model_details(name: str):
+        """The model chosen on the page: built now if it is not yet (loaded, or trained on first use)."""
+        slot = srv.slot(name)
+        await srv.build(lambda: slot.model)
+        return model_info(slot)
 
     @app.get("/api/status")
     async def status():
@@ -99,31 +123,53 @@ def page_routes(app: FastAPI, srv: Server) -> None:
 
 
 def model_info(slot: ModelSlot) -> dict:
+    """What the page shows of a model; labels and layers once it is built (``state`` ``ready``)."""
     from torch import nn
 
     from ..layers import named_layers
 
+    info = {"name": slot.name, "state": slot.state, "offered": not slot.unavailable,
+            "description": html.escape(slot.description), "labels": [], "input_size": [], "layers": []}
+    if slot.unavailable:
+        return {**info, "needs": slot.unavailable}
+    if slot.state != "ready":
+        return info
     model = slot.model
     convs = {n: m for n, m in named_layers(model).items() if isinstance(m, nn.Conv2d)}
-    layers = [{"name": n, "channels": m.out_channels} for n, m in convs.items()]
-    return {"name": slot.name, "labels": list(getattr(model, "labels", None) or []),
-            "input_size": list(getattr(model, "input_size", None) or []), "layers": layers,
-            "description": html.escape(getattr(model, "name", slot.name))}
+    return {**info, "labels": list(getattr(model, "labels", None) or []),
+            "input_size": list(getattr(model, "input_size", None) or []),
+            "layers": [{"name": n, "channels": m.out_channels} for n, m in convs.items()],
+            "description": html.escape(getattr(model, "name", None) or slot.description)}
 
 
 def serve(model: str = "digits", weights: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           replicas: int = 2, workers: int = 4) -> None:
-    """Run the web app until Ctrl-C; prints its address. ``port=0`` picks a free port."""
+    """Run the web app until Ctrl-C or SIGTERM; prints its address. ``port=0`` picks a free port.
+
+    The built-in image models are offered and built on first use (the address is printed at once);
+    a model given by name with ``weights``, or one that is not built in, is loaded first (a clear error
+    now if it cannot load). SIGTERM and Ctrl-C stop running jobs and a model in training within a step.
+    """
     import uvicorn
 
-    from ..models import BUILTIN, load_model
+    from ..models import load_model
 
-    loaders = {name: (lambda n=name: load_model(n)) for name in BUILTIN}
+    if model in TEXT_MODELS:
+        raise PellucidError(TEXT_MODELS[model])
+    builtins = builtin_models()
+    if model in builtins and builtins[model][2]:
+        raise PellucidError(f"model {model!r} {builtins[model][2]}")
+    loaders = {n: b[0] for n, b in builtins.items() if not b[2]}
+    missing = {n: b[2] for n, b in builtins.items() if b[2]}
     if model not in loaders or weights is not None:
         loaded = load_model(model, weights=weights)  # fail now, with a clear message, if it cannot load
-        loaders = {model: lambda: loaded, **loaders}
-    app = create_app(loaders, replicas=replicas, workers=workers, allowed_hosts=allowed_hosts(host))
-    app.state.server.load_samples(model)  # load the first model and its samples before printing the address
+        loaders[model] = lambda: loaded
+    loaders = {model: loaders[model], **loaders}  # the page selects the first one
+    app = create_app(loaders, replicas=replicas, workers=workers, allowed_hosts=allowed_hosts(host),
+                     unavailable=missing)
+    srv: Server = app.state.server
+    for name, slot in srv.models.items():
+        slot.description = builtins[name][1] if name in builtins else name
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -131,4 +177,24 @@ def serve(model: str = "digits", weights: str | None = None, host: str = "127.0.
     shown = f"[{host}]" if ":" in host else host
     print(f"pellucid serve: http://{shown}:{sock.getsockname()[1]}/  (Ctrl-C to stop)", flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run(sockets=[sock])
+
+    class StoppingServer(uvicorn.Server):
+        """On SIGTERM or Ctrl-C, also cancel the jobs and stop a model in training at once: the worker
+        threads would otherwise keep the process alive until they finish."""
+
+        def handle_exit(self, sig, frame):
+            srv.stop()
+            super().handle_exit(sig, frame)
+
+    code = 0
+    try:
+        StoppingServer(config).run(sockets=[sock])  # uvicorn re-raises Ctrl-C (KeyboardInterrupt) once stopped
+    except KeyboardInterrupt:
+        code = 130
+        raise
+    finally:
+        srv.stop()
+        if not srv.wait_idle(2.0):  # work that cannot be interrupted (reading data, a forward pass): no waiting
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)

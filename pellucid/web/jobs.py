@@ -13,6 +13,7 @@ import copy
 import queue
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from fastapi import HTTPException, Request
 
 from .._checks import PellucidError
 from .._state import hook_count
+from .._training import TrainingStopped, stop_training_when
 from ..io import fit_image, quantize
 
 
@@ -33,20 +35,40 @@ class Cancelled(Exception):
 
 class ModelSlot:
     """One model: a pristine copy nobody computes with, and up to ``replicas`` copies handed to one
-    job at a time. A replica that comes back with a hook left on it is thrown away."""
+    job at a time. A replica that comes back with a hook left on it is thrown away.
 
-    def __init__(self, name: str, loader: Callable[[], torch.nn.Module], replicas: int = 2):
+    The model is built (loaded, or trained on a fresh machine) on first use, never before; ``unavailable``
+    says why it cannot be built here (an extra that is not installed): it is listed, not offered.
+    ``stopping`` (set when the server stops) stops a model being trained between two steps.
+    """
+
+    def __init__(self, name: str, loader: Callable[[], torch.nn.Module], replicas: int = 2,
+                 description: str = "", unavailable: str | None = None):
         self.name, self._loader, self.replicas = name, loader, replicas
+        self.description, self.unavailable = description or name, unavailable
+        self.stopping = threading.Event()
         self._model: torch.nn.Module | None = None
         self._idle: queue.Queue = queue.Queue()
         self._made = 0
         self._lock = threading.Lock()
 
     @property
+    def state(self) -> str:
+        """``ready``, ``not built yet`` (built on first use) or ``needs an extra``."""
+        if self.unavailable:
+            return "needs an extra"
+        return "ready" if self._model is not None else "not built yet"
+
+    @property
     def model(self) -> torch.nn.Module:
+        if self.unavailable:
+            raise PellucidError(self.unavailable)
         with self._lock:
             if self._model is None:
-                self._model = self._loader().eval()
+                if self.stopping.is_set():
+                    raise TrainingStopped("the server is stopping")
+                with stop_training_when(self.stopping.is_set):
+                    self._model = self._loader().eval()
             return self._model
 
     def _take(self, cancel: threading.Event) -> torch.nn.Module:
@@ -134,8 +156,9 @@ def sample_pictures(model) -> list[Picture]:
 class Server:
     """Everything one running app holds."""
 
-    def __init__(self, models: dict[str, ModelSlot], workers: int = 4):
+    def __init__(self, models: dict[str, ModelSlot], workers: int = 4, refused: dict[str, str] | None = None):
         self.models = models
+        self.refused = dict(refused or {})  # names the page does not serve (text models), with the reason
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pellucid-job")
         self.results = Store()
         self.images: OrderedDict[str, Picture] = OrderedDict()
@@ -145,10 +168,45 @@ class Server:
         self.jobs: dict[str, threading.Event] = {}
         self.lock = threading.Lock()
 
+    def offered(self) -> list[str]:
+        return [n for n, s in self.models.items() if not s.unavailable]
+
     def slot(self, name: str) -> ModelSlot:
+        """The model called ``name``; a 400 for one this page does not serve, a 404 for an unknown name."""
+        offered = ", ".join(self.offered())
+        if name in self.refused:
+            raise HTTPException(400, f"{self.refused[name]}; this page offers: {offered}")
         if name not in self.models:
-            raise HTTPException(404, f"unknown model {name!r}; this server offers: {', '.join(self.models)}")
-        return self.models[name]
+            raise HTTPException(404, f"unknown model {name!r}; this server offers: {offered}")
+        slot = self.models[name]
+        if slot.unavailable:
+            raise HTTPException(400, f"model {name!r} is not available here: {slot.unavailable}")
+        return slot
+
+    async def build(self, fn: Callable, *args):
+        """``fn(*args)`` in the pool for work that may build a model: its errors as 4xx/503, not 500s.
+        (The pool, not asyncio's default executor, which the event loop joins without a timeout on exit.)"""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        except TrainingStopped as e:
+            raise HTTPException(503, "the server is stopping") from e
+        except PellucidError as e:
+            raise HTTPException(400, str(e)) from e
+
+    def stop(self) -> None:
+        """Stop everything: cancel the jobs, stop models being trained (the server is shutting down)."""
+        for slot in self.models.values():
+            slot.stopping.set()
+        for event in list(self.jobs.values()):
+            event.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def wait_idle(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the pool's threads to finish; whether they all did."""
+        deadline = time.monotonic() + seconds
+        for thread in list(getattr(self.pool, "_threads", ())):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in getattr(self.pool, "_threads", ()))
 
     def load_samples(self, name: str) -> None:
         if name not in self.samples:
@@ -205,6 +263,8 @@ class Server:
                     cancel.set()
         except Cancelled as e:
             raise HTTPException(409, "cancelled") from e
+        except TrainingStopped as e:
+            raise HTTPException(503, "the server is stopping") from e
         except PellucidError as e:
             raise HTTPException(400, str(e)) from e
         except HTTPException:

@@ -1,6 +1,11 @@
-"""The JSON bodies the page posts."""
+"""The JSON bodies the page posts, and the 422 that answers a body that does not fit them.
+
+Python's JSON parser accepts ``NaN`` and ``Infinity``; floats refuse them (``allow_inf_nan=False``),
+and :func:`validation_error` answers with a body that is valid JSON whatever the input held."""
 
 from __future__ import annotations
+
+import math
 
 from pydantic import BaseModel, Field
 
@@ -18,7 +23,7 @@ class ExplainAsk(Ask):
 
 class AttackAsk(Ask):
     kind: str = "fgsm"
-    eps: float = Field(0.1, ge=0.0, le=1.0)
+    eps: float = Field(0.1, ge=0.0, le=1.0, allow_inf_nan=False)
     steps: int = Field(10, ge=1, le=200)
 
 
@@ -30,3 +35,23 @@ class VisualAsk(BaseModel):
     channel: int = Field(0, ge=0)
     steps: int = Field(100, ge=1, le=1000)
     job: str | None = Field(None, max_length=64)
+
+
+def _shown(value) -> str | None:
+    """A request value for a message (``NaN``, ``inf``, strings, numbers); ``None`` for containers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("nan", "NaN").replace("inf", "Infinity")
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return repr(value)[:80]
+    return None
+
+
+def validation_error(errors) -> dict:
+    """FastAPI's validation errors as a JSON-safe body: each names the field and the value it got."""
+    detail = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        got = _shown(e.get("input")) if "input" in e else None
+        msg = e.get("msg", "invalid value") + (f", got {got}" if got is not None else "")
+        detail.append({"loc": loc, "msg": msg, "type": str(e.get("type", ""))})
+    return {"detail": detail}

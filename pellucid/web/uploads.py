@@ -20,7 +20,7 @@ from .views import image_png, png, top5
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_SIDE = 4096  # refused above this many pixels a side, before decoding
 KEEP_SIDE = 1024  # larger uploads are kept scaled down to this side
-STATUS = {"empty": 400, "corrupt": 400, "unknown": 415, "format": 415, "too large": 413}
+STATUS = {"empty": 400, "corrupt": 400, "unknown": 415, "format": 415, "too large": 413}  # ImageError.kind
 
 
 def decode_upload(data: bytes) -> Picture:
@@ -60,7 +60,7 @@ def image_routes(app: FastAPI, srv: Server) -> None:
     async def samples(model: str = "digits"):
         srv.slot(model)
         if model not in srv.samples:
-            await asyncio.to_thread(srv.load_samples, model)
+            await srv.build(srv.load_samples, model)  # the model's first use: built now
         out = []
         for iid in srv.samples[model]:
             pic = srv.images.get(iid)
