@@ -104,7 +104,7 @@ def _pool_indices(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
 def _derivative(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
     """The element-wise derivative of an activation module at ``inp`` (closed form for the ReLU family)."""
     if isinstance(module, nn.ReLU):
-        return (inp > 0).to(inp)
+        return inp > 0
     if isinstance(module, nn.LeakyReLU):
         return torch.where(inp > 0, 1.0, module.negative_slope).to(inp)
     if isinstance(module, nn.Hardtanh):  # ReLU6 too
@@ -144,8 +144,11 @@ class _Hooks:
         inp = self._saved.pop(module, inputs[0])
         tensor_out = out[0] if isinstance(out, tuple) else out
         if self.recording:
-            idx = _pool_indices(module, inp) if isinstance(module, MAX_POOLS) else None
-            self.records.append((module, inp, tensor_out, idx))
+            if isinstance(module, MAX_POOLS):  # flat per plane: the image pass gathers from them
+                idx = _pool_indices(module, inp).flatten(2)
+                self.records.append((module, inp.flatten(2), tensor_out.flatten(2), idx))
+            else:
+                self.records.append((module, inp, tensor_out, None))
             return None
         if self.position >= len(self.records) or self.records[self.position][0] is not module:
             raise PellucidError("DeepLIFT: the model called its modules in another order for the images than for the "
@@ -156,21 +159,26 @@ class _Hooks:
         rin, rout = self._ref(rin, n), self._ref(rout, n)
         x_in, x_out = inp.detach(), tensor_out.detach()
         if isinstance(module, MAX_POOLS):
+            # the image's window maxima sit at p, the reference's at q: gathers only, no full-size difference
             p = _pool_indices(module, x_in).flatten(2)
-            q = self._ref(ridx, n).flatten(2)
-            d_in = (x_in - rin).flatten(2)
-            dp, dq = d_in.gather(2, p), d_in.gather(2, q)
-            d_out = (x_out - rout).flatten(2)
-            span = dp - dq
-            flat = span.abs() <= 1e-12
-            lam = torch.where(flat, 0.5, (d_out - dq) / torch.where(flat, 1.0, span)).clamp(0, 1)
+            q = self._ref(ridx, n)
+            out_f = x_out.flatten(2)
+            dp = out_f - rin.gather(2, p)  # x[p] - ref[p]
+            dq = x_in.flatten(2).gather(2, q) - rout  # x[q] - ref[q]
+            # out - out_ref lies between dq and dp: lam in [0, 1]; 0/0 (dp = dq) splits evenly
+            lam = (out_f - rout - dq).div_(dp - dq).nan_to_num_(0.5).clamp_(0, 1)
             new = _PoolRescale.apply(inp, x_out, p, q, lam)
+        elif type(module) is nn.ReLU:
+            # the secant slope lies in [0, 1]; where in = in_ref exactly (0 / 0) the unit's difference is 0 and
+            # so is its share of the total, whatever the multiplier: 0, in the fewest element-wise passes
+            multiplier = (x_out - rout).div_(x_in - rin).nan_to_num_(0.0).clamp_(0, 1)
+            new = _Rescale.apply(inp, x_out, multiplier)
         else:
-            d_in, d_out = x_in - rin, x_out - rout
-            small = d_in.abs() <= 1e-6 * (x_in.abs() + rin.abs()) + 1e-12
-            multiplier = d_out / torch.where(small, 1.0, d_in)
-            if bool(small.any()):
-                multiplier = torch.where(small, _derivative(module, x_in), multiplier)
+            # (out - out_ref) / (in - in_ref); the derivative where the difference vanishes (< 1e-6)
+            d_in = x_in - rin
+            small = d_in.abs() < 1e-6
+            multiplier = (x_out - rout).div_(d_in.masked_fill_(small, 1.0))
+            multiplier = torch.where(small, _derivative(module, x_in), multiplier)
             new = _Rescale.apply(inp, x_out, multiplier)
         return (new, *out[1:]) if isinstance(out, tuple) else new
 
