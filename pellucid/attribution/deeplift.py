@@ -78,16 +78,18 @@ class _PoolRescale(torch.autograd.Function):
     def forward(ctx, inp, out, p, q, lam):
         ctx.save_for_backward(p, q, lam)
         ctx.in_shape = inp.shape
+        last = inp.dim() == 4 and inp.is_contiguous(memory_format=torch.channels_last) and not inp.is_contiguous()
+        ctx.memory_format = torch.channels_last if last else torch.contiguous_format
         return out.view_as(out)
 
     @staticmethod
     def backward(ctx, grad):
         p, q, lam = ctx.saved_tensors
         g = grad.flatten(2)
-        shape = ctx.in_shape
-        out = torch.zeros(*shape[:2], shape[2:].numel(), dtype=g.dtype, device=g.device)
-        out.scatter_add_(2, p, g * lam).scatter_add_(2, q, g * (1 - lam))
-        return out.view(shape), None, None, None, None
+        # in the input's memory format (channels-last models stay channels-last); planes are views either way
+        out = torch.empty(ctx.in_shape, dtype=g.dtype, device=g.device, memory_format=ctx.memory_format).zero_()
+        out.view(*ctx.in_shape[:2], -1).scatter_add_(2, p, g * lam).scatter_add_(2, q, g * (1 - lam))
+        return out, None, None, None, None
 
 
 def _pool_indices(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
