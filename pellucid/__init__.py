@@ -65,6 +65,9 @@ from .featureviz import (
 )
 from .io import load_image, load_images, save_image
 
+# outputs other than one class (regression: target=None; multi-label: score="sigmoid")
+from .targets import segmentation_target, similarity_target
+
 # can we trust it
 from .metrics import compare, deletion, insertion, sanity_check
 
@@ -93,3 +96,4 @@ __all__ = [
     "text_occlusion", "total_variation", "visualize", "wrap",
 ]
 __all__ += ["deeplift", "deeplift_shap", "gradient_shap", "kernel_shap"]
+__all__ += ["segmentation_target", "similarity_target"]

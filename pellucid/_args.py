@@ -26,6 +26,7 @@ def check_call(model: nn.Module, x: torch.Tensor, batch_size: int | None) -> tup
 
 def prepare(model: nn.Module, x: torch.Tensor, target, batch_size: int | None, score: str = "logit",
             target_name: str = "target") -> tuple[torch.Tensor, Target, int]:
-    """Validate the common arguments of a method: images, target and batch size."""
+    """Validate the common arguments of a method: images, target and batch size (a target that reads a
+    prediction, such as a segmentation mask of ``None``, is fixed on ``x`` here)."""
     x, bs = check_call(model, x, batch_size)
-    return x, as_target(target, len(x), num_classes(model), score, target_name), bs
+    return x, as_target(target, len(x), num_classes(model), score, target_name).bind(model, x), bs

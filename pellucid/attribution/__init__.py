@@ -2,7 +2,8 @@
 
 - ``gradients``: the input gradient, saliency, gradient x input, SmoothGrad, Integrated Gradients,
   guided backpropagation;
-- ``cam``: Grad-CAM and guided Grad-CAM;
+- ``cam``: the CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM,
+  Ablation-CAM, Eigen-CAM) for CNNs and transformers, and guided Grad-CAM;
 - ``perturbation``: occlusion and LIME;
 - ``explain``: maps by method name, read from the records in :mod:`pellucid.registry`.
 
@@ -11,8 +12,7 @@ with a row-maker and let ``_grad`` run them ``batch_size`` rows at a time, so me
 ``batch_size`` only.
 """
 
-from .cam import grad_cam, guided_grad_cam
-from .deeplift import deeplift, deeplift_shap
+from .cam import cam, grad_cam, guided_grad_cam
 from .explain import attribution_map, explain
 from .gradients import (
     gradient,
@@ -25,11 +25,9 @@ from .gradients import (
     smoothgrad,
 )
 from .perturbation import LimeResult, lime, occlusion, slic_segments
-from .shap import ShapResult, gradient_shap, kernel_shap
 
 __all__ = [
-    "LimeResult", "attribution_map", "explain", "grad_cam", "gradient", "guided_backprop", "guided_grad_cam",
+    "LimeResult", "attribution_map", "cam", "explain", "grad_cam", "gradient", "guided_backprop", "guided_grad_cam",
     "input_x_gradient", "integrated_gradients", "lime", "make_baseline", "normalize_per_image", "occlusion",
     "saliency", "slic_segments", "smoothgrad",
 ]
-__all__ += ["ShapResult", "deeplift", "deeplift_shap", "gradient_shap", "kernel_shap"]

@@ -1,0 +1,89 @@
+"""The gradient-free CAMs' extra passes: Score-CAM's masked images and Ablation-CAM's ablated layers.
+
+Both weigh channel ``k`` by the target's score on a pass where only that channel's information is kept
+(Score-CAM) or removed (Ablation-CAM), so they take one pass per channel; the passes run in chunks of
+``batch_size`` rows, so memory is bounded by ``batch_size``, not by the number of channels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..._grad import chunks, perturbation_scores
+from ...targets import Target
+
+
+def score_weights(model: nn.Module, x: torch.Tensor, t: Target, acts: torch.Tensor, bs: int) -> torch.Tensor:
+    """Score-CAM (Wang et al. 2020): softmax over channels of the score of ``x`` times each channel's map.
+
+    The map is upsampled bilinearly (corners aligned, as pytorch-grad-cam) and min-max scaled to [0, 1].
+    A constant channel's mask is all zeros, so all constant channels of an image share one pass (the
+    score of a black image); the others take one pass each. Returns weights ``(N, C)``.
+    """
+    n, c = acts.shape[:2]
+    flat = acts.flatten(2)
+    live = flat.amax(2) > flat.amin(2)
+    pairs = torch.nonzero(live)                          # (R, 2): image, channel
+    dead = torch.nonzero(~live.all(1)).flatten()         # images with a constant channel: one black pass each
+    img = torch.cat([pairs[:, 0], dead])
+    ch = torch.cat([pairs[:, 1], torch.full_like(dead, -1)])
+    size = x.shape[-2:]
+
+    def make(rows: slice) -> torch.Tensor:
+        i, k = img[rows], ch[rows]
+        up = F.interpolate(acts[i, k.clamp_min(0)][:, None], size=size, mode="bilinear", align_corners=True)
+        lo = up.amin((2, 3), keepdim=True)
+        hi = up.amax((2, 3), keepdim=True)
+        mask = (up - lo) / (hi - lo + 1e-8) * (k >= 0).to(up).reshape(-1, 1, 1, 1)
+        return x[i] * mask
+
+    scores = perturbation_scores(model, make, len(img), t.select(img), bs).to(acts.dtype)
+    table = torch.empty(n, c, dtype=acts.dtype, device=acts.device)
+    if len(dead):
+        table[dead] = scores[len(pairs):, None]
+    table[pairs[:, 0], pairs[:, 1]] = scores[: len(pairs)]
+    return table.softmax(1)
+
+
+def ablation_weights(model: nn.Module, state, module: nn.Module, x: torch.Tensor, t: Target, raw: torch.Tensor,
+                     to_map, base: torch.Tensor, bs: int) -> torch.Tensor:
+    """Ablation-CAM (Desai & Ramaswamy 2020): ``(score - score with channel k set to 0) / score``.
+
+    ``raw`` is the layer's output ``(N, ...)`` and ``to_map`` turns it into ``(N, C, h, w)``; channel
+    ``k``'s entries in ``raw`` are found by passing an index tensor through ``to_map``, so token layers
+    are ablated in place. The layer's output is replaced by a forward hook. The layers before it run
+    once per chunk on the one image, the layers after it on ``batch_size`` ablated copies (batch-1
+    tensors broadcast against them); a model where that fails runs the whole image ``batch_size`` times.
+    Returns weights ``(N, C)``.
+    """
+    n = len(raw)
+    index = torch.arange(raw[:1].numel(), device=raw.device).reshape(raw[:1].shape)
+    positions = to_map(index)[0].flatten(1)             # (C, h*w): channel k's entries in one row of raw
+    c = len(positions)
+    held: dict = {}
+    state.forward_hook(module, lambda _m, _i, out: held.get("out", out))
+    scores = torch.empty(n, c, dtype=base.dtype, device=base.device)
+    shared = True
+    with torch.no_grad():
+        for i in range(n):
+            for rows in chunks(c, bs):
+                m = rows.stop - rows.start
+                ablated = raw[i:i + 1].expand(m, *raw.shape[1:]).contiguous()
+                ablated.view(m, -1).scatter_(1, positions[rows], 0)
+                held["out"] = ablated
+                ti = t.select(torch.full((m,), i, dtype=torch.long))
+                out = None
+                if shared:
+                    try:
+                        out = ti(model(x[i:i + 1]))
+                    except Exception:  # noqa: BLE001 - a batch-1 tensor met the ablated copies badly: run it whole
+                        out = None
+                    if out is None or out.shape != (m,):
+                        shared, out = False, None
+                if out is None:
+                    out = ti(model(x[i:i + 1].expand(m, *x.shape[1:])))
+                scores[i, rows] = out.to(base.dtype)
+    held.clear()
+    return (base[:, None] - scores) / base[:, None]
