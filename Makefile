@@ -16,7 +16,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 report: $(STAMP)
-	$(VENV)/bin/pellucid report
+	$(VENV)/bin/pellucid report --also imagenet
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pellucid tests benchmarks

@@ -8,7 +8,7 @@ normalized step, unroll, clamp, blur).
 
 The contenders run in turn, round after round (``_timing.interleaved``), so that this machine's drift
 hits them alike; each runs the default 100 steps (20 for the batch of 100 digits, 5 at 224²). Run:
-``python benchmarks/visualization.py [linear] [digits] [resnet18]`` (about 3 minutes on 2 quiet CPU cores).
+``python benchmarks/visualization.py [linear] [digits] [resnet18] [imagenet]`` (about 3 minutes on 2 quiet CPU cores).
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ def main(which=("digits", "resnet18")):
         bench("linear model on 28² (the fixed cost of a step)", linear, list(range(10)), steps=500, rounds=11)
     if "resnet18" in which:
         bench("resnet18 (random weights)", pl.load_model("resnet18", weights="random"), [1, 500], steps=5, rounds=5)
+    if "imagenet" in which:  # the built-in EfficientNet-Lite0: tarantula and stingray, the course's classes
+        bench("imagenet (EfficientNet-Lite0)", pl.load_model("imagenet"), [76, 6], steps=5, rounds=5)
 
 
 if __name__ == "__main__":

@@ -135,18 +135,34 @@ def _explain_run(args):
     print(f"wrote {render.write_png(png, args.out)}")
 
 
+ALSO_IMAGES = 4  # images of each --also report: `make report` stays within 5 minutes on two cores
+
+
 def _report_args(p):
     add_model_args(p)
     p.add_argument("--out", default="report", help="output folder; the page is OUT/index.html")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--also", action="append", default=[], metavar="MODEL",
+                   help=f"also report on MODEL (its first {ALSO_IMAGES} samples) in OUT/MODEL/index.html, linked "
+                        "from the main page; `make report` adds imagenet")
 
 
 def _report_run(args):
-    from .report import build_report
+    from pathlib import Path
+
+    from .data import sample_images
+    from .models import load_model
+    from .report import SECTIONS, build_report, link_section
 
     model, x, y = load_model_and_images(args)
-    path = build_report(model, x, y, args.out, seed=args.seed)
-    print(f"wrote {path}")
+    also = list(dict.fromkeys(m for m in args.also if m != args.model))
+    links = [link_section([(f"{m}/index.html", m) for m in also], "Also in this report")] if also else []
+    print(f"wrote {build_report(model, x, y, args.out, seed=args.seed, sections=[*links, *SECTIONS])}")
+    for name in also:  # each on its first ALSO_IMAGES samples, in OUT/NAME/, linking back
+        other = load_model(name)
+        ox, oy = sample_images(other, n=ALSO_IMAGES)
+        back = link_section([("../index.html", args.model)], "Back")
+        print(f"wrote {build_report(other, ox, oy, Path(args.out) / name, seed=args.seed, sections=[back, *SECTIONS])}")
 
 
 def _explain_text_args(p):

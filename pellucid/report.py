@@ -210,9 +210,17 @@ SECTIONS: list[Callable[[ReportContext], render.Section | None]] = [
 ]
 
 
+def link_section(links: list[tuple[str, str]], title: str) -> Callable[[ReportContext], render.Section]:
+    """A section builder that links other reports: ``links`` are ``(relative href, model name)``."""
+    items = "".join(f'<li><a href="{html.escape(href)}">the report on <b>{html.escape(name)}</b></a></li>'
+                    for href, name in links)
+    return lambda ctx: render.Section(title, "The same report on other models and their own sample images.",
+                                      f"<ul>{items}</ul>")
+
+
 def build_report(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, out, seed: int = 0,
                  progress: bool = True, sections=None) -> Path:
-    """Write ``out/index.html`` and return its path."""
+    """Write ``out/index.html`` and return its path. ``sections``: the builders (default :data:`SECTIONS`)."""
     from ._checks import check_images
 
     out = Path(out)

@@ -319,3 +319,41 @@ def test_bad_photos_are_converted_or_refused_clearly(model, tmp_path):
             warnings.simplefilter("ignore")
             pl.load_image(corrupt, model)
     assert corrupt.read_bytes() == before
+
+
+def test_report_also_writes_the_imagenet_report_linked(tmp_path, monkeypatch):
+    from pellucid import cli, report
+
+    monkeypatch.setattr(report, "SECTIONS", [report.predictions_section])  # the links, not the sections
+    assert cli.main(["report", "-n", "2", "--also", "imagenet", "--out", str(tmp_path)]) in (0, None)
+    main, other = (tmp_path / "index.html").read_text(), (tmp_path / "imagenet" / "index.html").read_text()
+    assert 'href="imagenet/index.html"' in main and 'href="../index.html"' in other
+    assert "espresso" in other and "EfficientNet" not in main
+
+
+def test_the_web_page_offers_the_imagenet_model():
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from pellucid import web
+
+    with TestClient(web.create_app({"imagenet": pl.load_model("imagenet")}), base_url="http://127.0.0.1") as c:
+        assert any(m["name"] == "imagenet" for m in c.get("/api/models").json()["models"])
+        image = c.get("/api/samples?model=imagenet").json()["samples"][1]["image"]  # coffee
+        r = c.post("/api/explain", json={"image": image, "method": "gradcam", "model": "imagenet"})
+        assert r.status_code == 200, r.text
+
+
+def test_the_batch_job_explains_a_folder_of_photos(tmp_path):
+    from pellucid.data import photo_path
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    for name in ("chelsea", "coffee"):
+        (src / f"{name}{photo_path(name).suffix}").write_bytes(photo_path(name).read_bytes())
+    result = pl.explain_dataset(str(src), tmp_path / "out", model="imagenet", methods=("saliency", "gradcam"),
+                                metric_steps=3, progress=False, report=False)
+    rows = pl.read_results(tmp_path / "out")
+    assert len(rows) == 2 and result is not None
+    assert len(list((tmp_path / "out" / "maps" / "gradcam").glob("*.npy"))) == 2
