@@ -305,7 +305,7 @@ def test_bad_photos_are_converted_or_refused_clearly(model, tmp_path):
     x = pl.load_image(gray, model)
     assert x.shape == (1, 3, 224, 224) and torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
     rgba = (rng.random((40, 40, 4)) * 255).astype(np.uint8)
-    x = pl.load_image(_save(tmp_path, "rgba.png", rgba), model)  # alpha dropped
+    x = pl.load_image(_save(tmp_path, "rgba.png", rgba), model)  # composited on white
     assert x.shape == (1, 3, 224, 224)
     x = pl.load_image(_save(tmp_path, "tiny.png", (rng.random((3, 2, 3)) * 255).astype(np.uint8)), model)
     assert x.shape == (1, 3, 224, 224) and 0 <= float(x.min()) and float(x.max()) <= 1  # upsampled
