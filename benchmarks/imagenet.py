@@ -66,7 +66,7 @@ def lime_row(model, x, label: int, rounds: int, sizes, samples: int = 100) -> di
         seg_fn = lambda im: slic(im, n_segments=100, compactness=1, sigma=1, start_label=0)  # noqa: E731
         lime_image.LimeImageExplainer(random_state=0).explain_instance(
             img, classifier, labels=(label,), top_labels=None, hide_color=0, num_samples=samples,
-            segmentation_fn=seg_fn, random_seed=0, batch_size=10, progress_bar=False)
+            segmentation_fn=seg_fn, random_seed=0, batch_size=10)  # its progress bar goes to stderr
 
     def ours():
         cache = getattr(perturbation, "_SEGMENT_CACHE", None)
