@@ -69,7 +69,7 @@ from .io import load_image, load_images, save_image
 from .targets import segmentation_target, similarity_target
 
 # can we trust it
-from .metrics import compare, deletion, insertion, sanity_check
+from .metrics import compare, deletion, explanation_attack, infidelity, insertion, road, sanity_check, sensitivity
 
 # sequences: the langid GRU, per-character attribution, a character attack
 from .text import (
@@ -97,3 +97,4 @@ __all__ = [
 ]
 __all__ += ["deeplift", "deeplift_shap", "gradient_shap", "kernel_shap"]
 __all__ += ["segmentation_target", "similarity_target"]
+__all__ += ["explanation_attack", "infidelity", "road", "sensitivity"]

@@ -168,6 +168,33 @@ def curves_plot(deletion: dict, insertion: dict) -> bytes:
     return fig_png(fig)
 
 
+def trust_plot(rows: Sequence[dict], measures: Sequence[tuple[str, str]]) -> bytes | None:
+    """PNG: one panel per trust measure (a :func:`pellucid.metrics.compare` column), a bar per method, the
+    random baseline in gray, '–' where not computed. ``measures``: ``(column, "lower" or "higher")``, the
+    better direction, shown in the panel's title. ``None`` when no measure has a value."""
+    shown = [(c, b) for c, b in measures if any(r.get(c) is not None for r in rows)]
+    if not shown:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.3 * len(shown) + 1.3, 0.3 * len(rows) + 1.3),
+                             sharey=True, squeeze=False)
+    ys = list(range(len(rows)))
+    for ax, (col, better) in zip(axes[0], shown):
+        for y, r in zip(ys, rows):
+            if r.get(col) is None:
+                ax.text(0, y, " –", va="center", fontsize=7, color="gray")
+            else:
+                ax.barh(y, r[col], color="gray" if r["method"] == "random" else "C0", height=0.7)
+        ax.axvline(0, color="black", lw=0.5)
+        ax.set_title(f"{col}\n({better} is better)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(ys, [r["method"] for r in rows])
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    return fig_png(fig)
+
+
 # ---------------------------------------------------------------------------------------------
 # HTML report
 

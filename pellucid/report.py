@@ -132,10 +132,25 @@ def learned_section(ctx: ReportContext) -> render.Section:
                           + render.img_tag(filters_png, f"filters of {layer}", width=620))
 
 
+def _report_trust(records, small: bool) -> dict:
+    """The trust measures with the report's cheap settings: ROAD at 5 fractions, 16 infidelity draws,
+    max-sensitivity (3 draws) for cheap methods only, and the explanation attack (few steps) on saliency
+    and gradient x input only (one per large image), so the section stays within a minute or two."""
+    cheap = [name for name, m in records.items() if m.cost == "cheap"]
+    return {"road": {"fractions": (0.0, 0.2, 0.4, 0.6, 0.8)}, "infidelity": {"samples": 16},
+            "sensitivity": {"samples": 3, "methods": cheap}, "stability": {},
+            "attack": {"steps": 10 if small else 4, "checks": 2,
+                       "methods": ["saliency", "input_x_gradient"] if small else ["saliency"]}}
+
+
+TRUST_MEASURES = (("ROAD AUC", "lower"), ("infidelity", "lower"), ("sensitivity", "lower"),
+                  ("seed stability", "higher"), ("attack rank corr.", "higher"))
+
+
 def faithfulness_section(ctx: ReportContext) -> render.Section:
     from functools import partial
 
-    from .metrics import COLUMNS, compare, top_layers
+    from .metrics import compare, top_layers
     from .registry import methods as registered
 
     small = ctx.x.shape[-1] * ctx.x.shape[-2] <= 64 * 64
@@ -146,10 +161,14 @@ def faithfulness_section(ctx: ReportContext) -> render.Section:
                for name, m in records.items()}
     sanity = [name for name, m in records.items() if m.sanity == "always" or (m.sanity == "small" and small)]
     result = compare(ctx.model, ctx.x[:n], ctx.predicted[:n], methods, steps=21 if small else 11,
-                     sanity=sanity, sanity_layers=top_layers(ctx.model), seed=ctx.seed)
-    rows = [[r[c] if isinstance(r[c], str) else render.number(r[c]) for c in COLUMNS] for r in result.rows]
-    body = (render.table(COLUMNS, rows, cls="faithfulness")
+                     sanity=sanity, sanity_layers=top_layers(ctx.model), trust=_report_trust(records, small),
+                     seed=ctx.seed)
+    columns = result.columns()
+    rows = [[r[c] if isinstance(r[c], str) else render.number(r[c]) for c in columns] for r in result.rows]
+    trust_png = render.trust_plot(result.rows, TRUST_MEASURES)
+    body = (render.table(columns, rows, cls="faithfulness")
             + render.img_tag(render.curves_plot(result.deletion, result.insertion), "deletion and insertion curves")
+            + (render.img_tag(trust_png, "trust measures per method") if trust_png else "")
             + render.img_tag(render.sanity_plot(list(result.sanity.values())), "sanity check: similarity per "
                              "randomized layer"))
     return render.Section(
@@ -157,8 +176,14 @@ def faithfulness_section(ctx: ReportContext) -> render.Section:
         f"Can the maps be trusted? On {n} images, pixels are removed (deletion) or restored onto a blurred "
         "copy (insertion) in each map's order (Petsiuk et al. 2018): a faithful map makes the probability "
         "drop faster (lower deletion AUC) and rise faster (higher insertion AUC) than the random map. "
-        "Below, the model's layers are randomized from the output down (Adebayo et al. 2018): a map that "
-        "explains the model should lose its similarity to the original; one that stays similar "
+        "ROAD (Rong et al. 2022) removes pixels too but fills them from their neighbours, so the model does "
+        "not just react to holes (lower is better). Infidelity (Yeh et al. 2019) is how badly the map predicts "
+        "the score change under random noise, sensitivity how much the map changes under noise of radius "
+        "0.02 (both lower is better); seed stability is the rank correlation of a random method's maps for "
+        "two seeds; the explanation attack (Ghorbani et al. 2019) looks for a change of at most 0.05 per pixel "
+        "that keeps the prediction but moves the map: its rank correlation with the original map (higher "
+        "is sturdier). Below, the model's layers are randomized from the output down (Adebayo et al. 2018): "
+        "a map that explains the model should lose its similarity to the original; one that stays similar "
         f"shows the image, not the model (sanity check run for {', '.join(sanity)}).", body)
 
 

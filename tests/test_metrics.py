@@ -195,7 +195,7 @@ def test_randomization_is_seeded_and_leaves_the_global_rng_alone(digits_model, d
 
 def test_gradient_methods_beat_the_random_map_on_digits(digits_model, digits_batch):
     x, y = digits_batch
-    result = pl.compare(digits_model, x, y, ["saliency", "input_x_gradient"], steps=15, sanity=False)
+    result = pl.compare(digits_model, x, y, ["saliency", "input_x_gradient"], steps=15, sanity=False, trust=False)
     rows = {r["method"]: r for r in result.rows}
     assert list(rows) == ["saliency", "input_x_gradient", "random"]
     for name in ("saliency", "input_x_gradient"):
@@ -208,7 +208,8 @@ def test_ig_and_grad_cam_beat_the_random_map_on_digits(digits_model, digits_batc
     x, y = digits_batch
     methods = {"ig": lambda m, xx, t: pl.integrated_gradients(m, xx, t, steps=32),
                "gradcam": lambda m, xx, t: pl.grad_cam(m, xx, t)}
-    rows = {r["method"]: r for r in pl.compare(digits_model, x, y, methods, steps=15, sanity=False).rows}
+    rows = {r["method"]: r for r in pl.compare(digits_model, x, y, methods, steps=15, sanity=False,
+                                                   trust=False).rows}
     for name in methods:
         assert rows[name]["deletion AUC"] < rows["random"]["deletion AUC"], rows
         assert rows[name]["insertion AUC"] > rows["random"]["insertion AUC"], rows
@@ -242,7 +243,7 @@ def test_compare_accepts_names_callables_and_dicts(digits_model, digits_batch):
         return pl.saliency(model, xx, target)
 
     result = pl.compare(digits_model, x, y, ["saliency", my_map], steps=4, sanity=["saliency"],
-                        sanity_layers=["fc"])
+                        sanity_layers=["fc"], trust=False)
     assert [r["method"] for r in result.rows] == ["saliency", "my_map", "random"]
     by = {r["method"]: r for r in result.rows}
     assert by["saliency"]["deletion AUC"] == pytest.approx(by["my_map"]["deletion AUC"])
@@ -250,7 +251,7 @@ def test_compare_accepts_names_callables_and_dicts(digits_model, digits_batch):
     assert set(result.sanity) == {"saliency", "random"}
     text = result.table()
     assert "random" in text.splitlines()[-1] and "deletion AUC" in text.splitlines()[0]
-    again = pl.compare(digits_model, x, y, {"s": pl.saliency}, steps=4, sanity=False)
+    again = pl.compare(digits_model, x, y, {"s": pl.saliency}, steps=4, sanity=False, trust=False)
     assert again.rows[-1]["deletion AUC"] == pytest.approx(by["random"]["deletion AUC"])  # seeded baseline
 
 
@@ -266,6 +267,48 @@ def test_unknown_names_use_the_attribution_registry(monkeypatch, digits_model, d
     assert list(registry.methods()) == ["only"]
     with pytest.raises(PellucidError, match="choose one of: only"):
         pl.compare(digits_model, x[:2], y[:2], ["saliency"])
+
+
+def test_compare_trust_columns(digits_model, digits_batch):
+    """ROAD, infidelity, sensitivity, seed stability and the explanation attack per method; None where a
+    measure does not apply (no seed, no differentiable surrogate) or was not asked for."""
+    x, y = digits_batch
+    x, y = x[:3], y[:3]
+    trust = {"road": {"fractions": [0.0, 0.5]}, "infidelity": {"samples": 4}, "sensitivity": {"samples": 2},
+             "stability": {}, "attack": {"steps": 2, "checks": 1}}
+    methods = {"saliency": "saliency", "lime": lambda m, xx, t, seed=0: pl.lime(m, xx, t, samples=40, segments=16,
+                                                                             seed=seed)}
+    result = pl.compare(digits_model, x, y, methods, steps=4, sanity=False, trust=trust)
+    rows = {r["method"]: r for r in result.rows}
+    assert set(metrics.COLUMNS) == set(rows["saliency"])
+    for name in ("saliency", "lime", "random"):
+        assert all(isinstance(rows[name][c], float) for c in ("ROAD AUC", "infidelity", "sensitivity")), rows[name]
+    assert rows["saliency"]["seed stability"] is None and rows["lime"]["seed stability"] is not None
+    assert abs(rows["random"]["seed stability"]) < 0.2  # two seeds' random maps are unrelated
+    assert rows["saliency"]["attack rank corr."] is not None and rows["lime"]["attack rank corr."] is None
+    assert set(result.road) == {"saliency", "lime", "random"} and set(result.attacks) == {"saliency"}
+    assert "ROAD AUC" in result.table().splitlines()[0]
+    plain = pl.compare(digits_model, x, y, ["saliency"], steps=4, sanity=False, trust=False)
+    assert "ROAD AUC" not in plain.table() and plain.rows[0]["infidelity"] is None
+    some = pl.compare(digits_model, x, y, ["saliency"], steps=4, sanity=False,
+                      trust={"infidelity": {"samples": 3, "methods": ["nothing"]}})
+    assert some.rows[0]["infidelity"] is None and some.rows[1]["infidelity"] is not None  # random always
+    with pytest.raises(PellucidError, match=r"unknown trust measures \['roads'\]; choose from road, infidelity"):
+        pl.compare(digits_model, x, y, ["saliency"], trust=["roads"])
+
+
+def test_trust_plot_is_a_png():
+    import io
+
+    from PIL import Image
+
+    from pellucid.render import trust_plot
+
+    rows = [{"method": "saliency", "ROAD AUC": 0.4, "attack rank corr.": None},
+            {"method": "random", "ROAD AUC": 0.8, "attack rank corr.": 0.9}]
+    img = Image.open(io.BytesIO(trust_plot(rows, [("ROAD AUC", "lower"), ("attack rank corr.", "higher")])))
+    assert img.format == "PNG" and img.width > 300
+    assert trust_plot(rows, [("infidelity", "lower")]) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +351,9 @@ def test_no_side_effects(name, digits_model, digits_batch):
         "deletion": lambda m, xx: pl.deletion(m, xx, y[:3], "saliency", steps=3),
         "insertion": lambda m, xx: pl.insertion(m, xx, y[:3], torch.rand(3, 28, 28), steps=3),
         "sanity_check": lambda m, xx: pl.sanity_check(m, xx, y[:3], "saliency", layers=["fc", "conv3"]),
-        "compare": lambda m, xx: pl.compare(m, xx, y[:3], ["saliency"], steps=3, sanity_layers=["fc"]),
+        "compare": lambda m, xx: pl.compare(m, xx, y[:3], ["saliency"], steps=3, sanity_layers=["fc"],
+                                            trust={"road": {"fractions": [0.5]}, "infidelity": {"samples": 2},
+                                                   "sensitivity": {"samples": 1}, "attack": {"steps": 1}}),
     }
     check_side_effects(calls[name], digits_model, x[:3])
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 
@@ -69,3 +70,18 @@ def accepts(fn: Callable, keyword: str) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def is_seeded(name: str, fn) -> bool:
+    """Whether the method draws random numbers from a ``seed`` argument."""
+    if isinstance(fn, functools.partial):
+        if "seed" in fn.keywords:
+            return True
+        fn = fn.func
+    record = registered_methods().get(name)
+    if getattr(fn, "seeded", False) or (record is not None and record.fn is fn and record.seeded):
+        return True
+    try:
+        return "seed" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False

@@ -45,3 +45,27 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win_size: in
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1).float()
+
+
+def top_count(fraction_or_k: float | int, pixels: int) -> int:
+    """``k`` from an int count or a fraction in (0, 1] of ``pixels``, at least 1."""
+    from .._checks import PellucidError
+
+    v = fraction_or_k
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0 or (isinstance(v, float) and v > 1):
+        raise PellucidError(f"top must be a pixel count >= 1 or a fraction in (0, 1], got {v!r}")
+    k = v if isinstance(v, int) else round(v * pixels)
+    return max(1, min(int(k), pixels))
+
+
+def topk_overlap(a: torch.Tensor, b: torch.Tensor, top: float | int = 0.1) -> torch.Tensor:
+    """Share of ``a``'s ``k`` largest pixels that are also among ``b``'s ``k`` largest, ``(N,)`` in [0, 1].
+
+    ``top`` is ``k`` as a count or as a fraction of the pixels (Ghorbani et al. 2019's top-k intersection;
+    ties broken by position, first pixel first)."""
+    fa, fb = a.flatten(1), b.flatten(1)
+    k = top_count(top, fa.shape[1])
+    ia = fa.argsort(dim=1, descending=True, stable=True)[:, :k]
+    ib = fb.argsort(dim=1, descending=True, stable=True)[:, :k]
+    hit = torch.zeros_like(fa, dtype=torch.bool).scatter_(1, ib, True)
+    return hit.gather(1, ia).float().mean(1)
