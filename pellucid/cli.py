@@ -116,6 +116,9 @@ def _explain_args(p):
     p.add_argument("--methods", default=",".join(grid_methods()),
                    help=f"comma-separated, from: {', '.join(methods())}; default {','.join(grid_methods())}")
     p.add_argument("--target", default=None, help="class to explain (index or name); default: the prediction")
+    p.add_argument("--target-kind", default="class", choices=TARGET_KINDS,
+                   help="class: a logit (default); multilabel: a class's sigmoid; regression: the single output "
+                        "itself; segmentation: a class's pixel logits summed over the pixels predicted as it")
     p.add_argument("--shared-scale", action="store_true", help="one colour scale per method over all images")
     p.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad noise and LIME samples")
     p.add_argument("--batch-size", type=int, default=None, help="images per model call (default: automatic)")
@@ -128,14 +131,45 @@ def _explain_run(args):
     from .report import predictions
 
     model, x, y = load_model_and_images(args)
-    probs = predictions(model, x)
-    target = parse_target(args.target, model, probs.argmax(1))
+    if args.target_kind == "class":
+        probs = predictions(model, x)
+        target, titles = parse_target(args.target, model, probs.argmax(1)), render.image_row_titles(model, probs, y)
+    else:
+        target, titles = explain_target(args.target_kind, args.target, model, x)
     maps = explain(model, x, target, args.methods, seed=args.seed, batch_size=args.batch_size, progress=True)
-    png = render.attribution_grid(x, maps, render.image_row_titles(model, probs, y), shared_scale=args.shared_scale)
+    png = render.attribution_grid(x, maps, titles, shared_scale=args.shared_scale)
     print(f"wrote {render.write_png(png, args.out)}")
 
 
 ALSO_IMAGES = 4  # images of each --also report: `make report` stays within 5 minutes on two cores
+
+
+TARGET_KINDS = ("class", "multilabel", "regression", "segmentation")
+
+
+def explain_target(kind: str, value: str | None, model, x):
+    """The target of ``explain --target-kind`` other than class, and one title per image."""
+    import torch
+
+    from ._state import model_state
+    from .targets import Target, as_target, segmentation_target
+
+    if kind == "regression":
+        return None, [f"image {i}" for i in range(len(x))]
+    with model_state(model), torch.no_grad():
+        out = model(x)
+    if kind == "segmentation":
+        out = segmentation_target(0).logits(out)  # (N, K, H, W), from a tensor or a dict's "out"
+    if kind == "multilabel":
+        probs = torch.sigmoid(out)
+        default = probs.argmax(1)
+        target = parse_target(value, model, default)
+        classes = as_target(target, len(x), out.shape[1]).classes
+        label = getattr(model, "label", str)
+        titles = [f"{label(int(k))} (sigmoid {float(probs[i, k]):.2f})" for i, k in enumerate(classes)]
+        return Target(classes, None, "sigmoid"), titles
+    cls = parse_target(value, model, int(out.argmax(1).flatten().mode().values))
+    return segmentation_target(cls), [f"class {cls}: {int((out[i].argmax(0) == cls).sum())} px" for i in range(len(x))]
 
 
 def _report_args(p):
@@ -258,14 +292,19 @@ def _layers_args(p):
 
 
 def _layers_run(args):
+    from .attribution.cams import describe_grid
     from .featureviz import layer_names
     from .models import load_model
 
-    rows = layer_names(load_model(args.model, weights=args.weights))
+    model = load_model(args.model, weights=args.weights)
+    rows = layer_names(model)
     width = max(len(n) for n, _, _ in rows)
     kind = max(len(t) for _, t, _ in rows)
-    for name, type_name, shape in rows:
-        print(f"{name:<{width}}  {type_name:<{kind}}  {'x'.join(map(str, shape)) if shape else '-'}")
+    shapes = ["x".join(map(str, shape)) if shape else "-" for _, _, shape in rows]
+    span = max(len(t) for t in shapes)
+    for (name, type_name, shape), text in zip(rows, shapes):  # a CAM reads layers with a grid (tokens too)
+        grid = describe_grid(shape, getattr(model, "input_size", None))
+        print(f"{name:<{width}}  {type_name:<{kind}}  {text:<{span}}  {grid}".rstrip())
 
 
 def _viz_args(p, steps: int = 100):

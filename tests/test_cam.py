@@ -12,7 +12,7 @@ from torch import nn
 import pellucid as pl
 from pellucid import registry
 from pellucid._checks import PellucidError
-from pellucid.attribution.cam import METHODS, default_layer, principal_map
+from pellucid.attribution.cams import METHODS, default_layer, principal_map
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.ablation_layer import AblationLayer  # noqa: E402
@@ -198,8 +198,8 @@ def test_ablation_on_tokens_zeroes_a_channel_of_the_patch_tokens(vit_small, phot
     import torchvision
 
     from pellucid._state import model_state
-    from pellucid.attribution.cam.grids import make_reshape
-    from pellucid.attribution.cam.passes import ablation_weights
+    from pellucid.attribution.cams.grids import make_reshape
+    from pellucid.attribution.cams.passes import ablation_weights
     from pellucid.targets import as_target
 
     torch.manual_seed(0)
@@ -238,7 +238,7 @@ def test_reshape_argument(vit_small, photo112):
 
 
 def test_layers_command_shows_token_grids():
-    from pellucid.attribution.cam import describe_grid
+    from pellucid.attribution.cams import describe_grid
 
     assert describe_grid((197, 768), (3, 224, 224)) == "grid 14x14 (tokens, 1 skipped)"
     assert describe_grid((7, 7, 768), (3, 224, 224)) == "grid 7x7 (channels last)"
@@ -294,3 +294,20 @@ def test_relu_off_keeps_negative_evidence(digits_model, digits4):
     raw = pl.cam(digits_model, x, y, "hirescam", "conv3", relu=False)
     assert raw.min() < 0
     assert np.isfinite(raw.numpy()).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# front ends
+
+def test_cli_explain_offers_the_family_and_target_kinds(tmp_path, digits_model, capsys):
+    from pellucid.cli import main
+
+    out = tmp_path / "g.png"
+    assert main(["explain", "-n", "2", "--methods", "gradcam++,scorecam,eigencam", "--target-kind", "multilabel",
+                 "--out", str(out)]) in (0, None)
+    assert out.exists()
+    assert main(["explain", "-n", "1", "--methods", "layercam", "--target-kind", "regression",
+                 "--out", str(out)]) == 2
+    assert "target=None explains a single-output model" in capsys.readouterr().err
+    assert main(["layers", "--model", "digits"]) in (0, None)
+    assert "64x14x14  grid 14x14" in capsys.readouterr().out

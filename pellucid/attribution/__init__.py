@@ -2,7 +2,7 @@
 
 - ``gradients``: the input gradient, saliency, gradient x input, SmoothGrad, Integrated Gradients,
   guided backpropagation;
-- ``cam``: the CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM,
+- ``cams``: the CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM,
   Ablation-CAM, Eigen-CAM) for CNNs and transformers, and guided Grad-CAM;
 - ``perturbation``: occlusion and LIME;
 - ``explain``: maps by method name, read from the records in :mod:`pellucid.registry`.
@@ -12,7 +12,7 @@ with a row-maker and let ``_grad`` run them ``batch_size`` rows at a time, so me
 ``batch_size`` only.
 """
 
-from .cam import cam, grad_cam, guided_grad_cam
+from .cams import cam, grad_cam, guided_grad_cam
 from .explain import attribution_map, explain
 from .gradients import (
     gradient,

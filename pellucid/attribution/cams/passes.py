@@ -20,7 +20,8 @@ def score_weights(model: nn.Module, x: torch.Tensor, t: Target, acts: torch.Tens
 
     The map is upsampled bilinearly (corners aligned, as pytorch-grad-cam) and min-max scaled to [0, 1].
     A constant channel's mask is all zeros, so all constant channels of an image share one pass (the
-    score of a black image); the others take one pass each. Returns weights ``(N, C)``.
+    score of a black image); the others take one pass each. The masked images are laid out channels-last
+    (faster convolutions on CPU; same values). Returns weights ``(N, C)``.
     """
     n, c = acts.shape[:2]
     flat = acts.flatten(2)
@@ -37,7 +38,8 @@ def score_weights(model: nn.Module, x: torch.Tensor, t: Target, acts: torch.Tens
         lo = up.amin((2, 3), keepdim=True)
         hi = up.amax((2, 3), keepdim=True)
         mask = (up - lo) / (hi - lo + 1e-8) * (k >= 0).to(up).reshape(-1, 1, 1, 1)
-        return x[i] * mask
+        # channels-last rows take oneDNN's NHWC convolutions on CPU (the model is untouched)
+        return (x[i] * mask).contiguous(memory_format=torch.channels_last)
 
     scores = perturbation_scores(model, make, len(img), t.select(img), bs).to(acts.dtype)
     table = torch.empty(n, c, dtype=acts.dtype, device=acts.device)
@@ -56,6 +58,7 @@ def ablation_weights(model: nn.Module, state, module: nn.Module, x: torch.Tensor
     are ablated in place. The layer's output is replaced by a forward hook. The layers before it run
     once per chunk on the one image, the layers after it on ``batch_size`` ablated copies (batch-1
     tensors broadcast against them); a model where that fails runs the whole image ``batch_size`` times.
+    Since a row costs only the layers after the CAM layer, the caller passes a larger default ``bs``.
     Returns weights ``(N, C)``.
     """
     n = len(raw)
