@@ -14,6 +14,7 @@ from ._checks import PellucidError
 from .models import PixelModel, list_models, load_model, wrap  # isort: skip
 # how easily is it fooled
 from .adversarial import fgsm, fooling_image, minimal_epsilon, pgd, robustness_curve
+from .adversarial import AutoAttackResult, apgd, autoattack, cw, deepfool, square
 
 # where does it look
 from .attribution import (
@@ -98,3 +99,4 @@ __all__ = [
 __all__ += ["deeplift", "deeplift_shap", "gradient_shap", "kernel_shap"]
 __all__ += ["segmentation_target", "similarity_target"]
 __all__ += ["explanation_attack", "infidelity", "road", "sensitivity"]
+__all__ += ["AutoAttackResult", "apgd", "autoattack", "cw", "deepfool", "square"]

@@ -427,12 +427,14 @@ def _attack_run(args):
 
 def _robustness_args(p):
     add_model_args(p)
-    from .adversarial import MINIMAL_ATTACKS
+    from .adversarial import CURVE_ATTACKS
 
-    p.add_argument("--attack", default="pgd", choices=MINIMAL_ATTACKS)
+    p.add_argument("--attack", default="pgd", choices=CURVE_ATTACKS,
+                   help="autoattack: the worst case over APGD-CE, APGD-T and Square (no FAB)")
     p.add_argument("--eps", default=None, help="comma-separated eps values; default depends on the images")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    p.add_argument("--steps", type=int, default=10, help="pgd steps")
+    p.add_argument("--steps", type=int, default=10,
+                   help="pgd steps; autoattack: APGD steps (with 50x as many Square queries)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="robustness.png", help="output PNG")
 
@@ -472,7 +474,8 @@ COMMANDS: dict[str, Command] = {
     "classviz": ("write class visualizations (gradient ascent from noise)", _classviz_args, _classviz_run),
     "filterviz": ("write channel visualizations beside their activation maps", _filterviz_args, _filterviz_run),
     "fool": ("write fooling images: the smallest steps that make the model predict a target", _fool_args, _fool_run),
-    "attack": ("attack images with FGSM or PGD and show original | adversarial | difference", _attack_args,
+    "attack": ("attack images (FGSM, PGD, APGD, Square, AutoAttack, CW, DeepFool) and show original | adversarial | "
+               "difference", _attack_args,
                _attack_run),
     "robustness": ("accuracy under attack for several eps, as a table and a plot", _robustness_args,
                    _robustness_run),

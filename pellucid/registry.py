@@ -79,7 +79,8 @@ class Attack:
     """An attack: ``fn(model, x, label, eps, *, targeted, norm, steps, alpha, seed, batch_size, progress)``
     returns adversarial images in [0, 1] within ``eps`` of ``x`` in ``norm``.
 
-    ``iterative`` attacks use ``steps`` (and a step size); ``norms`` are the balls it supports.
+    ``iterative`` attacks use ``steps`` (and, with ``alpha``, a step size); ``norms`` are the balls it
+    supports.
     """
 
     name: str
@@ -91,12 +92,13 @@ class Attack:
     steps: int = 10
     cost: str = "cheap"
     summary: str = ""
+    alpha: bool = True
 
     def run(self, model, x, label, eps: float, *, targeted=False, norm: str = "linf", steps: int | None = None,
             alpha: float | None = None, seed: int = 0, batch_size: int | None = None,
             progress: bool = False) -> torch.Tensor:
         """Run the attack with front-end arguments: ``steps`` defaults to the record's, ``alpha`` to
-        :func:`default_alpha`; arguments the attack does not use are ignored."""
+        :func:`default_alpha` (for attacks that take one); arguments the attack does not use are ignored."""
         if norm not in self.norms:
             raise PellucidError(f"{self.name} supports norm {', '.join(self.norms)}, got {norm!r}")
         kw = {"targeted": targeted, "batch_size": batch_size}
@@ -104,7 +106,9 @@ class Attack:
             kw["seed"] = seed
         if self.iterative:
             steps = self.steps if steps is None else steps
-            kw.update(steps=steps, alpha=default_alpha(eps, steps) if alpha is None else alpha, progress=progress)
+            kw.update(steps=steps, progress=progress)
+            if self.alpha:
+                kw["alpha"] = default_alpha(eps, steps) if alpha is None else alpha
         if len(self.norms) > 1:
             kw["norm"] = norm
         return self.fn(model, x, label, eps, **kw)

@@ -206,12 +206,28 @@ def fooled_section(ctx: ReportContext, n_fool: int = 6) -> render.Section:
             f"(median {int(r.steps.float().median())} steps of lr·g/‖g‖).</p>"
             + render.img_tag(rows, "fooling images", width=560)
             + "<p>Accuracy under PGD (L∞, 10 steps, random start, true labels where known) as eps grows:</p>"
-            + render.img_tag(render.robustness_plot(curve), "robustness curve", width=520) + table)
+            + render.img_tag(render.robustness_plot(curve), "robustness curve", width=520) + table
+            + autoattack_line(ctx, labels))
     return render.Section("How easily is it fooled",
                           "Fooling images (Szegedy et al. 2014): gradient ascent on a random target class, each "
                           "image stopping as soon as the model predicts it; the difference is magnified ten "
                           "times (red brighter, blue darker). Then the accuracy left under a PGD attack "
                           "(Madry et al. 2018) of growing size eps.", body)
+
+
+def autoattack_line(ctx: ReportContext, labels: torch.Tensor) -> str:
+    """Accuracy under a cheap AutoAttack (a few images, 10 APGD steps, 3 targets, 100 Square queries)."""
+    from .adversarial import autoattack, default_eps
+
+    n = 8 if ctx.x.shape[-1] * ctx.x.shape[-2] <= 64 * 64 else 4
+    eps = default_eps(ctx.x)[3]
+    r = autoattack(ctx.model, ctx.x[:n], labels[:n], eps, seed=ctx.seed, steps=10, targets=3, queries=100,
+                   progress=ctx.progress)
+    broke = ", ".join(f"{k} {v}" for k, v in r.counts().items() if v) or "none"
+    return (f"<p>Accuracy under AutoAttack at eps {eps:.4g} (L∞): <b>{100 * r.robust_accuracy:.0f}%</b> of "
+            f"{len(r.broken_by)} images (clean {100 * r.clean_accuracy:.0f}%; broken by: {html.escape(broke)}). "
+            "A cheap run: APGD-CE and APGD-T with 10 steps, 3 target classes, 100 Square queries, no FAB; "
+            "the standard settings (<code>pl.autoattack</code>) usually break more.</p>")
 
 
 def attribution_section(ctx: ReportContext) -> render.Section:

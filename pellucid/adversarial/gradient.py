@@ -35,7 +35,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, label, eps: float, targeted=False, *
 
 def pgd(model: nn.Module, x: torch.Tensor, label, eps: float, alpha: float, steps: int, norm: str = "linf",
         targeted=False, random_start: bool = True, seed: int | torch.Generator = 0, early_stop: bool = False, *,
-        batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
+        momentum: float = 0.0, batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
     """Projected gradient descent (Madry et al. 2018) in the L-infinity or L2 ball of radius ``eps``.
 
     ``steps`` steps of size ``alpha`` on the cross-entropy (sign of the gradient for ``"linf"``,
@@ -43,16 +43,18 @@ def pgd(model: nn.Module, x: torch.Tensor, label, eps: float, alpha: float, step
     into [0, 1]. ``random_start`` starts at a uniform point of the ball (seeded). ``early_stop``
     stops each image once it is misclassified (or classified as the target): it takes no more
     steps and leaves the batch. ``eps`` and ``alpha`` are numbers or one per image; ``targeted`` as
-    in :func:`fgsm`. Shape: ``(N, C, H, W)`` in, same out.
+    in :func:`fgsm`. ``momentum=mu`` > 0 is MI-FGSM (Dong et al. 2018): each step follows
+    ``g <- mu * g + grad / mean|grad|`` instead of the gradient (with ``random_start=False``, as
+    the paper). Shape: ``(N, C, H, W)`` in, same out.
 
     >>> adv = pl.pgd(model, x, y, eps=0.1, alpha=0.01, steps=40)
     """
     return _pgd(model, x, label, eps, alpha, steps, norm, targeted, random_start, seed, early_stop,
-                batch_size, progress)[0]
+                batch_size, progress, momentum)[0]
 
 
 def _pgd(model, x, label, eps, alpha, steps, norm="linf", targeted=False, random_start=True, seed=0,
-         early_stop=False, batch_size=None, progress=True) -> tuple[torch.Tensor, torch.Tensor]:
+         early_stop=False, batch_size=None, progress=True, momentum=0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`pgd` that also returns the steps each image took."""
     x, bs = check_call(model, x, batch_size)
     goal, is_targeted = _attack_target(model, x, label, targeted)
@@ -62,9 +64,14 @@ def _pgd(model, x, label, eps, alpha, steps, norm="linf", targeted=False, random
     steps = check_positive_int(steps, "steps")
     sign = 1.0 if is_targeted else -1.0  # the gradient is of log_softmax = -CE
     start = _random_start(x, eps_, norm, _generator(seed, x.device)) if random_start else x
+    mu = float(_per_sample(momentum, "momentum", 1, "cpu")[0])
+    past = torch.zeros_like(x) if mu else None  # MI-FGSM's accumulated direction
 
     def step(xi: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         x0, a, e = (x, alpha_, eps_) if len(rows) == len(x) else (t[rows.to(x.device)] for t in (x, alpha_, eps_))
+        if past is not None:
+            r = rows.to(x.device)
+            past[r] = grad = mu * past[r] + grad / grad.abs().flatten(1).mean(1).clamp_min(1e-12).reshape(-1, 1, 1, 1)
         moved = xi + a.reshape(-1, 1, 1, 1) * sign * _unit(grad, norm)
         return (x0 + _project(moved - x0, e, norm)).clamp_(0, 1)
 

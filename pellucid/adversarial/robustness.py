@@ -17,15 +17,20 @@ from .._state import model_state
 from ..registry import default_alpha
 from ..targets import Target
 from ._loop import NORMS, Adversarial, _classes, _per_sample
+from .autoattack import autoattack
 from .gradient import _pgd
 
 MINIMAL_ATTACKS = ("fgsm", "pgd")  # what minimal_epsilon and robustness_curve search over (per-image eps)
+CURVE_ATTACKS = (*MINIMAL_ATTACKS, "autoattack")  # robustness_curve also takes AutoAttack's worst case
 
 
 def _attack_fn(model, x, labels: Target, attack: str, norm: str, steps: int, rel_alpha: float | None, seed,
                bs: int, progress: bool = False, random_start: bool = True) -> Adversarial:
     """``adversarial(eps (M,), rows (M,))``: the attack of images ``rows`` at per-image ``eps``."""
-    check_choice(attack, "attack", MINIMAL_ATTACKS)
+    check_choice(attack, "attack", CURVE_ATTACKS)
+    if attack == "autoattack":  # APGD with ``steps`` steps, 50x as many Square queries (the registry's rule)
+        return lambda eps, rows: autoattack(model, x[rows], labels.classes[rows], eps, norm, seed=seed, steps=steps,
+                                            queries=50 * steps, batch_size=bs, progress=progress).adversarial
     if attack == "fgsm":
         if norm != "linf":
             raise PellucidError(f"fgsm is an L-infinity attack; norm must be 'linf', got {norm!r} (use attack='pgd')")
@@ -76,6 +81,7 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, label, attack: str = "fgs
     eps_max = float(_per_sample(eps_max, "eps_max", 1, "cpu", 1e-12)[0])
     tol = float(_per_sample(tol, "tol", 1, "cpu", 1e-12)[0])
     grid = check_positive_int(grid, "grid")
+    check_choice(attack, "attack", MINIMAL_ATTACKS)
     attack_at = _attack_fn(model, x, labels, attack, norm, steps, rel_alpha, 0, bs, random_start=False)
     fooled = _fooled(model, labels, bs, attack_at)
     return _search(fooled, len(x), eps_max, tol, grid, progress)
@@ -123,7 +129,8 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, label, eps_values: Seque
 
     All eps values run as one batch (the images repeated once per eps, each with its own radius).
     PGD takes ``steps`` steps of ``rel_alpha * eps`` (default ``2.5 / steps``) from a random start,
-    and an image stops once misclassified (its first fooling point is kept). Render it with
+    and an image stops once misclassified (its first fooling point is kept). ``attack="autoattack"``:
+    :func:`autoattack` with APGD of ``steps`` steps and ``50 * steps`` Square queries. Render it with
     ``pellucid.render.robustness_plot``.
 
     >>> curve = pl.robustness_curve(model, x, y, [0, 0.05, 0.1, 0.2])

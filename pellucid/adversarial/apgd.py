@@ -1,0 +1,182 @@
+"""Auto-PGD (Croce & Hein 2020): PGD with momentum whose step size halves at checkpoints where the loss
+stalls or oscillates; with the cross-entropy or the DLR loss, untargeted, towards given classes, or
+towards each of the top-k other classes in turn (APGD-T, as AutoAttack runs it)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._args import check_call, num_classes
+from .._checks import PellucidError, check_choice, check_positive_int
+from .._grad import input_gradient, logits_of
+from .._progress import bar
+from .._state import model_state
+from ..registry import Attack, register_attack
+from ._loop import NORMS, _attack_target, _classes, _generator, _per_sample, _project, _unit
+from ._losses import Loss, check_loss
+
+
+def apgd(model: nn.Module, x: torch.Tensor, label, eps: float, steps: int = 100, norm: str = "linf",
+         loss: str = "ce", targeted=False, restarts: int = 1, seed: int | torch.Generator = 0, *,
+         top_k: int = 9, rho: float = 0.75, batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
+    """Auto-PGD (Croce & Hein 2020) in the L-infinity or L2 ball of radius ``eps``.
+
+    Each run starts at a random point of the ball (seeded) and takes ``steps`` momentum steps
+    (``0.75``) of size ``2 * eps``, halved at checkpoints (after 22%, then shorter and shorter
+    stretches of the run) for each image whose loss rose in at most ``rho`` of the stretch's steps or
+    whose best loss did not improve since the last checkpoint; a halving restarts from the best point.
+    ``loss``: ``"ce"`` (cross-entropy) or ``"dlr"`` (difference of logits ratio, scale-invariant).
+
+    ``targeted``: ``False`` (away from ``label``), ``True`` or class indices (towards them, as in
+    :func:`pgd`), or ``"top"``: APGD-T, towards each of the ``top_k`` most likely other classes in turn
+    (AutoAttack: ``loss="dlr"``, 9 targets), an image counting as broken once misclassified.
+    Images already fooled (misclassified, or at their target) are returned as they are; the rest run
+    ``restarts`` times until fooled, and an image leaves the batch as soon as it is (early exit).
+    An image that is never fooled comes back at the point of highest loss found.
+    Shape: ``(N, C, H, W)`` in, same out.
+
+    >>> adv = pl.apgd(model, x, y, eps=8 / 255)                          # APGD-CE
+    >>> adv = pl.apgd(model, x, y, eps=8 / 255, loss="dlr", targeted="top")  # APGD-T
+    """
+    return _apgd(model, x, label, eps, steps, norm, loss, targeted, restarts, seed, top_k, rho, batch_size,
+                 progress)[0]
+
+
+def _apgd(model, x, label, eps, steps=100, norm="linf", loss="ce", targeted=False, restarts=1, seed=0, top_k=9,
+          rho=0.75, batch_size=None, progress=True, rows=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`apgd` that also returns whether each image is fooled, attacking only ``rows`` (others are
+    returned as they are). Random starts are drawn for the whole batch, so an image's run does not
+    depend on which other images are attacked along with it."""
+    x, bs = check_call(model, x, batch_size)
+    top = isinstance(targeted, str)
+    if top and targeted != "top":
+        raise PellucidError(f"targeted must be False, True, class indices or 'top', got {targeted!r}")
+    goal, is_targeted = (_classes(model, x, label, "label"), False) if top else _attack_target(model, x, label,
+                                                                                              targeted)
+    check_choice(norm, "norm", NORMS)
+    check_loss(loss, num_classes(model), is_targeted or top)
+    eps_ = _per_sample(eps, "eps", len(x), x.device)
+    steps = check_positive_int(steps, "steps")
+    restarts = check_positive_int(restarts, "restarts")
+    top_k = check_positive_int(top_k, "top_k")
+    rho = float(_per_sample(rho, "rho", 1, "cpu")[0])
+    gen = _generator(seed, x.device)
+    classes = goal.classes.to(x.device)
+    with model_state(model):
+        clean = logits_of(model, x, len(x), bs)
+        if not is_targeted:
+            y, t = classes, None
+        else:  # the targeted DLR compares with the most likely class other than the target
+            y, t = clean.scatter(1, classes[:, None], float("-inf")).argmax(1), classes
+        done = (clean.argmax(1) == t) if is_targeted else (clean.argmax(1) != y)
+        todo = torch.ones(len(x), dtype=torch.bool, device=x.device) if rows is None else _mask(rows, len(x), x.device)
+        todo &= ~done
+        adv, fooled = x.clone(), done.clone()
+        targets = [t] if not top else [clean.argsort(1, descending=True)[:, k] for k in
+                                       range(1, min(top_k, clean.shape[1] - 1) + 1)]
+        runs = len(targets) * restarts
+        with bar(runs * steps, f"apgd-{'t' if top else loss} {norm}", progress, unit="step") as b:
+            for target in targets:
+                for _ in range(restarts):
+                    # drawn for every image, so that each image's start depends on the seed only
+                    noise = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+                             if norm == "linf" else torch.randn(x.shape, generator=gen, device=x.device,
+                                                                dtype=x.dtype))
+                    idx = torch.nonzero(todo & ~fooled).flatten()
+                    if not idx.numel():
+                        b.update(steps)
+                        continue
+                    tt = None if target is None else target[idx]
+                    a, f = _run(model, x[idx], y[idx], tt, eps_[idx], noise[idx], steps, norm, loss, rho,
+                                is_targeted, bs, b)
+                    better = f | ~fooled[idx]  # a fooling point, or a higher-loss point of an unfooled image
+                    adv[idx[better]] = a[better]
+                    fooled[idx[f]] = True
+    return adv, fooled
+
+
+def _mask(rows, n: int, device) -> torch.Tensor:
+    m = torch.zeros(n, dtype=torch.bool, device=device)
+    m[torch.as_tensor(rows, device=device)] = True
+    return m
+
+
+def _run(model, x0, y, t, eps, noise, steps, norm, kind, rho, to_target, bs, b):
+    """One APGD run on the images ``x0``: their adversarial points and whether each is fooled."""
+    e = eps.reshape(-1, 1, 1, 1)
+    scale = noise.flatten(1).abs().amax(1) if norm == "linf" else noise.flatten(1).norm(dim=1)
+    x_adv = (x0 + e * noise / scale.clamp_min(1e-12).reshape(-1, 1, 1, 1)).clamp(0, 1)
+    out, fooled = x_adv.clone(), torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
+    n2, n_min, decrease = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+
+    def evaluate(xs, s):
+        f = Loss(kind, s["y"], s["t"])
+        grad, value = input_gradient(model, xs, f, bs)
+        pred = f.take_logits().argmax(1)
+        return grad, value, (pred == s["t"]) if to_target else (pred != s["y"])
+
+    # the state of each image still running; rows leave it when fooled
+    s = {"x0": x0, "e": e, "y": y, "t": t, "idx": torch.arange(len(x0), device=x0.device)}
+    grad, value, hit = evaluate(x_adv, s)
+    s.update(x=x_adv, x_old=x_adv, grad=grad, best=x_adv, grad_best=grad, loss_best=value,
+             step=2 * e.clone(), history=torch.zeros(len(x0), steps, device=x0.device),
+             reduced=torch.ones(len(x0), dtype=torch.bool, device=x0.device), best_last=value)
+    s = _leave(s, hit, out, fooled)
+    k, since = n2, 0
+
+    def proj(z):
+        return (s["x0"] + _project(z - s["x0"], s["e"].flatten(), norm)).clamp(0, 1)
+
+    for i in range(steps):
+        if not len(s["idx"]):
+            b.update(steps - i)
+            break
+        xa = s["x"]
+        momentum, s["x_old"] = xa - s["x_old"], xa
+        a = 0.75 if i > 0 else 1.0
+        z = proj(xa + s["step"] * _unit(s["grad"], norm))
+        xa = proj(xa + a * (z - xa) + (1 - a) * momentum)
+        grad, value, hit = evaluate(xa, s)
+        s.update(x=xa, grad=grad)
+        s["history"][:, i] = value
+        up = value > s["loss_best"]
+        s["best"] = torch.where(up.reshape(-1, 1, 1, 1), xa, s["best"])
+        s["grad_best"] = torch.where(up.reshape(-1, 1, 1, 1), grad, s["grad_best"])
+        s["loss_best"] = torch.where(up, value, s["loss_best"])
+        s = _leave(s, hit, out, fooled)
+        since += 1
+        if since == k:  # checkpoint
+            h = s["history"]
+            rises = sum((h[:, i - j] > h[:, i - j - 1]).float() for j in range(k))  # index -1: the zero column
+            cut = (rises <= k * rho) | (~s["reduced"] & (s["best_last"] >= s["loss_best"]))
+            s["reduced"], s["best_last"] = cut, s["loss_best"].clone()
+            c4 = cut.reshape(-1, 1, 1, 1)
+            s["step"] = torch.where(c4, s["step"] / 2, s["step"])
+            s["x"] = torch.where(c4, s["best"], s["x"])
+            s["grad"] = torch.where(c4, s["grad_best"], s["grad"])
+            since, k = 0, max(k - decrease, n_min)
+        b.update(1)
+    out[s["idx"]] = s["best"]
+    return out, fooled
+
+
+def _leave(s: dict, hit: torch.Tensor, out: torch.Tensor, fooled: torch.Tensor) -> dict:
+    """Record the fooled rows' points and drop them from the running state."""
+    if not hit.any():
+        return s
+    gone = s["idx"][hit]
+    out[gone], fooled[gone] = s["x"][hit] if "x" in s else out[gone], True
+    keep = ~hit
+    return {k: (v[keep] if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
+
+
+def _apgd_attack(model, x, label, eps, *, targeted=False, norm="linf", steps=100, seed=0, batch_size=None,
+                 progress=False):
+    return apgd(model, x, label, eps, steps, norm, targeted=targeted, seed=seed, batch_size=batch_size,
+                progress=progress)
+
+
+register_attack(Attack("apgd", "APGD-CE", _apgd_attack, seeded=True, steps=100, cost="expensive", alpha=False,
+                       summary="PGD with momentum and a step size that halves where the loss stalls "
+                               "(Croce & Hein 2020)"))

@@ -1,0 +1,185 @@
+"""APGD, Square, AutoAttack, Carlini-Wagner and DeepFool: against torchattacks on the same digits and
+settings, inside their balls, without side effects, reproducible, and clear about bad arguments."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import check_side_effects
+
+import pellucid as pl
+from pellucid import registry
+from pellucid.adversarial.apgd import _apgd
+from pellucid.adversarial.square import _square
+
+ta = pytest.importorskip("torchattacks")
+EPS = 0.15
+
+
+@pytest.fixture(scope="module")
+def their_model(digits_model):
+    """A copy of the digits model for torchattacks, whose CW leaves gradients on the parameters it uses."""
+    return copy.deepcopy(digits_model).eval()
+
+
+def robust(model, adv, y) -> torch.Tensor:
+    with torch.no_grad():
+        return model(adv).argmax(1) == y
+
+
+def assert_in_ball(x, adv, eps, norm):
+    d = (adv - x).flatten(1)
+    size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    assert (size <= eps + 1e-5).all(), float(size.max())
+    assert adv.min() >= 0 and adv.max() <= 1
+
+
+@pytest.mark.parametrize("norm,eps,loss", [("linf", EPS, "ce"), ("linf", EPS, "dlr"), ("l2", 1.5, "ce")])
+def test_apgd_is_at_least_as_strong_as_torchattacks(their_model, digits_model, digits_batch, norm, eps, loss):
+    x, y = digits_batch
+    theirs = ta.APGD(their_model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, steps=20, loss=loss, seed=0)(x, y)
+    ours, fooled = _apgd(digits_model, x, y, eps, 20, norm, loss, progress=False)
+    assert_in_ball(x, ours, eps, norm)
+    assert torch.equal(fooled, ~robust(digits_model, ours, y))
+    assert int(robust(digits_model, ours, y).sum()) <= int(robust(digits_model, theirs, y).sum()) + 1
+
+
+def test_apgd_targeted_top_k_and_given_targets(their_model, digits_model, digits_batch):
+    x, y = digits_batch
+    theirs = ta.APGDT(their_model, eps=0.1, steps=10, n_classes=10, seed=0)(x, y)
+    ours = pl.apgd(digits_model, x, y, 0.1, steps=10, loss="dlr", targeted="top", progress=False)
+    assert_in_ball(x, ours, 0.1, "linf")
+    assert int(robust(digits_model, ours, y).sum()) <= int(robust(digits_model, theirs, y).sum()) + 1
+    goal = (y + 1) % 10
+    adv = pl.apgd(digits_model, x, goal, 0.3, steps=20, targeted=True, progress=False)
+    with torch.no_grad():
+        assert (digits_model(adv).argmax(1) == goal).float().mean() >= 0.8
+
+
+def test_square_is_at_least_as_strong_as_torchattacks_and_stays_in_its_ball(their_model, digits_model, digits_batch):
+    x, y = digits_batch
+    for norm, eps in (("linf", 0.2), ("l2", 2.0)):
+        adv, fooled = _square(digits_model, x, y, eps, 300, norm, progress=False)
+        assert_in_ball(x, adv, eps, norm)
+        assert torch.equal(fooled, ~robust(digits_model, adv, y))
+        theirs = ta.Square(their_model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, n_queries=300, seed=0)(x, y)
+        assert int((~fooled).sum()) <= int(robust(digits_model, theirs, y).sum()) + 1, norm
+
+
+def test_autoattack_is_no_weaker_than_torchattacks_or_any_part(their_model, digits_model, digits_batch):
+    x, y = digits_batch
+    r = pl.autoattack(digits_model, x, y, EPS, steps=10, queries=300, progress=False)
+    assert_in_ball(x, r.adversarial, EPS, "linf")
+    ours = robust(digits_model, r.adversarial, y)
+    assert r.robust_accuracy == pytest.approx(float(ours.float().mean()))
+    assert r.clean_accuracy == pytest.approx(float(robust(digits_model, x, y).float().mean()))
+    assert [b is None for b in r.broken_by] == ours.tolist()
+    # torchattacks' AutoAttack (10 steps, as it ships) and each of its parts alone; Square with as many queries
+    aa = ta.AutoAttack(their_model, norm="Linf", eps=EPS, n_classes=10, seed=0)
+    for part in aa._autoattack.attacks:
+        if hasattr(part, "n_queries"):
+            part.n_queries = 300
+    lowest = int(robust(digits_model, aa(x, y), y).sum())
+    for part in aa._autoattack.attacks:
+        lowest = min(lowest, int(robust(digits_model, part(x, y), y).sum()))
+    assert int(ours.sum()) <= lowest
+    # never weaker than its own parts run alone with the same seed
+    alone = [_apgd(digits_model, x, y, EPS, 10, progress=False)[1],
+             _apgd(digits_model, x, y, EPS, 10, loss="dlr", targeted="top", progress=False)[1],
+             _square(digits_model, x, y, EPS, 300, progress=False)[1]]
+    for fooled in alone:
+        assert not (ours & fooled).any()
+
+
+def test_cw_and_deepfool_are_as_successful_and_as_small_as_torchattacks(their_model, digits_model, digits_batch):
+    x, y = digits_batch[0][:6], digits_batch[1][:6]
+    pairs = {"cw": (ta.CW(their_model, c=1.0, kappa=0.0, steps=50, lr=0.01)(x, y),
+                    pl.cw(digits_model, x, y, steps=50, progress=False)),
+             "deepfool": (ta.DeepFool(their_model, steps=50, overshoot=0.02)(x, y),
+                          pl.deepfool(digits_model, x, y, progress=False))}
+    for name, (theirs, ours) in pairs.items():
+        assert ours.min() >= 0 and ours.max() <= 1
+        f_theirs, f_ours = ~robust(digits_model, theirs, y), ~robust(digits_model, ours, y)
+        assert f_ours.sum() >= f_theirs.sum(), name
+        if f_theirs.any():
+            l2_t = (theirs - x).flatten(1).norm(dim=1)[f_theirs].median()
+            l2_o = (ours - x).flatten(1).norm(dim=1)[f_ours & f_theirs].median()
+            assert l2_o <= 1.05 * l2_t + 1e-6, name
+
+
+CALLS = {
+    "apgd": lambda m, x, y: pl.apgd(m, x, y, 0.1, steps=3, progress=False),
+    "apgd-t": lambda m, x, y: pl.apgd(m, x, y, 0.1, steps=3, loss="dlr", targeted="top", top_k=2, progress=False),
+    "square": lambda m, x, y: pl.square(m, x, y, 0.1, queries=5, progress=False),
+    "autoattack": lambda m, x, y: pl.autoattack(m, x, y, 0.1, steps=3, queries=5, targets=2,
+                                                progress=False).adversarial,
+    "cw": lambda m, x, y: pl.cw(m, x, y, steps=3, progress=False),
+    "deepfool": lambda m, x, y: pl.deepfool(m, x, y, steps=3, progress=False),
+}
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_no_side_effects_and_reproducible(digits_model, digits_batch, name):
+    x, y = digits_batch[0][:3], digits_batch[1][:3]
+    check_side_effects(lambda m, xx: CALLS[name](m, xx, y), digits_model, x)
+    state = torch.get_rng_state()
+    a, b = CALLS[name](digits_model, x, y), CALLS[name](digits_model, x, y)
+    assert torch.equal(a, b)
+    assert torch.equal(state, torch.get_rng_state()), "the global RNG moved"
+
+
+def test_a_different_seed_gives_a_different_start(digits_model, digits_batch):
+    x, y = digits_batch[0][:3], digits_batch[1][:3]
+    a = pl.square(digits_model, x, y, 0.05, queries=3, seed=0, progress=False)
+    b = pl.square(digits_model, x, y, 0.05, queries=3, seed=1, progress=False)
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("call,needle", [
+    (lambda m, x, y: pl.apgd(m, x, y, -0.1), "-0.1"),
+    (lambda m, x, y: pl.apgd(m, x, y, 0.1, norm="l3"), "l3"),
+    (lambda m, x, y: pl.apgd(m, x, y, 0.1, loss="mse"), "mse"),
+    (lambda m, x, y: pl.apgd(m, x, y, 0.1, targeted="bottom"), "bottom"),
+    (lambda m, x, y: pl.square(m, x, y, 0.1, queries=0), "0"),
+    (lambda m, x, y: pl.square(m, x, y, -1.0), "-1"),
+    (lambda m, x, y: pl.autoattack(m, x, y, 0.1, version="fast"), "fast"),
+    (lambda m, x, y: pl.autoattack(m, x, y, 0.1, norm="l1"), "l1"),
+    (lambda m, x, y: pl.autoattack(m, x, torch.full_like(y, 10), 0.1), "10"),
+    (lambda m, x, y: pl.cw(m, x, torch.full_like(y, 12)), "12"),
+    (lambda m, x, y: pl.cw(m, x, y, c=-1.0), "-1"),
+    (lambda m, x, y: pl.deepfool(m, x, torch.full_like(y, -3)), "-3"),
+    (lambda m, x, y: pl.deepfool(m, x, y, steps=0), "0"),
+])
+def test_bad_arguments_are_refused_clearly(digits_model, digits_batch, call, needle):
+    x, y = digits_batch[0][:2], digits_batch[1][:2]
+    with pytest.raises(pl.PellucidError, match=needle):
+        call(digits_model, x, y)
+
+
+def test_the_new_attacks_run_through_their_records(digits_model, digits_batch):
+    x, y = digits_batch[0][:2], digits_batch[1][:2]
+    for name in ("apgd", "square", "autoattack", "cw", "deepfool"):
+        record = registry.attack(name)
+        for norm, eps in (("linf", 0.1), ("l2", 1.0)):
+            adv = record.run(digits_model, x, y, eps, norm=norm, steps=2)
+            assert_in_ball(x, adv, eps, norm)
+
+
+def test_autoattack_curve_and_eps_zero(digits_model, digits_batch):
+    x, y = digits_batch[0][:4], digits_batch[1][:4]
+    r = pl.autoattack(digits_model, x, y, 0.0, steps=2, queries=2, progress=False)
+    assert torch.equal(r.adversarial, x) and r.robust_accuracy == r.clean_accuracy
+    curve = pl.robustness_curve(digits_model, x, y, [0.0, 0.3], "autoattack", steps=5, progress=False)
+    assert curve.accuracy[0] >= curve.accuracy[1]
+
+
+def test_pgd_momentum_is_mifgsm(their_model, digits_model, digits_batch):
+    x, y = digits_batch
+    theirs = ta.MIFGSM(their_model, eps=0.1, alpha=0.02, steps=10, decay=1.0)(x, y)
+    ours = pl.pgd(digits_model, x, y, 0.1, 0.02, 10, random_start=False, momentum=1.0, progress=False)
+    assert (ours - theirs).abs().max() < 1e-5
+    early = pl.pgd(digits_model, x, y, 0.1, 0.02, 10, random_start=False, momentum=1.0, early_stop=True,
+                   progress=False)
+    assert_in_ball(x, early, 0.1, "linf")
