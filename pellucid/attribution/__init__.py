@@ -13,6 +13,7 @@ with a row-maker and let ``_grad`` run them ``batch_size`` rows at a time, so me
 """
 
 from .cams import cam, grad_cam, guided_grad_cam
+from .deeplift import deeplift, deeplift_shap
 from .explain import attribution_map, explain
 from .gradients import (
     gradient,
@@ -25,9 +26,11 @@ from .gradients import (
     smoothgrad,
 )
 from .perturbation import LimeResult, lime, occlusion, slic_segments
+from .shap import ShapResult, gradient_shap, kernel_shap
 
 __all__ = [
     "LimeResult", "attribution_map", "cam", "explain", "grad_cam", "gradient", "guided_backprop", "guided_grad_cam",
     "input_x_gradient", "integrated_gradients", "lime", "make_baseline", "normalize_per_image", "occlusion",
     "saliency", "slic_segments", "smoothgrad",
 ]
+__all__ += ["ShapResult", "deeplift", "deeplift_shap", "gradient_shap", "kernel_shap"]

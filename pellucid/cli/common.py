@@ -1,0 +1,74 @@
+"""What every command shares: the model and image arguments, targets by index, name or kind."""
+
+from __future__ import annotations
+
+import argparse
+
+from .._checks import PellucidError
+
+
+def add_model_args(p: argparse.ArgumentParser, images: bool = True) -> None:
+    p.add_argument("--model", default="digits", help="model name (see `pellucid models`); default digits")
+    p.add_argument("--weights", default=None, help="weights file for torchvision models, or 'random'")
+    if images:
+        p.add_argument("images", nargs="*", metavar="IMAGE", help="image files; default: the model's samples")
+        p.add_argument("-n", type=int, default=None, help="how many sample images when no IMAGE is given")
+
+
+def load_model_and_images(args):
+    """The model and the batch the command works on: the given files, or the model's samples."""
+    import torch
+
+    from ..data import sample_images
+    from ..io import load_images
+    from ..models import load_model
+
+    model = load_model(args.model, weights=args.weights)
+    if getattr(args, "images", None):
+        x = load_images(args.images, model)
+        return model, x, torch.full((len(x),), -1, dtype=torch.long)
+    x, y = sample_images(model, n=getattr(args, "n", None))
+    return model, x, y
+
+
+def parse_target(value: str | None, model, default):
+    """An int class index, or a class name of the model's labels."""
+    if value is None:
+        return default
+    if value.lstrip("-").isdigit():
+        return int(value)
+    labels = [str(lb).lower() for lb in (getattr(model, "labels", None) or [])]
+    if value.lower() in labels:
+        return labels.index(value.lower())
+    raise PellucidError(f"unknown target {value!r}: give a class index 0..{len(labels) - 1} or a class name")
+
+
+ALSO_IMAGES = 4  # images of each --also report: `make report` stays within 5 minutes on two cores
+
+
+TARGET_KINDS = ("class", "multilabel", "regression", "segmentation")
+
+
+def explain_target(kind: str, value: str | None, model, x):
+    """The target of ``explain --target-kind`` other than class, and one title per image."""
+    import torch
+
+    from .._state import model_state
+    from ..targets import Target, as_target, segmentation_target
+
+    if kind == "regression":
+        return None, [f"image {i}" for i in range(len(x))]
+    with model_state(model), torch.no_grad():
+        out = model(x)
+    if kind == "segmentation":
+        out = segmentation_target(0).logits(out)  # (N, K, H, W), from a tensor or a dict's "out"
+    if kind == "multilabel":
+        probs = torch.sigmoid(out)
+        default = probs.argmax(1)
+        target = parse_target(value, model, default)
+        classes = as_target(target, len(x), out.shape[1]).classes
+        label = getattr(model, "label", str)
+        titles = [f"{label(int(k))} (sigmoid {float(probs[i, k]):.2f})" for i, k in enumerate(classes)]
+        return Target(classes, None, "sigmoid"), titles
+    cls = parse_target(value, model, int(out.argmax(1).flatten().mode().values))
+    return segmentation_target(cls), [f"class {cls}: {int((out[i].argmax(0) == cls).sum())} px" for i in range(len(x))]

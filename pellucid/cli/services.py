@@ -1,0 +1,94 @@
+"""Commands that run a service or another modality: explain-text, attack-text, serve, batch."""
+
+from __future__ import annotations
+
+from .._checks import PellucidError
+from .common import add_model_args
+
+
+def _explain_text_args(p):
+    p.add_argument("words", nargs="+", metavar="WORD", help="words to explain, e.g. hyvää gezellig")
+    p.add_argument("--model", default="langid", help="a text model (default langid)")
+    p.add_argument("--methods", default="input_x_gradient,integrated_gradients,occlusion,lime",
+                   help="comma-separated: input_x_gradient, integrated_gradients, occlusion, lime")
+    p.add_argument("--target", default=None, help="language to explain (name, code or index); default: predicted")
+    p.add_argument("--out", default="text.png", help="output PNG (an .html with the same stem is written too)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _explain_text_run(args):
+    from ..text.cli import explain_text_run
+
+    explain_text_run(args)
+
+
+def _attack_text_args(p):
+    p.add_argument("word", metavar="WORD", help="the word to attack")
+    p.add_argument("--model", default="langid", help="a text model (default langid)")
+    p.add_argument("--target", default=None, help="language to reach (name, code or index); default: any other")
+    p.add_argument("--max-edits", type=int, default=3)
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--letters", default=None, help="replacement letters, e.g. 'ascii' for a-z only; default: all")
+
+
+def _attack_text_run(args):
+    from ..text.cli import attack_text_run
+
+    attack_text_run(args)
+
+
+def _serve_args(p):
+    add_model_args(p, images=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one; default 8000")
+    p.add_argument("--replicas", type=int, default=2, help="model copies computing in parallel; default 2")
+
+
+def _serve_run(args):
+    try:
+        from ..web import serve
+    except ImportError as e:
+        raise PellucidError(f"`pellucid serve` needs the web extra: pip install 'pellucid[web]' ({e})") from e
+    if not 0 <= args.port <= 65535 or args.replicas < 1:
+        raise PellucidError(f"--port must be 0..65535 and --replicas >= 1, got {args.port} and {args.replicas}")
+    serve(args.model, args.weights, host=args.host, port=args.port, replicas=args.replicas)
+
+
+def _batch_args(p):
+    p.add_argument("input", metavar="INPUT", help="a folder of images (recursive) or digits-test")
+    add_model_args(p, images=False)
+    p.add_argument("--methods", default="saliency", help="comma-separated attribution methods")
+    from ..adversarial import MINIMAL_ATTACKS
+
+    p.add_argument("--attack", default=None, choices=MINIMAL_ATTACKS, help="also find the minimal epsilon")
+    p.add_argument("--eps", type=float, default=None, help="largest epsilon the search tries")
+    p.add_argument("--metric-steps", type=int, default=20, help="deletion/insertion steps; 0 skips them")
+    p.add_argument("--out", required=True, help="output folder (rerun with the same arguments to resume)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch: bounds memory")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader processes that load images")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--seed", type=int, default=0, help="seed of random methods (per image)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"])
+    p.add_argument("--ray-workers", type=int, default=2, help="Ray actors (each loads the model once)")
+    p.add_argument("--address", default=None, help="Ray cluster address, e.g. ray://head:10001 or auto")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (Ray: one GPU per actor)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="larger images are recorded as failed")
+    p.add_argument("--fsync", action="store_true", help="fsync every file (survive power loss, not just kill)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _batch_run(args):
+    import math
+
+    from ..batch import explain_dataset
+
+    if args.eps is not None and not (math.isfinite(args.eps) and args.eps > 0):  # the flag's name, not eps_max
+        raise PellucidError(f"--eps must be a number > 0 (the largest epsilon the search tries), got {args.eps:g}")
+    res = explain_dataset(args.input, args.out, args.model, args.methods, weights=args.weights,
+                          attack=args.attack, eps=args.eps, metric_steps=args.metric_steps, seed=args.seed,
+                          limit=args.limit, batch_size=args.batch_size, num_workers=args.num_workers,
+                          engine=args.engine, ray_workers=args.ray_workers, address=args.address,
+                          device=args.device, max_pixels=args.max_pixels, progress=not args.no_progress,
+                          fsync=args.fsync)
+    print(f"{res.done} explained, {res.failed} failed, {res.skipped} already finished "
+          f"({res.images_per_s:.1f} images/s); table {res.out / 'results.sqlite'}; report {res.report}")
