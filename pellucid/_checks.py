@@ -95,3 +95,13 @@ def fill_like(value, x: torch.Tensor, name: str = "fill", extra: str = "") -> to
     if not torch.isfinite(out).all():
         raise PellucidError(f"{name} contains NaN or infinite values; pass finite numbers (pixel space [0, 1])")
     return out
+
+
+def generator(seed, device) -> torch.Generator:
+    """The one rule for randomness: a ``torch.Generator`` passes through, an int seeds a new one on
+    ``device``; the global RNG is never used."""
+    if isinstance(seed, torch.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise PellucidError(f"seed must be an int or a torch.Generator, got {seed!r}")
+    return torch.Generator(device=device).manual_seed(seed)

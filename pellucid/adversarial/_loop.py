@@ -62,14 +62,6 @@ def _attack_target(model, x, label, targeted) -> tuple[Target, bool]:
     return goal, True
 
 
-def _generator(seed, device) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise PellucidError(f"seed must be an int or a torch.Generator, got {seed!r}")
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 # ---------------------------------------------------------------------------------------------
 # the loop every attack shares
 

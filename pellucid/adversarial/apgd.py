@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from .._args import check_call, num_classes
-from .._checks import PellucidError, check_choice, check_positive_int
+from .._checks import PellucidError, check_choice, check_positive_int, generator
 from .._grad import input_gradient, logits_of
 from .._progress import bar
 from .._state import model_state
 from ..registry import Attack, register_attack
-from ._loop import NORMS, _attack_target, _classes, _generator, _per_sample, _project, _unit
+from ._loop import NORMS, _attack_target, _classes, _per_sample, _project, _unit
 from ._losses import Loss, check_loss
 
 
@@ -61,7 +61,7 @@ def _apgd(model, x, label, eps, steps=100, norm="linf", loss="ce", targeted=Fals
     restarts = check_positive_int(restarts, "restarts")
     top_k = check_positive_int(top_k, "top_k")
     rho = float(_per_sample(rho, "rho", 1, "cpu")[0])
-    gen = _generator(seed, x.device)
+    gen = generator(seed, x.device)
     classes = goal.classes.to(x.device)
     with model_state(model):
         clean = logits_of(model, x, len(x), bs)

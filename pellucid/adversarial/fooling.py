@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from .._args import check_call
-from .._checks import check_positive_int
+from .._checks import check_positive_int, generator
 from .._grad import logits_of
 from .._state import model_state
 from ..targets import Target
-from ._loop import _ascend, _classes, _generator, _per_sample, _reached, _unit
+from ._loop import _ascend, _classes, _per_sample, _reached, _unit
 
 
 @dataclass
@@ -68,5 +68,5 @@ def random_targets(classes, num_classes: int, seed: int = 0) -> torch.Tensor:
     """One random class per image, different from ``classes[i]`` (seeded; the global RNG is untouched)."""
     classes = torch.as_tensor(classes).long().cpu()
     num_classes = check_positive_int(num_classes, "num_classes", 2)
-    shift = torch.randint(1, num_classes, classes.shape, generator=_generator(seed, "cpu"))
+    shift = torch.randint(1, num_classes, classes.shape, generator=generator(seed, "cpu"))
     return (classes + shift) % num_classes

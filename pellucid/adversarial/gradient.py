@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from .._args import check_call
-from .._checks import check_choice, check_positive_int
+from .._checks import check_choice, check_positive_int, generator
 from .._grad import input_gradient
 from .._state import model_state
 from ..registry import Attack, register_attack
-from ._loop import NORMS, _ascend, _attack_target, _generator, _per_sample, _project, _reached, _unit
+from ._loop import NORMS, _ascend, _attack_target, _per_sample, _project, _reached, _unit
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, label, eps: float, targeted=False, *,
@@ -63,7 +63,7 @@ def _pgd(model, x, label, eps, alpha, steps, norm="linf", targeted=False, random
     alpha_ = _per_sample(alpha, "alpha", len(x), x.device)
     steps = check_positive_int(steps, "steps")
     sign = 1.0 if is_targeted else -1.0  # the gradient is of log_softmax = -CE
-    start = _random_start(x, eps_, norm, _generator(seed, x.device)) if random_start else x
+    start = _random_start(x, eps_, norm, generator(seed, x.device)) if random_start else x
     mu = float(_per_sample(momentum, "momentum", 1, "cpu")[0])
     past = torch.zeros_like(x) if mu else None  # MI-FGSM's accumulated direction
 

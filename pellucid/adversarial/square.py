@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from .._args import check_call
-from .._checks import PellucidError, check_choice
+from .._checks import PellucidError, check_choice, generator
 from .._grad import logits_of
 from .._progress import bar
 from .._state import model_state
 from ..registry import Attack, register_attack
-from ._loop import NORMS, _attack_target, _generator, _per_sample
+from ._loop import NORMS, _attack_target, _per_sample
 from ._losses import margin
 
 
@@ -48,7 +48,7 @@ def _square(model, x, label, eps, queries=5000, norm="linf", seed=0, targeted=Fa
     p_init = float(_per_sample(p_init, "p_init", 1, "cpu", 1e-6)[0])
     if p_init > 1:
         raise PellucidError(f"p_init must be in (0, 1], got {p_init:g}")
-    gen = _generator(seed, x.device)
+    gen = generator(seed, x.device)
     n, c, h, w = x.shape
     y = goal.classes.to(x.device)
     sign = -1.0 if is_targeted else 1.0

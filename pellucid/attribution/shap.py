@@ -20,21 +20,12 @@ import torch
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError, check_positive_int
+from .._checks import PellucidError, check_positive_int, generator
 from .._grad import iter_gradients, perturbation_scores, row_index
 from .._state import model_state
 from ..registry import Method, register_method
 from .deeplift import as_baselines
 from .perturbation import _check_segmentation, _segment_fill, slic_segments
-
-
-def _generator(seed, device) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise PellucidError(f"seed must be an int or a torch.Generator, got {seed!r}")
-    return torch.Generator(device=device).manual_seed(seed)
-
 
 # ---------------------------------------------------------------------------------------------
 # GradientSHAP
@@ -54,7 +45,7 @@ def gradient_shap(model: nn.Module, x: torch.Tensor, target, baselines, samples:
     check_positive_int(samples, "samples")
     if isinstance(stdevs, bool) or not isinstance(stdevs, int | float) or not stdevs >= 0:
         raise PellucidError(f"stdevs must be a number >= 0 (noise std in pixel units), got {stdevs!r}")
-    gen = _generator(seed, x.device)
+    gen = generator(seed, x.device)
     refs = as_baselines(baselines, x, seed if isinstance(seed, int) else 0)
     total = len(x) * samples
     which = torch.randint(0, len(refs), (total,), generator=gen, device=x.device)
@@ -194,7 +185,7 @@ def kernel_shap(model: nn.Module, x: torch.Tensor, target, samples: int = 1000, 
     x, t, bs = prepare(model, x, target, batch_size, score)
     check_positive_int(samples, "samples", 2)
     segs = slic_segments(x, segments) if segmentation is None else _check_segmentation(segmentation, x)
-    gen = _generator(seed, x.device)
+    gen = generator(seed, x.device)
     maps, values, bases, scores, labels = [], [], [], [], []
     with model_state(model):
         for i in range(len(x)):
