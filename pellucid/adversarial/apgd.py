@@ -119,13 +119,17 @@ def _run(model, x0, y, t, eps, noise, steps, norm, kind, rho, to_target, bs, b):
     # the state of each image still running; rows leave it when fooled
     s = {"x0": x0, "e": e, "y": y, "t": t, "idx": torch.arange(len(x0), device=x0.device)}
     grad, value, hit = evaluate(x_adv, s)
-    s.update(x=x_adv, x_old=x_adv, grad=grad, best=x_adv, grad_best=grad, loss_best=value,
+    s.update(x=x_adv, x_old=x_adv, grad=grad, best=x_adv.clone(), grad_best=grad.clone(), loss_best=value.clone(),
              step=2 * e.clone(), history=torch.zeros(len(x0), steps, device=x0.device),
              reduced=torch.ones(len(x0), dtype=torch.bool, device=x0.device), best_last=value)
+    if norm == "linf":  # the ball and [0, 1] as two bounds: one clamp per projection
+        s.update(lo=(x0 - e).clamp(0, 1), hi=(x0 + e).clamp(0, 1))
     s = _leave(s, hit, out, fooled)
     k, since = n2, 0
 
     def proj(z):
+        if norm == "linf":
+            return torch.minimum(torch.maximum(z, s["lo"]), s["hi"])
         return (s["x0"] + _project(z - s["x0"], s["e"].flatten(), norm)).clamp(0, 1)
 
     for i in range(steps):
@@ -140,10 +144,9 @@ def _run(model, x0, y, t, eps, noise, steps, norm, kind, rho, to_target, bs, b):
         grad, value, hit = evaluate(xa, s)
         s.update(x=xa, grad=grad)
         s["history"][:, i] = value
-        up = value > s["loss_best"]
-        s["best"] = torch.where(up.reshape(-1, 1, 1, 1), xa, s["best"])
-        s["grad_best"] = torch.where(up.reshape(-1, 1, 1, 1), grad, s["grad_best"])
-        s["loss_best"] = torch.where(up, value, s["loss_best"])
+        up = torch.nonzero(value > s["loss_best"]).flatten()
+        if len(up):
+            s["best"][up], s["grad_best"][up], s["loss_best"][up] = xa[up], grad[up], value[up]
         s = _leave(s, hit, out, fooled)
         since += 1
         if since == k:  # checkpoint
@@ -151,10 +154,11 @@ def _run(model, x0, y, t, eps, noise, steps, norm, kind, rho, to_target, bs, b):
             rises = sum((h[:, i - j] > h[:, i - j - 1]).float() for j in range(k))  # index -1: the zero column
             cut = (rises <= k * rho) | (~s["reduced"] & (s["best_last"] >= s["loss_best"]))
             s["reduced"], s["best_last"] = cut, s["loss_best"].clone()
-            c4 = cut.reshape(-1, 1, 1, 1)
-            s["step"] = torch.where(c4, s["step"] / 2, s["step"])
-            s["x"] = torch.where(c4, s["best"], s["x"])
-            s["grad"] = torch.where(c4, s["grad_best"], s["grad"])
+            c = torch.nonzero(cut).flatten()
+            if len(c):
+                s["step"][c] /= 2
+                s["x"], s["grad"] = s["x"].clone(), s["grad"].clone()
+                s["x"][c], s["grad"][c] = s["best"][c], s["grad_best"][c]
             since, k = 0, max(k - decrease, n_min)
         b.update(1)
     out[s["idx"]] = s["best"]
