@@ -81,3 +81,9 @@ def raw_passes(model, xs, classes, bs: int, gradients: bool = True, repeat: int 
     finally:
         for p, f in zip(params, flags):
             p.requires_grad_(f)
+
+
+def markdown(rows: list[dict], keys) -> str:
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)

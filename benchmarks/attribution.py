@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's pellucid, not an installed one
 
 import torch  # noqa: E402
-from _timing import interleaved, raw_passes  # noqa: E402
+from _timing import interleaved, markdown, raw_passes  # noqa: E402
 
 import pellucid as pl  # noqa: E402
 from pellucid._grad import default_batch_size  # noqa: E402
@@ -169,12 +169,6 @@ def memory_table(threads: int) -> str:
            {"work": "IG x 64 digits, Captum (one batch)", "steps 50": f"{peak_memory('captum', 50, threads):.0f} MiB",
             "steps 200": "not run (~4x the 50-step figure)"}]
     return markdown(mem, ["work", "steps 50", "steps 200"])
-
-
-def markdown(rows: list[dict], keys) -> str:
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from attribution import compare, markdown  # noqa: E402
+from _timing import markdown  # noqa: E402
+from attribution import compare  # noqa: E402
 
 import pellucid as pl  # noqa: E402
 

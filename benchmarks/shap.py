@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's pellucid, not an installed one
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _timing import interleaved_runs, ratio_quartiles, raw_passes  # noqa: E402
+from _timing import interleaved_runs, markdown, ratio_quartiles, raw_passes  # noqa: E402
 
 import pellucid as pl  # noqa: E402
 
@@ -123,12 +123,6 @@ def kernel_shap_rows(rounds: int) -> list[dict]:
                                                         n_samples=1000, perturbations_per_eval=64),
         "pellucid": lambda: pl.kernel_shap(model, x, t, samples=1000, segmentation=seg[None]),
     }, rounds, "shap")]
-
-
-def markdown(rows: list[dict], keys) -> str:
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def main() -> None:
