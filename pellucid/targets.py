@@ -11,6 +11,7 @@ number of classes, so a bad target fails before any work is done.
 from __future__ import annotations
 
 import numbers
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -208,7 +209,7 @@ def read_output(output, key=None, what: str = "output") -> torch.Tensor:
     return value
 
 
-class RowTarget:
+class RowTarget(ABC):
     """A target callable with data per sample (a mask, a reference embedding) that follows the rows of
     the batches methods build (IG steps, SmoothGrad samples, masked copies). Subclasses define
     :meth:`score_with`; ``data`` is ``(n, ...)`` per sample, or ``None``/one shared row."""
@@ -218,8 +219,9 @@ class RowTarget:
         self.per_sample = per_sample
         self._index: torch.Tensor | None = None
 
+    @abstractmethod
     def score_with(self, output, data: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+        """One score per row of ``output`` given the per-row ``data`` of those rows (or the shared row)."""
 
     def __call__(self, output) -> torch.Tensor:
         return self.scores(output, None)
