@@ -10,7 +10,7 @@ from torch import nn
 
 from .._args import check_call
 from .._checks import check_positive_int
-from .._grad import iter_gradients, logits_of
+from .._grad import _cat, iter_gradients, logits_of
 from .._progress import bar
 from .._state import model_state
 from ..registry import Attack, register_attack
@@ -139,10 +139,6 @@ def deepfool(model: nn.Module, x: torch.Tensor, label, steps: int = 50, overshoo
                 b.update(1)
         out[idx] = xi[idx]
     return out
-
-
-def _cat(parts) -> torch.Tensor:
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _within(x, adv, eps, norm):
