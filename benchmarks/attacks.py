@@ -94,7 +94,7 @@ def main() -> None:
     if not only or "apgd" in only:
         steps, eps = 100, 0.01
         ta = torchattacks.APGD(digits, norm="Linf", eps=eps, steps=steps, loss="ce", seed=0)
-        bs = default_batch_size(x)
+        bs = default_batch_size(x, model)
         med = compare(f"APGD-CE digits 64, eps {eps}, {steps} steps",
                       {"torchattacks": lambda: ta(x, y),
                        "pellucid": lambda: pl.apgd(digits, x, y, eps, steps, progress=False),

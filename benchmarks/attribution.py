@@ -40,7 +40,7 @@ def compare(name, anchor_name, anchor, ours, model, x, target, rows: int, sizes,
     t = interleaved(fns, rounds)
     sweep = {bs: t[bs] for bs in sizes}
     best = min(sweep, key=sweep.get)
-    return row(name, anchor_name, t["anchor"], t["ours"], sweep[best], best, sweep, default_batch_size(x))
+    return row(name, anchor_name, t["anchor"], t["ours"], sweep[best], best, sweep, default_batch_size(x, model))
 
 
 def row(name, anchor_name, anchor_t, ours_t, lim, best, sweep, default_bs):

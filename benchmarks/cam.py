@@ -94,7 +94,7 @@ def main():
     if not args.skip_gradient:
         x = pl.sample_images("photos", size=args.size)[0][: args.images]
         classes = torch.arange(len(x)) * 7
-        bs = default_batch_size(x)
+        bs = default_batch_size(x, model)
         fns = {"limit: forward + backward to layer4": layer_gradient_limit(model, layer, x, classes, bs)}
         for m in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"):
             fns[f"pellucid {m}"] = lambda m=m: pl.cam(model, x, classes, m, "layer4")

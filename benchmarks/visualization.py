@@ -62,7 +62,7 @@ def bench(name, model, targets, steps, rounds=ROUNDS):
     x = torch.rand((len(targets), *model.input_size), generator=torch.Generator().manual_seed(1))
     runs = {
         # in the chunks pellucid takes (all of a batch up to 64 small images), so chunking is no factor
-        "limit: one raw input-gradient pass": lambda: raw_passes(model, x, targets, default_batch_size(x),
+        "limit: one raw input-gradient pass": lambda: raw_passes(model, x, targets, default_batch_size(x, model),
                                                                  repeat=steps),
         "pellucid class_visualization (pixel)": lambda: pl.class_visualization(model, targets, steps=steps,
                                                                                progress=False),

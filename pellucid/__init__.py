@@ -28,8 +28,8 @@ from .targets import segmentation_target, similarity_target
 
 # how easily is it fooled
 from .adversarial import (
-    apgd, autoattack, AutoAttackResult, cw, deepfool, fgsm, fooling_image, minimal_epsilon, pgd, robustness_curve,
-    square,
+    apgd, autoattack, AutoAttackResult, cw, deepfool, fab, fgsm, fooling_image, minimal_epsilon, pgd,
+    robustness_curve, square,
 )
 
 # what has it learned
@@ -56,7 +56,7 @@ __all__ = [
     "activations", "apgd", "attribution_map", "autoattack", "AutoAttackResult", "blur", "cam", "channel",
     "channel_visualization", "check_words", "class_logit", "class_visualization", "compare", "compose", "cw",
     "deepfool", "deeplift", "deeplift_shap", "deletion", "explain", "explain_dataset", "explain_text",
-    "explanation_attack", "fgsm", "fooling_image", "grad_cam", "gradient", "gradient_shap", "guided_backprop",
+    "explanation_attack", "fab", "fgsm", "fooling_image", "grad_cam", "gradient", "gradient_shap", "guided_backprop",
     "guided_grad_cam", "hotflip", "infidelity", "input_x_gradient", "insertion", "integrated_gradients", "jitter",
     "kernel_shap", "l2", "layer_names", "lime", "list_models", "load_image", "load_images", "load_model",
     "minimal_epsilon", "neuron", "Objective", "occlusion", "pad", "PellucidError", "pgd", "PHOTOS", "PixelModel",

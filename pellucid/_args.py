@@ -21,7 +21,7 @@ def check_call(model: nn.Module, x: torch.Tensor, batch_size: int | None) -> tup
             f"model must be a torch.nn.Module (see pl.load_model / pl.wrap), got {type(model).__name__}"
         )
     x = check_images(x, model)
-    return x, resolve_batch_size(batch_size, x)
+    return x, resolve_batch_size(batch_size, x, model)
 
 
 def prepare(model: nn.Module, x: torch.Tensor, target, batch_size: int | None, score: str = "logit",

@@ -24,7 +24,7 @@ from ._state import model_state
 def predictions(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Softmax probabilities ``(N, K)`` of a batch, in batches, with the model's state untouched."""
     with model_state(model):
-        return logits_of(model, x, len(x), resolve_batch_size(batch_size, x)).softmax(1)
+        return logits_of(model, x, len(x), resolve_batch_size(batch_size, x, model)).softmax(1)
 
 
 @dataclass
@@ -221,7 +221,7 @@ def fooled_section(ctx: ReportContext, n_fool: int = 6) -> render.Section:
 
 
 def autoattack_line(ctx: ReportContext, labels: torch.Tensor) -> str:
-    """Accuracy under a cheap AutoAttack (a few images, 10 APGD steps, 3 targets, 100 Square queries)."""
+    """Accuracy under a cheap AutoAttack (a few images, 10 APGD and FAB steps, 3 targets, 100 Square queries)."""
     from .adversarial import autoattack, default_eps
 
     n = 8 if ctx.x.shape[-1] * ctx.x.shape[-2] <= 64 * 64 else 4
@@ -231,7 +231,7 @@ def autoattack_line(ctx: ReportContext, labels: torch.Tensor) -> str:
     broke = ", ".join(f"{k} {v}" for k, v in r.counts().items() if v) or "none"
     return (f"<p>Accuracy under AutoAttack at eps {eps:.4g} (L∞): <b>{100 * r.robust_accuracy:.0f}%</b> of "
             f"{len(r.broken_by)} images (clean {100 * r.clean_accuracy:.0f}%; broken by: {html.escape(broke)}). "
-            "A cheap run: APGD-CE and APGD-T with 10 steps, 3 target classes, 100 Square queries, no FAB; "
+            "A cheap run: APGD-CE, APGD-T and FAB-T with 10 steps, 3 target classes, 100 Square queries; "
             "the standard settings (<code>pl.autoattack</code>) usually break more.</p>")
 
 

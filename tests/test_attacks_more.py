@@ -1,4 +1,4 @@
-"""APGD, Square, AutoAttack, Carlini-Wagner and DeepFool: against torchattacks on the same digits and
+"""APGD, FAB, Square, AutoAttack, Carlini-Wagner and DeepFool: against torchattacks on the same digits and
 settings, inside their balls, without side effects, reproducible, and clear about bad arguments."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from conftest import check_side_effects
 import pellucid as pl
 from pellucid import registry
 from pellucid.adversarial.apgd import _apgd
+from pellucid.adversarial.fab import _boundary_step, _fab
 from pellucid.adversarial.square import _square
 
 ta = pytest.importorskip("torchattacks")
@@ -88,9 +89,77 @@ def test_autoattack_is_no_weaker_than_torchattacks_or_any_part(their_model, digi
     # never weaker than its own parts run alone with the same seed
     alone = [_apgd(digits_model, x, y, EPS, 10, progress=False)[1],
              _apgd(digits_model, x, y, EPS, 10, loss="dlr", targeted="top", progress=False)[1],
+             _fab(digits_model, x, y, EPS, 10, progress=False)[1],
              _square(digits_model, x, y, EPS, 300, progress=False)[1]]
     for fooled in alone:
         assert not (ours & fooled).any()
+
+
+def test_fab_t_is_at_least_as_strong_as_torchattacks(their_model, digits_model, digits_batch):
+    x, y = digits_batch
+    theirs = ta.FAB(their_model, norm="Linf", eps=EPS, steps=10, multi_targeted=True, n_classes=10, seed=0)(x, y)
+    ours, broken = _fab(digits_model, x, y, EPS, 10, progress=False)
+    assert_in_ball(x, ours, EPS, "linf")
+    assert torch.equal(broken, ~robust(digits_model, ours, y))
+    assert torch.equal(ours[~broken], x[~broken])
+    assert int((~broken).sum()) <= int(robust(digits_model, theirs, y).sum()) + 1
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_untargeted_fab_finds_perturbations_as_small_as_torchattacks(their_model, digits_model, digits_batch, norm):
+    x, y = digits_batch[0][:6], digits_batch[1][:6]
+    theirs = ta.FAB(their_model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=10.0, steps=30, n_classes=10,
+                    seed=0)(x, y)
+    ours = pl.fab(digits_model, x, y, None, steps=30, norm=norm, targeted=False, progress=False)
+    assert ours.min() >= 0 and ours.max() <= 1
+    f_theirs, f_ours = ~robust(digits_model, theirs, y), ~robust(digits_model, ours, y)
+    assert f_ours.sum() >= f_theirs.sum() >= 1
+    size = {"linf": lambda d: d.flatten(1).abs().amax(1), "l2": lambda d: d.flatten(1).norm(dim=1)}[norm]
+    assert size(ours - x)[f_ours & f_theirs].median() <= 1.05 * size(theirs - x)[f_theirs].median() + 1e-6
+
+
+def test_fab_towards_given_classes(digits_model, digits_batch):
+    x, y = digits_batch
+    goal = (y + 1) % 10
+    adv = pl.fab(digits_model, x, y, None, steps=20, targeted=goal, progress=False)
+    with torch.no_grad():
+        assert (digits_model(adv).argmax(1) == goal).float().mean() >= 0.8
+
+
+def test_fab_projection_is_the_smallest_step_to_the_hyperplane_inside_the_box():
+    """Against a linear program (L-inf) and a quadratic program (L2) on random small problems."""
+    linprog, minimize = pytest.importorskip("scipy.optimize").linprog, pytest.importorskip("scipy.optimize").minimize
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    checked, unreachable = 0, 0
+    for _ in range(40):
+        t, w = torch.rand(1, 5, generator=g).double(), torch.randn(1, 5, generator=g).double()
+        w[0, 0] = 0.0
+        r = torch.randn(1, generator=g).double() * 0.6
+        wn, lo, hi, rn = w[0].numpy(), -t[0].numpy(), 1 - t[0].numpy(), float(r)
+        corner = sum(wi * (h if wi * rn > 0 else low) for wi, low, h in zip(wn, lo, hi))
+        for norm in ("linf", "l2"):
+            step = _boundary_step(t, w, r, norm)
+            assert ((t + step) >= -1e-12).all() and ((t + step) <= 1 + 1e-12).all()
+            if abs(corner) < abs(rn):  # out of reach: the corner that gets closest
+                assert float((w * step).sum()) == pytest.approx(corner, abs=1e-9)
+                unreachable += 1
+                continue
+            assert float((w * step).sum()) == pytest.approx(rn, abs=1e-9)
+            if norm == "linf":
+                a_ub = [np.r_[np.eye(5)[i] * s, -1.0] for i in range(5) for s in (1, -1)]
+                best = linprog(np.r_[np.zeros(5), 1.0], A_ub=a_ub, b_ub=np.zeros(10), A_eq=[np.r_[wn, 0.0]],
+                               b_eq=[rn], bounds=[*zip(lo, hi), (0, None)]).fun
+                assert float(step.abs().max()) == pytest.approx(best, abs=1e-7)
+            else:
+                best = minimize(lambda z: z @ z, np.zeros(5), jac=lambda z: 2 * z, method="SLSQP",
+                                bounds=list(zip(lo, hi)), options={"ftol": 1e-14, "maxiter": 500},
+                                constraints=[{"type": "eq", "fun": lambda z, w=wn, r=rn: w @ z - r,
+                                              "jac": lambda z, w=wn: w}]).fun
+                assert float(step.norm()) == pytest.approx(best ** 0.5, abs=1e-5)
+            checked += 1
+    assert checked >= 40 and unreachable >= 1, (checked, unreachable)
 
 
 def test_cw_and_deepfool_are_as_successful_and_as_small_as_torchattacks(their_model, digits_model, digits_batch):
@@ -113,6 +182,8 @@ CALLS = {
     "apgd": lambda m, x, y: pl.apgd(m, x, y, 0.1, steps=3, progress=False),
     "apgd-t": lambda m, x, y: pl.apgd(m, x, y, 0.1, steps=3, loss="dlr", targeted="top", top_k=2, progress=False),
     "square": lambda m, x, y: pl.square(m, x, y, 0.1, queries=5, progress=False),
+    "fab": lambda m, x, y: pl.fab(m, x, y, 0.1, steps=3, top_k=2, restarts=2, progress=False),
+    "fab-untargeted": lambda m, x, y: pl.fab(m, x, y, None, steps=2, norm="l2", targeted=False, progress=False),
     "autoattack": lambda m, x, y: pl.autoattack(m, x, y, 0.1, steps=3, queries=5, targets=2,
                                                 progress=False).adversarial,
     "cw": lambda m, x, y: pl.cw(m, x, y, steps=3, progress=False),
@@ -143,6 +214,12 @@ def test_a_different_seed_gives_a_different_start(digits_model, digits_batch):
     (lambda m, x, y: pl.apgd(m, x, y, 0.1, loss="mse"), "mse"),
     (lambda m, x, y: pl.apgd(m, x, y, 0.1, targeted="bottom"), "bottom"),
     (lambda m, x, y: pl.square(m, x, y, 0.1, queries=0), "0"),
+    (lambda m, x, y: pl.fab(m, x, y, -0.2), "-0.2"),
+    (lambda m, x, y: pl.fab(m, x, y, 0.1, norm="l1"), "l1"),
+    (lambda m, x, y: pl.fab(m, x, y, 0.1, targeted="bottom"), "bottom"),
+    (lambda m, x, y: pl.fab(m, x, y, 0.1, steps=0), "steps"),
+    (lambda m, x, y: pl.fab(m, x, y, 0.1, alpha_max=2.0), "alpha_max"),
+    (lambda m, x, y: pl.fab(m, x, torch.full_like(y, 11), 0.1), "11"),
     (lambda m, x, y: pl.square(m, x, y, -1.0), "-1"),
     (lambda m, x, y: pl.autoattack(m, x, y, 0.1, version="fast"), "fast"),
     (lambda m, x, y: pl.autoattack(m, x, y, 0.1, norm="l1"), "l1"),
@@ -160,7 +237,7 @@ def test_bad_arguments_are_refused_clearly(digits_model, digits_batch, call, nee
 
 def test_the_new_attacks_run_through_their_records(digits_model, digits_batch):
     x, y = digits_batch[0][:2], digits_batch[1][:2]
-    for name in ("apgd", "square", "autoattack", "cw", "deepfool"):
+    for name in ("apgd", "fab", "square", "autoattack", "cw", "deepfool"):
         record = registry.attack(name)
         for norm, eps in (("linf", 0.1), ("l2", 1.0)):
             adv = record.run(digits_model, x, y, eps, norm=norm, steps=2)

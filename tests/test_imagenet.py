@@ -357,3 +357,20 @@ def test_the_batch_job_explains_a_folder_of_photos(tmp_path):
     rows = pl.read_results(tmp_path / "out")
     assert len(rows) == 2 and result is not None
     assert len(list((tmp_path / "out" / "maps" / "gradcam").glob("*.npy"))) == 2
+
+
+def test_the_model_chooses_its_chunk_size_on_a_cpu(model, photos):
+    """EfficientNet-Lite0 at 224² runs fastest in chunks of 4 on a CPU (benchmarks/imagenet.py): the
+    model says so, every method reads it, and batch_size= still wins."""
+    from pellucid._args import check_call
+
+    assert model.cpu_batch_size == 4
+    calls = []
+    hook = model.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+    try:
+        pl.saliency(model, photos[0][:6], 0)
+        assert calls == [4, 2]
+        assert check_call(model, photos[0][:1], 3)[1] == 3
+        assert check_call(torch.nn.Identity(), photos[0][:1], None)[1] == 8  # no hint: the 224² default
+    finally:
+        hook.remove()

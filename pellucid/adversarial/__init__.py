@@ -1,5 +1,5 @@
 """How easily is it fooled: fooling images, FGSM, PGD, the smallest flipping epsilon, robustness curves;
-APGD, Square and AutoAttack (the worst case robustness papers report); Carlini-Wagner and DeepFool.
+APGD, FAB, Square and AutoAttack (the worst case robustness papers report); Carlini-Wagner and DeepFool.
 
 Every attack is a loop of the one gradient primitive (:func:`pellucid._grad.input_gradient`) inside
 :func:`pellucid._state.model_state` (``_loop``). The loss is the cross-entropy, through a
@@ -10,12 +10,13 @@ pixel space [0, 1]. With early stopping only the rows still running go through t
 from ._loop import NORMS
 from .apgd import apgd
 from .autoattack import AutoAttackResult, autoattack
+from .fab import fab
 from .fooling import FoolingResult, fooling_image, random_targets
 from .gradient import _pgd, fgsm, pgd
 from .minimal import cw, deepfool
 from .robustness import CURVE_ATTACKS, MINIMAL_ATTACKS, RobustnessCurve, default_eps, minimal_epsilon, robustness_curve
 from .square import square
 
-__all__ = ["CURVE_ATTACKS", "AutoAttackResult", "apgd", "autoattack", "cw", "deepfool", "square"]
+__all__ = ["CURVE_ATTACKS", "AutoAttackResult", "apgd", "autoattack", "cw", "deepfool", "fab", "square"]
 __all__ += ["MINIMAL_ATTACKS", "NORMS", "FoolingResult", "RobustnessCurve", "_pgd", "default_eps", "fgsm",
            "fooling_image", "minimal_epsilon", "pgd", "random_targets", "robustness_curve"]

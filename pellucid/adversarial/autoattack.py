@@ -1,9 +1,8 @@
 """AutoAttack (Croce & Hein 2020): the worst case over a fixed suite of attacks, each run on the images
 the previous ones left standing. An image counts as broken only when the model misclassifies the
 returned point (checked with one more forward pass), so the result is never weaker than any part.
-
-pellucid's suite has no FAB: ``"standard"`` runs APGD-CE, APGD-T (targeted DLR, 9 classes) and Square,
-without the targeted FAB that the reference implementation runs third.
+``"standard"`` runs APGD-CE, APGD-T (targeted DLR, 9 classes), FAB-T (9 classes) and Square, as the
+reference implementation does.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from .._state import model_state
 from ..registry import Attack, register_attack
 from ._loop import NORMS, _classes, _per_sample
 from .apgd import _apgd
+from .fab import _fab
 from .square import _square
 
 VERSIONS = ("standard", "plus")
@@ -30,11 +30,14 @@ def suite(version: str, steps: int, queries: int, targets: int) -> list[tuple[st
     if version == "standard":
         return [("apgd-ce", {"loss": "ce", "steps": steps}),
                 ("apgd-t", {"loss": "dlr", "targeted": "top", "top_k": targets, "steps": steps}),
+                ("fab-t", {"targeted": "top", "top_k": targets, "steps": steps}),
                 ("square", {"queries": queries})]
     return [("apgd-ce", {"loss": "ce", "steps": steps, "restarts": 5}),
             ("apgd-dlr", {"loss": "dlr", "steps": steps, "restarts": 5}),
+            ("fab", {"targeted": False, "steps": steps, "restarts": 5}),
             ("square", {"queries": queries}),
-            ("apgd-t", {"loss": "dlr", "targeted": "top", "top_k": targets, "steps": steps})]
+            ("apgd-t", {"loss": "dlr", "targeted": "top", "top_k": targets, "steps": steps}),
+            ("fab-t", {"targeted": "top", "top_k": targets, "steps": steps})]
 
 
 @dataclass
@@ -67,10 +70,10 @@ def autoattack(model: nn.Module, x: torch.Tensor, label, eps: float, norm: str =
     """The robust accuracy of ``model`` on ``x`` at ``eps``: the worst case over a suite of attacks.
 
     ``version="standard"``: APGD-CE (``steps`` steps), APGD-T (targeted DLR towards each of the
-    ``targets`` most likely other classes, ``steps`` steps each) and Square (``queries`` queries),
-    each on the images still correctly classified after the ones before. **No FAB**: the reference
-    AutoAttack also runs targeted FAB; pellucid does not have it yet. ``"plus"``: APGD-CE and APGD-DLR
-    with 5 restarts, Square, then APGD-T. Every attack uses ``seed``; its random draws do not depend
+    ``targets`` most likely other classes, ``steps`` steps each), FAB-T (the same classes, ``steps``
+    steps each) and Square (``queries`` queries), each on the images still correctly classified after
+    the ones before. ``"plus"``: APGD-CE, APGD-DLR and untargeted FAB with 5 restarts (FAB: one gradient
+    pass per class a step), Square, APGD-T and FAB-T. Every attack uses ``seed``; its random draws do not depend
     on which images are still standing, so an attack inside AutoAttack breaks at least the images it
     breaks run alone on the whole batch (up to floating-point noise). ``eps`` is a number or one per
     image; an image with ``eps`` 0 is not attacked.
@@ -101,6 +104,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, label, eps: float, norm: str =
         common = dict(seed=seed, batch_size=bs, progress=progress, rows=rows)
         if name == "square":
             out, _ = _square(model, x, y, eps_, norm=norm, **options, **common)
+        elif name.startswith("fab"):
+            out, _ = _fab(model, x, y, eps_, norm=norm, **options, **common)
         else:
             out, _ = _apgd(model, x, y, eps_, norm=norm, **options, **common)
         with model_state(model):  # broken only if the model misclassifies the point returned
@@ -124,6 +129,6 @@ def _autoattack_images(model, x, label, eps, *, targeted=False, norm="linf", ste
 
 register_attack(Attack("autoattack", "AutoAttack", _autoattack_images, seeded=True, steps=100, cost="expensive",
                        alpha=False,
-                       summary="the worst case over APGD-CE, APGD-T and Square, each on the images still "
-                               "standing (Croce & Hein 2020; without FAB); steps = APGD steps, 50x as many "
+                       summary="the worst case over APGD-CE, APGD-T, FAB-T and Square, each on the images "
+                               "still standing (Croce & Hein 2020); steps = APGD and FAB steps, 50x as many "
                                "Square queries"))

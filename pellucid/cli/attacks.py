@@ -70,11 +70,11 @@ def _robustness_args(p):
     from ..adversarial import CURVE_ATTACKS
 
     p.add_argument("--attack", default="pgd", choices=CURVE_ATTACKS,
-                   help="autoattack: the worst case over APGD-CE, APGD-T and Square (no FAB)")
+                   help="autoattack: the worst case over APGD-CE, APGD-T, FAB-T and Square")
     p.add_argument("--eps", default=None, help="comma-separated eps values; default depends on the images")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"])
     p.add_argument("--steps", type=int, default=10,
-                   help="pgd steps; autoattack: APGD steps (with 50x as many Square queries)")
+                   help="pgd steps; autoattack: APGD and FAB steps (with 50x as many Square queries)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="robustness.png", help="output PNG")
 

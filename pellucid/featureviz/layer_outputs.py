@@ -27,7 +27,7 @@ def activations(model: nn.Module, x: torch.Tensor, layer: str | nn.Module, *,
     outs = []
     with model_state(model) as state:
         store = state.capture(module)
-        for _rows, _ in iter_logits(model, x, len(x), resolve_batch_size(batch_size, x)):
+        for _rows, _ in iter_logits(model, x, len(x), resolve_batch_size(batch_size, x, model)):
             out = store.get("output")
             if not isinstance(out, torch.Tensor):
                 raise PellucidError(f"layer {layer!r} outputs a {type(out).__name__}, not a tensor")

@@ -158,7 +158,7 @@ def _capture_input(state, model) -> dict:
 def _optimize(model, state, p, scorer, transforms, steps, lr, optimizer, blur_every, blur_sigma, snapshots, gen,
               batch_size, progress, callback) -> Visualization:
     n = len(p.image())
-    bs = resolve_batch_size(batch_size, p.image())
+    bs = resolve_batch_size(batch_size, p.image(), model)
     one = n <= bs
     opt = _Adam(p.tensor, lr) if optimizer == "adam" else None
     std = _norm_stats(model, p.tensor.shape[1])[1] if isinstance(p, PixelParam) else None
