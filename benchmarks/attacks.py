@@ -5,7 +5,7 @@ Rows:
 - AutoAttack (standard, L-infinity) on the digits model (64 images, eps 0.15) and a random resnet18 at
   64x64 (16 images, labels = its predictions, eps 8/255): torchattacks' ``AutoAttack`` as it ships
   (APGD, APGD-T and FAB with 10 steps, Square with 5,000 queries) against ``pl.autoattack(steps=10)``,
-  and both with the reference's 100 steps. pellucid's suite has no FAB (torchattacks' has).
+  and both with the reference's 100 steps. Both suites run APGD-CE, APGD-T, FAB-T and Square.
 - APGD-CE (100 steps, eps 0.01 so that almost no image leaves early) against torchattacks' ``APGD`` and
   the *limit*: the same number of raw input-gradient passes in plain PyTorch (``_timing.raw_passes``).
 
@@ -94,7 +94,7 @@ def main() -> None:
     if not only or "apgd" in only:
         steps, eps = 100, 0.01
         ta = torchattacks.APGD(digits, norm="Linf", eps=eps, steps=steps, loss="ce", seed=0)
-        bs = default_batch_size(x, model)
+        bs = default_batch_size(x, digits)
         med = compare(f"APGD-CE digits 64, eps {eps}, {steps} steps",
                       {"torchattacks": lambda: ta(x, y),
                        "pellucid": lambda: pl.apgd(digits, x, y, eps, steps, progress=False),

@@ -249,11 +249,12 @@ def attribution_section(ctx: ReportContext) -> render.Section:
                           render.img_tag(png, "attribution grid", width=1000))
 
 
-# the report's sections, in reading order
-SECTIONS: list[Callable[[ReportContext], render.Section | None]] = [
+# the report's sections, in reading order: those on the image model, then the langid GRU (shown once, in the
+# main report: the pages of other image models linked from it leave it out)
+IMAGE_SECTIONS: list[Callable[[ReportContext], render.Section | None]] = [
     predictions_section, attribution_section, faithfulness_section, fooled_section, learned_section,
-    langid_section,
 ]
+SECTIONS = [*IMAGE_SECTIONS, langid_section]
 
 
 def link_section(links: list[tuple[str, str]], title: str) -> Callable[[ReportContext], render.Section]:

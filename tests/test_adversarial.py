@@ -271,7 +271,7 @@ def test_no_side_effects_on_resnet(resnet_small, photo_batch):
     (lambda m, x, y: pl.fgsm(m, x, y[:3], 0.1), "got 3 labels for 10 images"),
     (lambda m, x, y: pl.pgd(m, x, [1, 2], 0.1, 0.1, 3), "got 2 labels for 10 images"),
     (lambda m, x, y: pl.fgsm(m, x, y, [0.1, 0.2]), "got 2 values of eps for 10 images"),
-    (lambda m, x, y: pl.fgsm(m, x, lambda z: z[:, 0], 0.1), "label must be class indices"),
+    (lambda m, x, y: pl.apgd(m, x, lambda z: z[:, 0], 0.1), "label must be class indices"),
     (lambda m, x, y: pl.fgsm(m, x, 12, 0.1), "label 12 is out of range"),
     (lambda m, x, y: pl.fooling_image(m, x, [1, 2]), "got 2 targets for 10 images"),
     (lambda m, x, y: pl.fooling_image(m, x, 1, max_steps=0), "max_steps must be an int >= 1"),

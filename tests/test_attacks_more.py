@@ -115,7 +115,8 @@ def test_untargeted_fab_finds_perturbations_as_small_as_torchattacks(their_model
     f_theirs, f_ours = ~robust(digits_model, theirs, y), ~robust(digits_model, ours, y)
     assert f_ours.sum() >= f_theirs.sum() >= 1
     size = {"linf": lambda d: d.flatten(1).abs().amax(1), "l2": lambda d: d.flatten(1).norm(dim=1)}[norm]
-    assert size(ours - x)[f_ours & f_theirs].median() <= 1.05 * size(theirs - x)[f_theirs].median() + 1e-6
+    both = f_ours & f_theirs
+    assert size(ours - x)[both].median() <= 1.05 * size(theirs - x)[both].median() + 1e-6
 
 
 def test_fab_towards_given_classes(digits_model, digits_batch):
@@ -124,6 +125,33 @@ def test_fab_towards_given_classes(digits_model, digits_batch):
     adv = pl.fab(digits_model, x, y, None, steps=20, targeted=goal, progress=False)
     with torch.no_grad():
         assert (digits_model(adv).argmax(1) == goal).float().mean() >= 0.8
+    same = pl.fab(digits_model, x, goal, None, steps=20, targeted=True, progress=False)  # label = the targets
+    with torch.no_grad():
+        assert (digits_model(same).argmax(1) == goal).float().mean() >= 0.8
+
+
+def test_fab_rows_eps_zero_restarts_and_images_already_wrong(digits_model, digits_batch):
+    x, y = digits_batch
+    wrong = y.clone()
+    wrong[0] = (y[0] + 1) % 10  # image 0 "misclassified" already: returned as it is, broken
+    adv, broken = _fab(digits_model, x, wrong, 0.3, 5, rows=[0, 1, 2], progress=False)
+    assert broken[0] and torch.equal(adv[0], x[0])
+    assert torch.equal(adv[3:], x[3:]) and not broken[3:].any()  # outside rows: untouched
+    eps = torch.full((len(x),), 0.3)
+    eps[1] = 0.0
+    adv, broken = _fab(digits_model, x, y, eps, 5, progress=False)
+    assert not broken[1] and torch.equal(adv[1], x[1])
+    # restarts start at half of eps (not of a smaller default) and stay reproducible
+    big = pl.fab(digits_model, x[:3], y[:3], 0.5, steps=3, restarts=2, top_k=1, progress=False)
+    assert_in_ball(x[:3], big, 0.5, "linf")
+    assert torch.equal(big, pl.fab(digits_model, x[:3], y[:3], 0.5, steps=3, restarts=2, top_k=1, progress=False))
+
+
+def test_fab_runs_on_a_half_precision_model(digits_model, digits_batch):
+    half = copy.deepcopy(digits_model).to(torch.bfloat16)
+    x, y = digits_batch[0][:3], digits_batch[1][:3]
+    adv = pl.fab(half, x, y, 0.2, steps=3, top_k=2, progress=False)
+    assert adv.dtype == torch.bfloat16 and adv.shape == x.shape
 
 
 def test_fab_projection_is_the_smallest_step_to_the_hyperplane_inside_the_box():
@@ -133,14 +161,16 @@ def test_fab_projection_is_the_smallest_step_to_the_hyperplane_inside_the_box():
 
     g = torch.Generator().manual_seed(0)
     checked, unreachable = 0, 0
-    for _ in range(40):
-        t, w = torch.rand(1, 5, generator=g).double(), torch.randn(1, 5, generator=g).double()
-        w[0, 0] = 0.0
-        r = torch.randn(1, generator=g).double() * 0.6
+    ts, ws = torch.rand(40, 5, generator=g).double(), torch.randn(40, 5, generator=g).double()
+    ws[:, 0] = 0.0
+    rs = torch.randn(40, generator=g).double() * 0.6
+    steps = {norm: _boundary_step(ts, ws, rs, norm) for norm in ("linf", "l2")}  # all rows in one call
+    for i in range(40):
+        t, w, r = ts[i:i + 1], ws[i:i + 1], rs[i:i + 1]
         wn, lo, hi, rn = w[0].numpy(), -t[0].numpy(), 1 - t[0].numpy(), float(r)
         corner = sum(wi * (h if wi * rn > 0 else low) for wi, low, h in zip(wn, lo, hi))
         for norm in ("linf", "l2"):
-            step = _boundary_step(t, w, r, norm)
+            step = steps[norm][i:i + 1]
             assert ((t + step) >= -1e-12).all() and ((t + step) <= 1 + 1e-12).all()
             if abs(corner) < abs(rn):  # out of reach: the corner that gets closest
                 assert float((w * step).sum()) == pytest.approx(corner, abs=1e-9)
@@ -220,6 +250,7 @@ def test_a_different_seed_gives_a_different_start(digits_model, digits_batch):
     (lambda m, x, y: pl.fab(m, x, y, 0.1, steps=0), "steps"),
     (lambda m, x, y: pl.fab(m, x, y, 0.1, alpha_max=2.0), "alpha_max"),
     (lambda m, x, y: pl.fab(m, x, torch.full_like(y, 11), 0.1), "11"),
+    (lambda m, x, y: pl.fab(m, x, lambda out: out[:, 0], 0.1), "class indices"),
     (lambda m, x, y: pl.square(m, x, y, -1.0), "-1"),
     (lambda m, x, y: pl.autoattack(m, x, y, 0.1, version="fast"), "fast"),
     (lambda m, x, y: pl.autoattack(m, x, y, 0.1, norm="l1"), "l1"),

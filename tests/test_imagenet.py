@@ -324,11 +324,16 @@ def test_bad_photos_are_converted_or_refused_clearly(model, tmp_path):
 def test_report_also_writes_the_imagenet_report_linked(tmp_path, monkeypatch):
     from pellucid import cli, report
 
-    monkeypatch.setattr(report, "SECTIONS", [report.predictions_section])  # the links, not the sections
+    # the langid GRU's section is shown once, in the main report, not on the linked pages
+    assert report.langid_section in report.SECTIONS and report.langid_section not in report.IMAGE_SECTIONS
+    only_main = lambda ctx: report.render.Section("only in the main report", "", "")  # noqa: E731
+    monkeypatch.setattr(report, "SECTIONS", [report.predictions_section, only_main])  # the links, not the sections
+    monkeypatch.setattr(report, "IMAGE_SECTIONS", [report.predictions_section])
     assert cli.main(["report", "-n", "2", "--also", "imagenet", "--out", str(tmp_path)]) in (0, None)
     main, other = (tmp_path / "index.html").read_text(), (tmp_path / "imagenet" / "index.html").read_text()
     assert 'href="imagenet/index.html"' in main and 'href="../index.html"' in other
     assert "espresso" in other and "EfficientNet" not in main
+    assert "only in the main report" in main and "only in the main report" not in other
 
 
 def test_the_web_page_offers_the_imagenet_model():

@@ -245,3 +245,73 @@ def test_bad_input(digits_model, digits_batch, x16):
         pl.gradient(Embedder().eval(), x16, pl.similarity_target(torch.ones(3)))
     with pytest.raises(PellucidError, match=r"unknown score 'probit'"):
         pl.gradient(digits_model, x, 3, score="probit")
+
+
+# ---------------------------------------------------------------------------------------------
+# attacks on a score: FGSM and PGD push a callable's score (or a regression output) down, or up
+
+
+def test_fgsm_on_a_linear_regression_is_the_signed_weight_step(x16):
+    """Closed form: the gradient of w . x + b is w, so FGSM moves every pixel by eps against sign(w)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 1)).eval()
+    w = model[1].weight.detach().reshape(1, 3, 16, 16)
+    x = x16 * 0.5 + 0.25  # away from the box edges, so nothing is clamped
+    down = pl.fgsm(model, x, None, 0.05)
+    assert torch.allclose(down, x - 0.05 * w.sign(), atol=1e-6)
+    up = pl.fgsm(model, x, None, 0.05, targeted=True)
+    assert torch.allclose(up, x + 0.05 * w.sign(), atol=1e-6)
+
+
+def test_pgd_pushes_a_segmentation_score_down_and_up_within_eps(x16):
+    model = DictSeg().eval()
+    target = pl.segmentation_target(2)  # mask None: the pixels predicted as class 2 on the clean images
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[2:14, 2:14] = True
+    fixed = pl.segmentation_target(2, mask)
+
+    def score(z):
+        with torch.no_grad():
+            return (model(z)["out"][:, 2] * mask).sum((1, 2))
+
+    before = x16.clone()
+    down = pl.pgd(model, x16, fixed, 0.05, 0.01, 10, progress=False)
+    up = pl.pgd(model, x16, fixed, 0.05, 0.01, 10, targeted=True, progress=False)
+    assert torch.equal(x16, before)
+    assert (score(down) < score(x16)).all() and (score(up) > score(x16)).all()
+    for adv in (down, up):
+        assert (adv - x16).abs().max() <= 0.05 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    # mask None: the predicted pixels are fixed on the clean images, so it equals the same target with that mask
+    with torch.no_grad():
+        predicted = model(x16)["out"].argmax(1) == 2
+    same = pl.segmentation_target(2, predicted)
+    assert torch.equal(pl.pgd(model, x16, target, 0.05, 0.01, 3, progress=False),
+                       pl.pgd(model, x16, same, 0.05, 0.01, 3, progress=False))
+    regression = Regressor().eval()
+    with torch.no_grad():
+        lower = regression(pl.pgd(regression, x16, None, 0.05, 0.01, 10, norm="l2", progress=False))[:, 0]
+        assert (lower < regression(x16)[:, 0]).all()
+
+
+def test_score_attacks_refuse_what_is_undefined(digits_model, digits_batch, x16):
+    model = DictSeg().eval()
+    seg = pl.segmentation_target(1)
+    with pytest.raises(PellucidError, match="targeted must be False"):
+        pl.pgd(model, x16, seg, 0.05, 0.01, 2, targeted=3, progress=False)
+    with pytest.raises(PellucidError, match="early_stop"):
+        pl.pgd(model, x16, seg, 0.05, 0.01, 2, early_stop=True, progress=False)
+    x = digits_batch[0][:2]
+    for targeted in (1, torch.tensor([1, 2])):  # a class is not True: refused, not read as "push up"
+        with pytest.raises(PellucidError, match="targeted must be False"):
+            pl.fgsm(model, x16, seg, 0.05, targeted=targeted)
+    for call in (lambda: pl.apgd(digits_model, x, lambda out: out[:, 0], 0.1, progress=False),
+                 lambda: pl.square(digits_model, x, None, 0.1, progress=False)):
+        with pytest.raises(PellucidError, match="class indices.*fgsm and pgd"):
+            call()
+    with pytest.raises(PellucidError, match="single-output"):
+        pl.fgsm(digits_model, x, None, 0.1)  # None: the output of a single-output model; this one has 10
+
+
+def test_score_attacks_have_no_side_effects(x16):
+    model = DictSeg().eval()
+    check_side_effects(lambda m, xx: pl.pgd(m, xx, pl.segmentation_target(2), 0.05, 0.01, 2, progress=False),
+                       model, x16)

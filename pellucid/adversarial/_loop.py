@@ -36,9 +36,24 @@ def _per_sample(value, name: str, n: int, device, minimum: float = 0.0) -> torch
 
 def _classes(model: nn.Module, x: torch.Tensor, value, name: str) -> Target:
     """Class indices (an int or one per image) as a cross-entropy :class:`Target`; no callables."""
-    if callable(value) and not isinstance(value, torch.Tensor):
-        raise PellucidError(f"{name} must be class indices (an int or one per image), not a callable")
+    if value is None or (callable(value) and not isinstance(value, torch.Tensor)):
+        raise PellucidError(f"{name} must be class indices (an int or one per image), got "
+                            f"{'None' if value is None else 'a callable'}; fgsm and pgd also take a score (a callable "
+                            "output -> (N,) scores, or None for a single-output model) to push down or up")
     return as_target(value, len(x), getattr(model, "num_classes", None), "log_softmax", name)
+
+
+def _score_target(model: nn.Module, x: torch.Tensor, label, targeted) -> tuple[Target, bool]:
+    """FGSM and PGD: class indices as in :func:`_attack_target`, or a score to push down (``targeted=False``)
+    or up (``targeted=True``): a callable ``output -> (N,)`` scores (a segmentation or similarity target,
+    a regression output read from a dict), or ``None`` (the output of a single-output model)."""
+    if label is not None and not (callable(label) and not isinstance(label, torch.Tensor)):
+        return _attack_target(model, x, label, targeted)
+    if not (targeted is False or targeted is None or targeted is True):  # not ==: 1 is a class, not True
+        raise PellucidError(f"with a score target (a callable or None), targeted must be False (push the score "
+                            f"down) or True (push it up), got {targeted!r}")
+    return as_target(label, len(x), getattr(model, "num_classes", None), "logit", "label").bind(model, x), \
+        bool(targeted)
 
 
 def _attack_target(model, x, label, targeted) -> tuple[Target, bool]:
@@ -72,15 +87,16 @@ class _Recording:
     def __init__(self, target: Target):
         self.target, self.logits = target, []
 
-    def __call__(self, logits: torch.Tensor, rows=None) -> torch.Tensor:
-        self.logits.append(logits.detach())
+    def __call__(self, logits, rows=None) -> torch.Tensor:
+        if isinstance(logits, torch.Tensor):  # a score target may read a dict or a tuple: nothing to predict
+            self.logits.append(logits.detach())
         return self.target(logits, rows)
 
 
-def _gradient_and_logits(model, x, target: Target, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _gradient_and_logits(model, x, target: Target, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     rec = _Recording(target)
     grad, _ = input_gradient(model, x, rec, batch_size)
-    return grad, _cat(rec.logits)
+    return grad, _cat(rec.logits) if rec.logits else None
 
 
 Adversarial = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -39,7 +39,8 @@ def fab(model: nn.Module, x: torch.Tensor, label, eps: float | None = None, step
     (towards given classes, as in :func:`pgd`; broken = predicted as the target).
 
     Each run takes ``steps`` steps from the image itself (restarts after the first from a random point at
-    half the smaller of ``eps`` and the best norm found). With ``eps``, an image is done as soon as a
+    half the smaller of ``eps`` and the best norm found; without either, half of 0.3 (linf) or 1.0 (l2),
+    the reference's defaults). With ``eps``, an image is done as soon as a
     broken point within ``eps`` is found and only such points count; without it, every run goes on to
     shrink the perturbation. Returns, per image, the broken point of smallest norm found (the image
     itself where none was). Randomness comes from ``seed`` and does not depend on the other images.
@@ -78,20 +79,18 @@ def _fab(model, x, label, eps=None, steps=100, norm="linf", targeted="top", rest
         clean = logits_of(model, x, len(x), bs)
         if classes is None:
             classes = clean.shape[1]
+        if classes < 2:
+            raise PellucidError(f"FAB crosses the boundary between classes; this model has {classes} output")
         pred = clean.argmax(1)
-        # y: the class whose boundary is crossed; t: the class on the other side (None: the nearest)
-        if targeted is True:
-            y = pred
-        elif to_target:
-            y = _classes(model, x, label, "label").classes.to(x.device)
-        else:
-            y = goal_classes
-        reached = (pred == goal_classes) if to_target else (pred != y)
+        # towards given classes: broken = at the target; otherwise broken = no longer the label
+        reached = (pred == goal_classes) if to_target else (pred != goal_classes)
         todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
         if rows is not None:
             todo[:] = False
             todo[torch.as_tensor(rows, device=x.device)] = True
         todo &= ~reached
+        if eps_ is not None:
+            todo &= eps_ > 0  # nothing is broken within 0
         if top:
             order = clean.argsort(1, descending=True)
             targets = [order[:, k] for k in range(1, min(top_k, classes - 1) + 1)]
@@ -105,30 +104,40 @@ def _fab(model, x, label, eps=None, steps=100, norm="linf", targeted="top", rest
         with bar(len(targets) * restarts * steps, f"fab{'-t' if top else ''} {norm}", progress, unit="step") as b:
             for t in targets:
                 for r in range(restarts):
-                    noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1 \
-                        if norm == "linf" else torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+                    # restarts draw for the whole batch, so an image's start depends on the seed only
+                    noise = None if r == 0 else (
+                        torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1 if norm == "linf"
+                        else torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype))
                     idx = torch.nonzero(todo & ~(best <= limit)).flatten()
                     if not idx.numel():
                         b.update(steps)
                         continue
                     x0 = x[idx]
-                    start = x0
-                    if r > 0:
-                        known = best[idx].clone()
-                        known[~torch.isfinite(known)] = RESTART_RADIUS[norm]
-                        radius = 0.5 * (known if eps_ is None else torch.minimum(known, eps_[idx]))
-                        start = (x0 + radius.reshape(-1, 1, 1, 1) * noise[idx] / _size(noise[idx], norm)
-                                 .clamp_min(1e-12).reshape(-1, 1, 1, 1)).clamp(0, 1)
-                    done = (lambda p, i, want=goal_classes[idx]: p == want[i]) if to_target else \
-                        (lambda p, i, want=y[idx]: p != want[i])
+                    start = x0 if noise is None else _restart(x0, noise[idx], best[idx],
+                                                              None if eps_ is None else eps_[idx], norm)
+                    want = goal_classes[idx]
+                    done = (lambda p, i, want=want: p == want[i]) if to_target else \
+                        (lambda p, i, want=want: p != want[i])
                     # towards given classes the boundary is with the runner-up at each point (y None)
-                    out, size = _run(model, x0, start, None if to_target else y[idx], None if t is None else t[idx],
+                    out, size = _run(model, x0, start, None if to_target else want, None if t is None else t[idx],
                                      limit[idx], steps, norm, alpha_max, eta, beta, done, classes, bs, b)
                     better = size < best[idx]
                     adv[idx[better]], best[idx[better]] = out[better], size[better]
     broken = torch.isfinite(best) if eps_ is None else best <= eps_
     adv[~broken] = x[~broken]
     return adv, broken
+
+
+def _restart(x0, noise, best, eps, norm) -> torch.Tensor:
+    """A random start at half the smaller of ``eps`` and the best norm found (the reference's rule);
+    without either, half of :data:`RESTART_RADIUS`."""
+    known = best.clone()
+    if eps is None:
+        known[~torch.isfinite(known)] = RESTART_RADIUS[norm]
+    else:
+        known = torch.minimum(known, eps)
+    radius = (0.5 * known).reshape(-1, 1, 1, 1)
+    return (x0 + radius * noise / _size(noise, norm).clamp_min(1e-12).reshape(-1, 1, 1, 1)).clamp(0, 1)
 
 
 def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
@@ -160,7 +169,7 @@ def _run(model, x0, start, y, t, limit, steps, norm, alpha_max, eta, beta, done,
         pred = logits_of(model, new.reshape(-1, *shape[1:]), len(new), bs).argmax(1)
         hit = done(pred, live)
         if hit.any():
-            size = _size(new - xo, norm)
+            size = _size(new - xo, norm).to(best.dtype)
             better = hit & (size < best[live])
             rows = live[better]
             out[rows], best[rows] = new[better].reshape(-1, *shape[1:]), size[better]
@@ -172,15 +181,13 @@ def _run(model, x0, start, y, t, limit, steps, norm, alpha_max, eta, beta, done,
 
 
 class _Gap:
-    """``z_k - z_y`` per row for a fixed class ``k`` per row, keeping the logits (a target of the primitive);
-    ``y=None``: the most likely class other than ``k`` at the point itself (the boundary to cross to reach
-    ``k``)."""
+    """``z_k - z_y`` per row for a fixed class ``k`` per row (a target of the primitive); ``y=None``: the
+    most likely class other than ``k`` at the point itself (the boundary to cross to reach ``k``)."""
 
     def __init__(self, y: torch.Tensor | None, k: torch.Tensor):
-        self.y, self.k, self.logits = y, k, []
+        self.y, self.k = y, k
 
     def __call__(self, logits: torch.Tensor, rows=None) -> torch.Tensor:
-        self.logits.append(logits.detach())
         rows = slice(None) if rows is None else rows
         k = self.k[rows]
         y = logits.detach().scatter(1, k[:, None], float("-inf")).argmax(1) if self.y is None else self.y[rows]
@@ -217,7 +224,7 @@ def _boundary_step(point: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm: 
     ``min(m |w_i|, u_i)``. Either way ``w . d = sum_i a_i min(m, c_i)`` (L-inf: ``a = |w|, c = u``; L2:
     ``a = w^2, c = u / |w|``), a piecewise linear, non-decreasing function of ``m`` solved exactly by
     :func:`_level`."""
-    direction = w * torch.where(r >= 0, 1.0, -1.0)[:, None]
+    direction = w * torch.where(r >= 0, 1.0, -1.0).to(w.dtype)[:, None]
     room = torch.where(direction > 0, 1 - point, point)
     size = direction.abs()
     moves = size > 0
@@ -250,8 +257,8 @@ def _level(a: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 
 def _fab_attack(model, x, label, eps, *, targeted=False, norm="linf", steps=100, seed=0, batch_size=None,
                 progress=False):
-    return fab(model, x, label, eps, steps, norm, "top" if targeted is False else targeted, seed=seed,
-               batch_size=batch_size, progress=progress)
+    mode = "top" if targeted is False or targeted is None else targeted
+    return fab(model, x, label, eps, steps, norm, mode, seed=seed, batch_size=batch_size, progress=progress)
 
 
 register_attack(Attack("fab", "FAB-T", _fab_attack, seeded=True, steps=100, cost="expensive", alpha=False,

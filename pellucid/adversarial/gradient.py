@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from .._args import check_call
-from .._checks import check_choice, check_positive_int, generator
+from .._checks import PellucidError, check_choice, check_positive_int, generator
 from .._grad import input_gradient
 from .._state import model_state
 from ..registry import Attack, register_attack
-from ._loop import NORMS, _ascend, _attack_target, _per_sample, _project, _reached, _unit
+from ._loop import NORMS, _ascend, _per_sample, _project, _reached, _score_target, _unit
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, label, eps: float, targeted=False, *,
@@ -20,13 +20,15 @@ def fgsm(model: nn.Module, x: torch.Tensor, label, eps: float, targeted=False, *
     ``x + eps * sign(d CE(label) / dx)`` (away from the label), or ``x - eps * sign(d CE(target) / dx)``
     when targeted, clamped to [0, 1]. ``eps`` is a number or one per image. ``targeted``: ``False``,
     ``True`` (``label`` holds the targets) or the target classes (``label`` the true ones).
-    Shape: ``(N, C, H, W)`` in, same out.
+    ``label`` may also be a score instead of classes: a callable ``output -> (N,)`` scores (such as
+    :func:`pl.segmentation_target`) or ``None`` (a single-output model's output); the attack pushes the
+    score down, or up with ``targeted=True``. Shape: ``(N, C, H, W)`` in, same out.
 
     >>> adv = pl.fgsm(model, x, y, eps=0.1)
     """
     x, bs = check_call(model, x, batch_size)
-    goal, is_targeted = _attack_target(model, x, label, targeted)
     eps_ = _per_sample(eps, "eps", len(x), x.device).reshape(-1, 1, 1, 1)
+    goal, is_targeted = _score_target(model, x, label, targeted)
     with model_state(model):
         grad, _ = input_gradient(model, x, goal, bs)
     direction = grad.sign() if is_targeted else -grad.sign()  # grad is of log_softmax = -CE
@@ -45,7 +47,8 @@ def pgd(model: nn.Module, x: torch.Tensor, label, eps: float, alpha: float, step
     steps and leaves the batch. ``eps`` and ``alpha`` are numbers or one per image; ``targeted`` as
     in :func:`fgsm`. ``momentum=mu`` > 0 is MI-FGSM (Dong et al. 2018): each step follows
     ``g <- mu * g + grad / mean|grad|`` instead of the gradient (with ``random_start=False``, as
-    the paper). Shape: ``(N, C, H, W)`` in, same out.
+    the paper). ``label`` may be a score to push down (or up, ``targeted=True``) as in :func:`fgsm`; then
+    ``early_stop`` does not apply. Shape: ``(N, C, H, W)`` in, same out.
 
     >>> adv = pl.pgd(model, x, y, eps=0.1, alpha=0.01, steps=40)
     """
@@ -57,12 +60,15 @@ def _pgd(model, x, label, eps, alpha, steps, norm="linf", targeted=False, random
          early_stop=False, batch_size=None, progress=True, momentum=0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`pgd` that also returns the steps each image took."""
     x, bs = check_call(model, x, batch_size)
-    goal, is_targeted = _attack_target(model, x, label, targeted)
     check_choice(norm, "norm", NORMS)
     eps_ = _per_sample(eps, "eps", len(x), x.device)
     alpha_ = _per_sample(alpha, "alpha", len(x), x.device)
     steps = check_positive_int(steps, "steps")
-    sign = 1.0 if is_targeted else -1.0  # the gradient is of log_softmax = -CE
+    goal, is_targeted = _score_target(model, x, label, targeted)
+    if early_stop and goal.classes is None:
+        raise PellucidError("early_stop needs class labels (it stops at a changed prediction); a score target "
+                            "has no prediction to change: leave early_stop=False")
+    sign = 1.0 if is_targeted else -1.0  # the gradient is of log_softmax = -CE (or of the score)
     start = _random_start(x, eps_, norm, generator(seed, x.device)) if random_start else x
     mu = float(_per_sample(momentum, "momentum", 1, "cpu")[0])
     past = torch.zeros_like(x) if mu else None  # MI-FGSM's accumulated direction

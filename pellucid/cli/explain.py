@@ -114,17 +114,18 @@ def _report_run(args):
 
     from ..data import sample_images
     from ..models import load_model
-    from ..report import SECTIONS, build_report, link_section
+    from ..report import IMAGE_SECTIONS, SECTIONS, build_report, link_section
 
     model, x, y = load_model_and_images(args)
     also = list(dict.fromkeys(m for m in args.also if m != args.model))
     links = [link_section([(f"{m}/index.html", m) for m in also], "Also in this report")] if also else []
     print(f"wrote {build_report(model, x, y, args.out, seed=args.seed, sections=[*links, *SECTIONS])}")
-    for name in also:  # each on its first ALSO_IMAGES samples, in OUT/NAME/, linking back
+    for name in also:  # each on its first ALSO_IMAGES samples, in OUT/NAME/, linking back; no langid again
         other = load_model(name)
         ox, oy = sample_images(other, n=ALSO_IMAGES)
         back = link_section([("../index.html", args.model)], "Back")
-        print(f"wrote {build_report(other, ox, oy, Path(args.out) / name, seed=args.seed, sections=[back, *SECTIONS])}")
+        page = build_report(other, ox, oy, Path(args.out) / name, seed=args.seed, sections=[back, *IMAGE_SECTIONS])
+        print(f"wrote {page}")
 
 
 def _layers_args(p):
