@@ -59,6 +59,9 @@ ABLATION_CHUNK = 8
 """Ablation-CAM's default chunk in images per model call: 8 x the default batch size, since each row runs
 only the layers after the CAM layer while the layers before it run once per chunk (on resnet18 ``layer4``
 at 112², chunks of 8 spent 95% of the time in those batch-1 prefixes)."""
+SCORE_CHUNK = 2
+"""Score-CAM's default chunk: 2 x the default batch size, its passes being forward only (resnet18 at 112²:
+16 masked images per call 5% faster than 8, 32 slower)."""
 
 
 def principal_map(a: torch.Tensor) -> torch.Tensor:
@@ -128,7 +131,8 @@ def cam(model: nn.Module, x: torch.Tensor, target, method: str = "gradcam", laye
             raw = torch.cat(raws)
             acts = as_map(raw)
             if method == "scorecam":
-                acts = score_weights(model, x, t, acts, bs)[:, :, None, None] * acts
+                chunk = bs if batch_size is not None else SCORE_CHUNK * bs
+                acts = score_weights(model, x, t, acts, chunk)[:, :, None, None] * acts
             elif method == "ablationcam":
                 # a row runs only the layers after the CAM layer; the layers before it run once per chunk
                 chunk = bs if batch_size is not None else ABLATION_CHUNK * bs
