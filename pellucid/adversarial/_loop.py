@@ -77,6 +77,17 @@ def _attack_target(model, x, label, targeted) -> tuple[Target, bool]:
     return goal, True
 
 
+def _top_or_target(model, x, label, targeted) -> tuple[Target, bool, bool]:
+    """APGD and FAB: ``targeted="top"`` (each of the top-k other classes in turn: ``label`` holds the true
+    classes) or as in :func:`_attack_target`. Returns the classes, whether they are targets, whether "top"."""
+    top = isinstance(targeted, str)
+    if top and targeted != "top":
+        raise PellucidError(f"targeted must be False, True, class indices or 'top', got {targeted!r}")
+    if top:
+        return _classes(model, x, label, "label"), False, True
+    return (*_attack_target(model, x, label, targeted), False)
+
+
 # ---------------------------------------------------------------------------------------------
 # the loop every attack shares
 

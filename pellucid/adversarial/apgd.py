@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from .._args import check_call, num_classes
-from .._checks import PellucidError, check_choice, check_positive_int, generator
+from .._checks import check_choice, check_positive_int, generator
 from .._grad import input_gradient, logits_of
 from .._progress import bar
 from .._state import model_state
 from ..registry import Attack, register_attack
-from ._loop import NORMS, _attack_target, _classes, _per_sample, _project, _unit
+from ._loop import NORMS, _per_sample, _project, _top_or_target, _unit
 from ._losses import Loss, check_loss
 
 
@@ -49,11 +49,7 @@ def _apgd(model, x, label, eps, steps=100, norm="linf", loss="ce", targeted=Fals
     returned as they are). Random starts are drawn for the whole batch, so an image's run does not
     depend on which other images are attacked along with it."""
     x, bs = check_call(model, x, batch_size)
-    top = isinstance(targeted, str)
-    if top and targeted != "top":
-        raise PellucidError(f"targeted must be False, True, class indices or 'top', got {targeted!r}")
-    goal, is_targeted = (_classes(model, x, label, "label"), False) if top else _attack_target(model, x, label,
-                                                                                              targeted)
+    goal, is_targeted, top = _top_or_target(model, x, label, targeted)
     check_choice(norm, "norm", NORMS)
     check_loss(loss, num_classes(model), is_targeted or top)
     eps_ = _per_sample(eps, "eps", len(x), x.device)

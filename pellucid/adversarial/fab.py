@@ -21,7 +21,7 @@ from .._grad import input_gradient, logits_of
 from .._progress import bar
 from .._state import model_state
 from ..registry import Attack, register_attack
-from ._loop import NORMS, _attack_target, _classes, _per_sample
+from ._loop import NORMS, _per_sample, _top_or_target
 
 # the restart radius when ``eps`` is not given and no adversarial point is known (the reference's defaults)
 RESTART_RADIUS = {"linf": 0.3, "l2": 1.0}
@@ -58,11 +58,7 @@ def _fab(model, x, label, eps=None, steps=100, norm="linf", targeted="top", rest
     """:func:`fab` that also returns whether each image is broken (within ``eps`` where given), attacking
     only ``rows``. Random starts are drawn for the whole batch."""
     x, bs = check_call(model, x, batch_size)
-    top = isinstance(targeted, str)
-    if top and targeted != "top":
-        raise PellucidError(f"targeted must be 'top', False, True or class indices, got {targeted!r}")
-    goal, to_target = (_classes(model, x, label, "label"), False) if top else _attack_target(model, x, label,
-                                                                                           targeted)
+    goal, to_target, top = _top_or_target(model, x, label, targeted)
     check_choice(norm, "norm", NORMS)
     eps_ = None if eps is None else _per_sample(eps, "eps", len(x), x.device)
     steps, restarts, top_k = (check_positive_int(v, n) for v, n in ((steps, "steps"), (restarts, "restarts"),
