@@ -51,7 +51,7 @@ def main() -> None:
     model = pl.load_model("digits").eval()
     x, y = pl.sample_images("digits", n=64)
     print(f"torch {torch.__version__}, {args.threads} threads, median of {r} interleaved rounds "
-          f"(FGSM: {4 * r}); pellucid's default batch size {default_batch_size(x)}", flush=True)
+          f"(FGSM: {4 * r}); pellucid's default batch size {default_batch_size(x, model)}", flush=True)
     rows = []
     ta = torchattacks.FGSM(model, eps=0.1)
     rows.append(row("FGSM x 64", model, x, y, 1, lambda: ta(x, y), lambda: pl.fgsm(model, x, y, 0.1), 4 * r))

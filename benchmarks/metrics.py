@@ -59,7 +59,7 @@ def bench(name, model, x, steps=STEPS, sweep=(16, 32, 64, 128)):
     best = min((k for k in t if k.startswith("limit")), key=t.get)
     t_lim = t[best]
     print(f"\n{name}: {len(x)} images x {steps} steps = {len(x) * steps} forwards, {tuple(x.shape[1:])}; "
-          f"median of {ROUNDS} interleaved rounds; default batch {pl._grad.default_batch_size(x)}")
+          f"median of {ROUNDS} interleaved rounds; default batch {pl._grad.default_batch_size(x, model)}")
     for label, v in t.items():
         mark = "  <- the limit" if label == best else ""
         print(f"  {label:<40} {v * 1000:8.1f} ms   {v / t_lim:5.2f}x limit{mark}")

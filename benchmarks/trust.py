@@ -53,7 +53,7 @@ def infidelity_case(model, x, y, maps, samples=64) -> None:
 
         fns["captum infidelity (one batch)"] = lambda: infidelity(model, perturb, x, expanded, target=y,
                                                                   n_perturb_samples=samples, normalize=True)
-        chunk = pl._grad.default_batch_size(x) // samples or 1
+        chunk = pl._grad.default_batch_size(x, model) // samples or 1
         fns[f"captum infidelity (max_examples_per_batch={chunk})"] = lambda: infidelity(
             model, perturb, x, expanded, target=y, n_perturb_samples=samples, normalize=True,
             max_examples_per_batch=chunk)

@@ -303,7 +303,6 @@ def load_torchvision(name: str, weights: str | Path | None = None) -> PixelModel
     model = PixelModel(net, meta.get("mean", IMAGENET_MEAN), meta.get("std", IMAGENET_STD), labels,
                        meta.get("input_size", (3, 224, 224)), name=name)
     model.samples = "photos"
-    model.cpu_batch_size = 4  # 224² on a CPU: 1.3-1.4x faster than chunks of 8 (benchmarks/imagenet.py)
     model.weights = "random" if weights == "random" else str(weights or hub_weights_path(name))
     return model.eval()
 
@@ -323,7 +322,9 @@ def load_imagenet(weights: str | Path | None = None) -> PixelModel:
         load_state(net, Path(weights))
     model = PixelModel(net, MEAN, STD, imagenet_labels(), (3, 224, 224), name="imagenet")
     model.samples = "photos"
-    model.cpu_batch_size = 4  # 224² on a CPU: 1.3-1.4x faster than chunks of 8 (benchmarks/imagenet.py)
+    # 224² on a CPU: chunks of 4 were up to 1.4x faster than 8 in quiet sweeps, never slower beyond noise
+    # (benchmarks/imagenet.py); resnet-like models keep the default of 8
+    model.cpu_batch_size = 4
     model.weights = "random" if weights == "random" else str(weights or weights_path())
     return _channels_last(model.eval())  # channels-last: forward and backward ~1.3x faster on CPU
 

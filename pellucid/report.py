@@ -1,7 +1,8 @@
 """The main job: one self-contained HTML report on a model and some images.
 
-A report is a list of section builders, each a function ``ReportContext -> Section``; later
-features add theirs to :data:`SECTIONS`.
+A report is a list of section builders, each a function ``ReportContext -> Section``: a section about the
+image model goes in :data:`IMAGE_SECTIONS` (every page), one about something else in :data:`SECTIONS` (the
+main page only; it is built from ``IMAGE_SECTIONS`` when this module loads).
 """
 
 from __future__ import annotations

@@ -150,8 +150,9 @@ def test_fab_rows_eps_zero_restarts_and_images_already_wrong(digits_model, digit
 def test_fab_runs_on_a_half_precision_model(digits_model, digits_batch):
     half = copy.deepcopy(digits_model).to(torch.bfloat16)
     x, y = digits_batch[0][:3], digits_batch[1][:3]
-    adv = pl.fab(half, x, y, 0.2, steps=3, top_k=2, progress=False)
-    assert adv.dtype == torch.bfloat16 and adv.shape == x.shape
+    for kw in ({"top_k": 2}, {"targeted": False}, {"top_k": 1, "restarts": 2}):
+        adv = pl.fab(half, x, y, 0.2, steps=3, progress=False, **kw)
+        assert adv.dtype == torch.bfloat16 and adv.shape == x.shape, kw
 
 
 def test_fab_projection_is_the_smallest_step_to_the_hyperplane_inside_the_box():
@@ -251,6 +252,9 @@ def test_a_different_seed_gives_a_different_start(digits_model, digits_batch):
     (lambda m, x, y: pl.fab(m, x, y, 0.1, alpha_max=2.0), "alpha_max"),
     (lambda m, x, y: pl.fab(m, x, torch.full_like(y, 11), 0.1), "11"),
     (lambda m, x, y: pl.fab(m, x, lambda out: out[:, 0], 0.1), "class indices"),
+    (lambda m, x, y: pl.fab(m, x, y, 0.1, targeted=lambda out: out[:, 0]), "targeted must be class indices"),
+    (lambda m, x, y: pl.pgd(m, x, y, 0.1, 0.01, 2, targeted="top"), "'top' is for apgd and fab"),
+    (lambda m, x, y: pl.fab(torch.nn.Sequential(m, torch.nn.Flatten(0)), x, y, 0.1), "shape"),
     (lambda m, x, y: pl.square(m, x, y, -1.0), "-1"),
     (lambda m, x, y: pl.autoattack(m, x, y, 0.1, version="fast"), "fast"),
     (lambda m, x, y: pl.autoattack(m, x, y, 0.1, norm="l1"), "l1"),

@@ -377,5 +377,7 @@ def test_the_model_chooses_its_chunk_size_on_a_cpu(model, photos):
         assert calls == [4, 2]
         assert check_call(model, photos[0][:1], 3)[1] == 3
         assert check_call(torch.nn.Identity(), photos[0][:1], None)[1] == 8  # no hint: the 224² default
+        resnet = pl.load_model("resnet18", weights="random")  # measured near 8: no hint
+        assert getattr(resnet, "cpu_batch_size", None) is None and check_call(resnet, photos[0][:1], None)[1] == 8
     finally:
         hook.remove()

@@ -37,9 +37,10 @@ def _per_sample(value, name: str, n: int, device, minimum: float = 0.0) -> torch
 def _classes(model: nn.Module, x: torch.Tensor, value, name: str) -> Target:
     """Class indices (an int or one per image) as a cross-entropy :class:`Target`; no callables."""
     if value is None or (callable(value) and not isinstance(value, torch.Tensor)):
+        hint = ("; fgsm and pgd also take a score (a callable output -> (N,) scores, or None for a single-output "
+                "model) to push down or up") if name == "label" else ""
         raise PellucidError(f"{name} must be class indices (an int or one per image), got "
-                            f"{'None' if value is None else 'a callable'}; fgsm and pgd also take a score (a callable "
-                            "output -> (N,) scores, or None for a single-output model) to push down or up")
+                            f"{'None' if value is None else 'a callable'}{hint}")
     return as_target(value, len(x), getattr(model, "num_classes", None), "log_softmax", name)
 
 
@@ -68,6 +69,9 @@ def _attack_target(model, x, label, targeted) -> tuple[Target, bool]:
         return labels, False
     if targeted is True:
         return labels, True
+    if isinstance(targeted, str):
+        raise PellucidError(f"targeted must be False, True or class indices, got {targeted!r} "
+                            "('top' is for apgd and fab)")
     goal = _classes(model, x, targeted, "targeted")
     same = torch.nonzero(goal.classes == labels.classes).flatten()
     if same.numel():
@@ -104,7 +108,11 @@ class _Recording:
         return self.target(logits, rows)
 
 
-def _gradient_and_logits(model, x, target: Target, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _gradient_and_logits(model, x, target: Target, batch_size: int,
+                         keep: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The input gradient and (with ``keep``) the logits of the same pass."""
+    if not keep:
+        return input_gradient(model, x, target, batch_size)[0], None
     rec = _Recording(target)
     grad, _ = input_gradient(model, x, rec, batch_size)
     return grad, _cat(rec.logits) if rec.logits else None
@@ -131,7 +139,7 @@ def _ascend(model, start: torch.Tensor, target: Target, steps: int, step: Step, 
             every = len(active) == len(x)  # no gather / scatter while every image runs
             running = x if every else x[active]
             grad, logits = _gradient_and_logits(model, running, target if every else target.select(active),
-                                                batch_size)
+                                                batch_size, keep=done is not None)
             if done is not None:
                 keep = ~done(logits, active).cpu()
                 if not keep.all():

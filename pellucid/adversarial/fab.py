@@ -73,6 +73,9 @@ def _fab(model, x, label, eps=None, steps=100, norm="linf", targeted="top", rest
     goal_classes = goal.classes.to(x.device)
     with model_state(model):
         clean = logits_of(model, x, len(x), bs)
+        if clean.dim() != 2:
+            raise PellucidError(f"FAB needs class logits of shape (N, classes); the model returned shape "
+                                f"{tuple(clean.shape)}")
         if classes is None:
             classes = clean.shape[1]
         if classes < 2:
@@ -132,7 +135,7 @@ def _restart(x0, noise, best, eps, norm) -> torch.Tensor:
         known[~torch.isfinite(known)] = RESTART_RADIUS[norm]
     else:
         known = torch.minimum(known, eps)
-    radius = (0.5 * known).reshape(-1, 1, 1, 1)
+    radius = (0.5 * known).reshape(-1, 1, 1, 1).to(x0.dtype)
     return (x0 + radius * noise / _size(noise, norm).clamp_min(1e-12).reshape(-1, 1, 1, 1)).clamp(0, 1)
 
 
@@ -197,8 +200,8 @@ def _nearest_boundary(model, x, y, t, norm, classes, bs) -> tuple[torch.Tensor, 
     if t is not None:
         grad, gap = input_gradient(model, x, _Gap(y, t), bs)  # y None: the runner-up to t
         return gap, grad.flatten(1)
-    best_dist = torch.full((len(x),), float("inf"), device=x.device)
-    gap_best, w_best = torch.zeros(len(x), device=x.device), torch.zeros_like(x.flatten(1))
+    best_dist = torch.full((len(x),), float("inf"), device=x.device, dtype=x.dtype)
+    gap_best, w_best = torch.zeros(len(x), device=x.device, dtype=x.dtype), torch.zeros_like(x.flatten(1))
     for k in range(classes):
         kk = torch.full_like(y, k)
         grad, gap = input_gradient(model, x, _Gap(y, kk), bs)

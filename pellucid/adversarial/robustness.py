@@ -28,7 +28,7 @@ def _attack_fn(model, x, labels: Target, attack: str, norm: str, steps: int, rel
                bs: int, progress: bool = False, random_start: bool = True) -> Adversarial:
     """``adversarial(eps (M,), rows (M,))``: the attack of images ``rows`` at per-image ``eps``."""
     check_choice(attack, "attack", CURVE_ATTACKS)
-    if attack == "autoattack":  # APGD with ``steps`` steps, 50x as many Square queries (the registry's rule)
+    if attack == "autoattack":  # APGD and FAB with ``steps`` steps, 50x as many Square queries (the registry's rule)
         return lambda eps, rows: autoattack(model, x[rows], labels.classes[rows], eps, norm, seed=seed, steps=steps,
                                             queries=50 * steps, batch_size=bs, progress=progress).adversarial
     if attack == "fgsm":

@@ -52,9 +52,8 @@ COMMANDS: dict[str, Command] = {
     "classviz": ("write class visualizations (gradient ascent from noise)", _classviz_args, _classviz_run),
     "filterviz": ("write channel visualizations beside their activation maps", _filterviz_args, _filterviz_run),
     "fool": ("write fooling images: the smallest steps that make the model predict a target", _fool_args, _fool_run),
-    "attack": ("attack images (FGSM, PGD, APGD, Square, AutoAttack, CW, DeepFool) and show original | adversarial | "
-               "difference", _attack_args,
-               _attack_run),
+    "attack": ("attack images (FGSM, PGD, APGD, FAB, Square, AutoAttack, CW, DeepFool) and show original | "
+               "adversarial | difference", _attack_args, _attack_run),
     "robustness": ("accuracy under attack for several eps, as a table and a plot", _robustness_args,
                    _robustness_run),
 }

@@ -51,12 +51,12 @@ def score_weights(model: nn.Module, x: torch.Tensor, t: Target, acts: torch.Tens
 
 
 def _memory_format(model: nn.Module) -> torch.memory_format:
-    """The layout of the model's first 2-D convolution weights: channels-last or contiguous."""
-    for m in model.modules():
+    """The layout of the model's first 2-D convolution weights that tell: channels-last or contiguous."""
+    for m in model.modules():  # a weight that is both (1x1 kernel, one input channel) does not tell
         if isinstance(m, nn.Conv2d) and m.weight.dim() == 4:
-            w = m.weight
-            return torch.channels_last if w.is_contiguous(memory_format=torch.channels_last) and \
-                not w.is_contiguous() else torch.contiguous_format
+            last, plain = m.weight.is_contiguous(memory_format=torch.channels_last), m.weight.is_contiguous()
+            if last != plain:
+                return torch.channels_last if last else torch.contiguous_format
     return torch.contiguous_format
 
 
