@@ -171,9 +171,11 @@ class _Hooks:
             lam = (out_f - rout - dq).div_(dp - dq).nan_to_num_(0.5).clamp_(0, 1)
             new = _PoolRescale.apply(inp, x_out, p, q, lam)
         elif type(module) is nn.ReLU:
-            # the secant slope lies in [0, 1]; where in = in_ref exactly (0 / 0) the unit's difference is 0 and
-            # so is its share of the total, whatever the multiplier: 0, in the fewest element-wise passes
-            multiplier = (x_out - rout).div_(x_in - rin).nan_to_num_(0.0).clamp_(0, 1)
+            # the secant slope lies in [0, 1] exactly, rounding included (both positive: out - out_ref is the
+            # same subtraction as in - in_ref; mixed: |in - in_ref| >= |out - out_ref| survives monotone
+            # rounding), so no clamp; where in = in_ref exactly (0 / 0) the unit's difference is 0 and so is its
+            # share of the total, whatever the multiplier: 0, in the fewest element-wise passes
+            multiplier = (x_out - rout).div_(x_in - rin).nan_to_num_(0.0)
             new = _Rescale.apply(inp, x_out, multiplier)
         else:
             # (out - out_ref) / (in - in_ref); the derivative where the difference vanishes (< 1e-6)
