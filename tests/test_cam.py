@@ -311,3 +311,23 @@ def test_cli_explain_offers_the_family_and_target_kinds(tmp_path, digits_model, 
     assert "target=None explains a single-output model" in capsys.readouterr().err
     assert main(["layers", "--model", "digits"]) in (0, None)
     assert "64x14x14  grid 14x14" in capsys.readouterr().out
+
+
+def test_score_cam_masks_follow_the_models_memory_format(resnet_small, photos_small):
+    """Masked images laid out against the model's convolution weights make every convolution reorder its
+    weights (a third of Score-CAM's time on a contiguous resnet18): they follow the first weight that tells,
+    and the maps do not depend on the layout."""
+    import copy
+
+    from pellucid.attribution.cams.passes import _memory_format
+
+    last = copy.deepcopy(resnet_small).to(memory_format=torch.channels_last)
+    assert _memory_format(resnet_small) == torch.contiguous_format
+    assert _memory_format(last) == torch.channels_last
+    pointwise = nn.Sequential(nn.Conv2d(1, 4, 1), nn.Conv2d(4, 4, 3)).to(memory_format=torch.channels_last)
+    assert _memory_format(pointwise) == torch.channels_last  # the 1x1, one-channel weight is both: skipped
+    assert _memory_format(nn.Sequential(nn.Linear(3, 2))) == torch.contiguous_format
+    x, y = photos_small[0][:1], torch.tensor([3])
+    a = pl.cam(resnet_small, x, y, "scorecam", "layer4")
+    b = pl.cam(last, x, y, "scorecam", "layer4")
+    assert torch.allclose(a, b, atol=1e-4)
