@@ -9,7 +9,8 @@ quartiles of pellucid's per-round ratio to the first anchor.
   plus the multipliers).
 - GradientSHAP: against Captum's ``GradientShap`` (one batch of every sample) and the raw gradient passes.
 - KernelSHAP: against shap's ``KernelExplainer`` and Captum's ``KernelShap`` (default: one coalition per
-  forward; and 64 per forward), on the same superpixels (SLIC not timed).
+  forward; and 64 per forward), on the same superpixels (SLIC not timed); interleaved, and each contender
+  alone in a process of its own (they slow each other in one process).
 
     python benchmarks/shap.py [--threads 2] [--repeats 5] [--quick]
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -96,7 +98,8 @@ def gradient_shap_rows(rounds: int, quick: bool) -> list[dict]:
     return rows
 
 
-def kernel_shap_rows(rounds: int) -> list[dict]:
+def kernel_shap_contenders() -> tuple[int, dict]:
+    """The KernelSHAP contenders on one digit and its superpixels (SLIC not timed)."""
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]  # `import shap`: not this file
     import shap
@@ -116,13 +119,45 @@ def kernel_shap_rows(rounds: int) -> list[dict]:
     explainer = shap.KernelExplainer(f, np.zeros((1, nseg)))
     ks = KernelShap(model)
     mask = seg[None, None]
-    return [timed(f"digits, KernelSHAP 1000 coalitions x 1 ({nseg} superpixels)", {
+    return nseg, {
         "shap": lambda: explainer.shap_values(np.ones((1, nseg)), nsamples=1000, silent=True, l1_reg=False),
         "Captum": lambda: ks.attribute(x, baselines=0.0, target=t, feature_mask=mask, n_samples=1000),
         "Captum (64 per forward)": lambda: ks.attribute(x, baselines=0.0, target=t, feature_mask=mask,
                                                         n_samples=1000, perturbations_per_eval=64),
         "pellucid": lambda: pl.kernel_shap(model, x, t, samples=1000, segmentation=seg[None]),
-    }, rounds, "shap")]
+    }
+
+
+def kernel_shap_rows(rounds: int, threads: int) -> list[dict]:
+    nseg, fns = kernel_shap_contenders()
+    work = f"digits, KernelSHAP 1000 coalitions x 1 ({nseg} superpixels)"
+    rows = [timed(work, fns, rounds, "shap")]
+    # interleaved in one process these contenders slow each other (a library's threads keep spinning into
+    # the next one's turn), so each also runs alone in a process of its own
+    alone = {name: _alone(name, threads) for name in fns}
+    rows.append({"work": work + ", each alone in its own process (7 runs after 3 warm-ups)",
+                 "times": ", ".join(f"{k} {v:.3f} s" for k, v in alone.items()),
+                 "ratio": f"{alone['pellucid'] / alone['shap']:.2f}",
+                 "speed-up": f"{alone['shap'] / alone['pellucid']:.2f}x"})
+    return rows
+
+
+def _alone(name: str, threads: int) -> float:
+    out = subprocess.run([sys.executable, __file__, "--alone", name, "--threads", str(threads)], check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _time_alone(name: str) -> None:
+    fn = kernel_shap_contenders()[1][name]
+    for _ in range(3):
+        fn()
+    runs = []
+    for _ in range(7):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    print(statistics.median(runs))
 
 
 def main() -> None:
@@ -130,11 +165,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="skip resnet18")
+    parser.add_argument("--alone", default=None, help=argparse.SUPPRESS)  # one KernelSHAP contender, this process
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.alone:
+        _time_alone(args.alone)
+        return
     start = time.perf_counter()
     rows = deeplift_rows(args.repeats, args.quick) + gradient_shap_rows(args.repeats, args.quick)
-    rows += kernel_shap_rows(max(2, args.repeats // 2))
+    rows += kernel_shap_rows(max(2, args.repeats // 2), args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, medians of {args.repeats} interleaved rounds "
           f"(resnet18 and KernelSHAP: {max(2, args.repeats // 2)}); ratio = pellucid / the first contender, "
           "per round (median, quartiles)\n")
