@@ -1,8 +1,8 @@
-"""The one state manager: eval mode, frozen parameters and hooks, all undone on exit.
+"""The one state manager: eval mode, frozen parameters, hooks and module attributes, all undone on exit.
 
 Every public function runs the model inside :func:`model_state`. On exit, also when the body
 raises, each module's ``training`` flag, each parameter's ``requires_grad`` and ``.grad`` are
-restored and every hook registered through the context is removed.
+restored, every hook registered through the context is removed and every attribute it set is put back.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ class ModelState:
     def __init__(self, model: nn.Module):
         self.model = model
         self._handles: list = []
+        self._attrs: list = []  # (module, name, old value), restored in reverse order
 
     def forward_hook(self, module: nn.Module, fn: Callable) -> None:
         self._handles.append(module.register_forward_hook(fn))
@@ -36,9 +37,19 @@ class ModelState:
         self.forward_hook(module, hook)
         return store
 
+    def set_attr(self, module: nn.Module, name: str, value) -> None:
+        """Set ``module.name`` to ``value`` until the context exits (e.g. a max-pool's ``return_indices``)."""
+        self._attrs.append((module, name, getattr(module, name)))
+        setattr(module, name, value)
+
     def remove_hooks(self) -> None:
         while self._handles:
             self._handles.pop().remove()
+
+    def restore_attrs(self) -> None:
+        while self._attrs:
+            module, name, old = self._attrs.pop()
+            setattr(module, name, old)
 
 
 @contextmanager
@@ -61,6 +72,7 @@ def model_state(model: nn.Module, train: bool = False, freeze: bool = True) -> I
         yield state
     finally:
         state.remove_hooks()
+        state.restore_attrs()
         for m, mode in modes:
             m.training = mode
         for p, flag, grad in zip(params, flags, grads):

@@ -51,7 +51,16 @@ def snapshot(model: nn.Module, x: torch.Tensor):
         "params": [p.detach().clone() for p in model.parameters()],
         "buffers": [b.detach().clone() for b in model.buffers()],
         "hooks": hook_count(model),
+        "attrs": _plain_attrs(model),
     }
+
+
+def _plain_attrs(model: nn.Module) -> list[dict]:
+    """Each module's plain settings (``return_indices``, ``inplace``, ``eps``, ...): what a method may set
+    for a while (through ``ModelState.set_attr``) and must put back."""
+    plain = (bool, int, float, str, tuple, type(None))
+    return [{k: v for k, v in vars(m).items() if not k.startswith("_") and isinstance(v, plain)}
+            for m in model.modules()]
 
 
 def assert_unchanged(model, x, before):
@@ -64,6 +73,7 @@ def assert_unchanged(model, x, before):
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before["params"])), "parameters changed"
     assert all(torch.equal(a, b) for a, b in zip(model.buffers(), before["buffers"])), "buffers changed"
     assert hook_count(model) == before["hooks"], "a hook was left registered"
+    assert _plain_attrs(model) == before["attrs"], "a module attribute was left changed"
 
 
 def check_side_effects(call, model: nn.Module, x: torch.Tensor, explode_at: nn.Module | None = None):

@@ -324,3 +324,31 @@ def test_the_records_are_registered():
         assert name in table and table[name].signed and not table[name].grid
     big = torch.zeros(1, 3, 224, 224)
     assert table["kernel_shap"].defaults(big, quick=True)["samples"] < table["kernel_shap"].defaults(big)["samples"]
+
+
+def test_max_pools_hand_back_their_arg_maxes_only_for_the_run(digits_model, digits4):
+    """DeepLIFT has max-pools return their indices (no second pool for the arg-maxes) and puts the flag back;
+    a pool that already returns indices (for a MaxUnpool) keeps its tuple output."""
+    x, y = digits4
+    pools = [m for m in digits_model.modules() if isinstance(m, nn.MaxPool2d)]
+    assert pools and not any(p.return_indices for p in pools)
+    attr, err = pl.deeplift(digits_model, x, y, return_error=True)
+    assert err.abs().max() < 1e-3 and not any(p.return_indices for p in pools)
+
+    class Unpooled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.relu = nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()
+            self.pool, self.unpool = nn.MaxPool2d(2, return_indices=True), nn.MaxUnpool2d(2)
+            self.fc = nn.Linear(4 * 28 * 28, 3)
+
+        def forward(self, z):
+            out, idx = self.pool(self.relu(self.conv(z)))
+            return self.fc(self.unpool(out, idx).flatten(1))
+
+    model = Unpooled().eval()
+    with pytest.raises(PellucidError, match="unpool"):  # the unpooling routes by the image's own arg-maxes
+        pl.deeplift(model, x, 1)
+    attr = pl.deeplift(model, x, 1, check=False)  # runs: the pool kept handing its tuple to the unpool
+    assert attr.shape == x.shape and torch.isfinite(attr).all() and model.pool.return_indices

@@ -23,7 +23,6 @@ import inspect
 import re
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._args import prepare
@@ -92,17 +91,6 @@ class _PoolRescale(torch.autograd.Function):
         return out, None, None, None, None
 
 
-def _pool_indices(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
-    """The flat arg-max of every window of a max-pool module, per channel plane."""
-    dims = inp.dim() - 2
-    if isinstance(module, nn.modules.pooling._AdaptiveMaxPoolNd):
-        fn = (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)[dims - 1]
-        return fn(inp, module.output_size, return_indices=True)[1]
-    fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
-    return fn(inp, module.kernel_size, module.stride, module.padding, module.dilation, ceil_mode=module.ceil_mode,
-              return_indices=True)[1]
-
-
 def _derivative(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
     """The element-wise derivative of an activation module at ``inp`` (closed form for the ReLU family)."""
     if isinstance(module, nn.ReLU):
@@ -129,7 +117,11 @@ class _Hooks:
         self.expand: torch.Tensor | None = None  # reference row of each image row (None: one reference)
         self._saved: dict = {}
         self.modules = [m for m in model.modules() if isinstance(m, ACTIVATIONS + MAX_POOLS)]
+        # max-pools hand out the arg-maxes they find anyway (flat per plane), instead of a second pool for them
+        self.forced = {m for m in self.modules if isinstance(m, MAX_POOLS) and not m.return_indices}
         for m in self.modules:
+            if m in self.forced:
+                state.set_attr(m, "return_indices", True)
             if getattr(m, "inplace", False):
                 state.forward_pre_hook(m, self._keep_input)
             state.forward_hook(m, self._hook)
@@ -145,13 +137,14 @@ class _Hooks:
     def _hook(self, module, inputs, out):
         inp = self._saved.pop(module, inputs[0])
         tensor_out = out[0] if isinstance(out, tuple) else out
+        indices = out[1] if isinstance(module, MAX_POOLS) else None  # every max-pool returns its arg-maxes here
         if self.recording:
             if isinstance(module, MAX_POOLS):  # flat per plane: the image pass gathers from them
-                idx = _pool_indices(module, inp).flatten(2)
+                idx = indices.flatten(2)
                 self.records.append((module, inp.flatten(2), tensor_out.flatten(2), idx))
             else:
                 self.records.append((module, inp, tensor_out, None))
-            return None
+            return tensor_out if module in self.forced else None
         if self.position >= len(self.records) or self.records[self.position][0] is not module:
             raise PellucidError("DeepLIFT: the model called its modules in another order for the images than for the "
                                 "references (data-dependent control flow); DeepLIFT needs one path through the model")
@@ -162,7 +155,7 @@ class _Hooks:
         x_in, x_out = inp.detach(), tensor_out.detach()
         if isinstance(module, MAX_POOLS):
             # the image's window maxima sit at p, the reference's at q: gathers only, no full-size difference
-            p = _pool_indices(module, x_in).flatten(2)
+            p = indices.flatten(2)
             q = self._ref(ridx, n)
             out_f = x_out.flatten(2)
             dp = out_f - rin.gather(2, p)  # x[p] - ref[p]
@@ -184,7 +177,7 @@ class _Hooks:
             multiplier = (x_out - rout).div_(d_in.masked_fill_(small, 1.0))
             multiplier = torch.where(small, _derivative(module, x_in), multiplier)
             new = _Rescale.apply(inp, x_out, multiplier)
-        return (new, *out[1:]) if isinstance(out, tuple) else new
+        return (new, *out[1:]) if isinstance(out, tuple) and module not in self.forced else new
 
     def record(self, refs: torch.Tensor, expand: torch.Tensor | None) -> torch.Tensor:
         """Run the references forward (no graph), keep their activations; returns their logits."""
