@@ -39,17 +39,22 @@ class ModelState:
 
     def set_attr(self, module: nn.Module, name: str, value) -> None:
         """Set ``module.name`` to ``value`` until the context exits (e.g. a max-pool's ``return_indices``)."""
-        self._attrs.append((module, name, getattr(module, name)))
+        own = name in vars(module)  # an attribute read from the class is deleted again, not copied in
+        self._attrs.append((module, name, getattr(module, name), own))
         setattr(module, name, value)
 
     def remove_hooks(self) -> None:
+        """Remove the hooks (attributes set with :meth:`set_attr` stay set until :meth:`restore_attrs`)."""
         while self._handles:
             self._handles.pop().remove()
 
     def restore_attrs(self) -> None:
         while self._attrs:
-            module, name, old = self._attrs.pop()
-            setattr(module, name, old)
+            module, name, old, own = self._attrs.pop()
+            if own:
+                setattr(module, name, old)
+            else:
+                delattr(module, name)
 
 
 @contextmanager

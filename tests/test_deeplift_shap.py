@@ -352,3 +352,41 @@ def test_max_pools_hand_back_their_arg_maxes_only_for_the_run(digits_model, digi
         pl.deeplift(model, x, 1)
     attr = pl.deeplift(model, x, 1, check=False)  # runs: the pool kept handing its tuple to the unpool
     assert attr.shape == x.shape and torch.isfinite(attr).all() and model.pool.return_indices
+
+
+def test_pools_that_cannot_hand_back_their_indices_still_work(digits4):
+    """A user's hook on a pool keeps getting a tensor, and a pool subclass that ignores return_indices (as
+    timm's MaxPool2dSame does) falls back to computing the arg-maxes; both stay complete."""
+    x, _ = digits4
+
+    class Ignoring(nn.MaxPool2d):
+        def forward(self, z):
+            return F.max_pool2d(z, self.kernel_size, self.stride)
+
+    for pool in (nn.MaxPool2d(2), Ignoring(2)):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), pool, nn.Flatten(),
+                              nn.Linear(4 * 14 * 14, 3)).eval()
+        seen = []
+        handle = pool.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out.shape))
+        try:
+            attr, err = pl.deeplift(model, x, 1, return_error=True)
+        finally:
+            handle.remove()
+        assert err.abs().max() < 1e-3 and seen and all(len(s) == 4 for s in seen)
+        assert not pool.return_indices
+
+
+def test_set_attr_puts_back_what_was_there():
+    from pellucid._state import model_state
+
+    class Flagged(nn.ReLU):
+        flag = "class"  # read from the class: deleted again on exit, not copied into the instance
+
+    m = nn.Sequential(Flagged(), nn.MaxPool2d(2))
+    with pytest.raises(RuntimeError), model_state(m) as state:
+        state.set_attr(m[0], "flag", "run")
+        state.set_attr(m[1], "return_indices", True)
+        state.set_attr(m[1], "return_indices", False)
+        raise RuntimeError("the body fails")
+    assert "flag" not in vars(m[0]) and m[0].flag == "class" and m[1].return_indices is False

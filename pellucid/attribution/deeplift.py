@@ -23,6 +23,7 @@ import inspect
 import re
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._args import prepare
@@ -91,6 +92,25 @@ class _PoolRescale(torch.autograd.Function):
         return out, None, None, None, None
 
 
+def _pool_indices(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
+    """The flat arg-max of every window of a max-pool module, per channel plane (for a pool whose own
+    forward cannot hand them back)."""
+    dims = inp.dim() - 2
+    if isinstance(module, nn.modules.pooling._AdaptiveMaxPoolNd):
+        fn = (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)[dims - 1]
+        return fn(inp, module.output_size, return_indices=True)[1]
+    fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
+    return fn(inp, module.kernel_size, module.stride, module.padding, module.dilation, ceil_mode=module.ceil_mode,
+              return_indices=True)[1]
+
+
+def _can_hand_back_indices(module: nn.Module) -> bool:
+    """Whether a max-pool may return its indices for the run: one of PyTorch's own (a subclass may ignore the
+    flag), not returning them already, and no other forward hook to be surprised by a tuple."""
+    return type(module) in MAX_POOLS and not module.return_indices and not module._forward_hooks and \
+        not nn.modules.module._global_forward_hooks
+
+
 def _derivative(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
     """The element-wise derivative of an activation module at ``inp`` (closed form for the ReLU family)."""
     if isinstance(module, nn.ReLU):
@@ -118,7 +138,7 @@ class _Hooks:
         self._saved: dict = {}
         self.modules = [m for m in model.modules() if isinstance(m, ACTIVATIONS + MAX_POOLS)]
         # max-pools hand out the arg-maxes they find anyway (flat per plane), instead of a second pool for them
-        self.forced = {m for m in self.modules if isinstance(m, MAX_POOLS) and not m.return_indices}
+        self.forced = {m for m in self.modules if _can_hand_back_indices(m)}
         for m in self.modules:
             if m in self.forced:
                 state.set_attr(m, "return_indices", True)
@@ -137,7 +157,9 @@ class _Hooks:
     def _hook(self, module, inputs, out):
         inp = self._saved.pop(module, inputs[0])
         tensor_out = out[0] if isinstance(out, tuple) else out
-        indices = out[1] if isinstance(module, MAX_POOLS) else None  # every max-pool returns its arg-maxes here
+        indices = None
+        if isinstance(module, MAX_POOLS):  # flat per plane; computed again only where the pool cannot say
+            indices = out[1] if isinstance(out, tuple) else _pool_indices(module, inp)
         if self.recording:
             if isinstance(module, MAX_POOLS):  # flat per plane: the image pass gathers from them
                 idx = indices.flatten(2)
