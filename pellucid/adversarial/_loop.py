@@ -175,6 +175,35 @@ def _reached(classes: torch.Tensor, targeted: bool) -> Done:
     return done
 
 
+def _mask(rows, n: int, device) -> torch.Tensor:
+    """``(n,)`` bool: the images to attack, ``rows`` (every image where ``None``)."""
+    m = torch.zeros(n, dtype=torch.bool, device=device) if rows is not None else \
+        torch.ones(n, dtype=torch.bool, device=device)
+    if rows is not None:
+        m[torch.as_tensor(rows, device=device)] = True
+    return m
+
+
+def _noise(x: torch.Tensor, norm: str, gen: torch.Generator) -> torch.Tensor:
+    """A random start direction for every image of ``x``: uniform in [-1, 1] (linf) or Gaussian (l2), drawn
+    for the whole batch, so an image's draw depends on the seed only."""
+    if norm == "linf":
+        return torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+    return torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+
+
+def _start(x0: torch.Tensor, noise: torch.Tensor, radius: torch.Tensor, norm: str) -> torch.Tensor:
+    """A random start: each image moved by ``noise`` scaled to norm ``radius`` (``(M,)``), clamped to [0, 1]."""
+    r = radius.reshape(-1, 1, 1, 1).to(x0.dtype)
+    return (x0 + r * noise / _size(noise, norm).clamp_min(1e-12).reshape(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
+    """``(M,)``: the L-inf or L2 norm of each row of ``d``."""
+    d = d.flatten(1)
+    return d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+
+
 def _unit(v: torch.Tensor, norm: str) -> torch.Tensor:
     """The steepest-ascent direction of unit ``norm``: ``sign(v)`` (linf) or ``v / ||v||_2`` (l2)."""
     if norm == "linf":

@@ -13,7 +13,7 @@ from .._grad import input_gradient, logits_of
 from .._progress import bar
 from .._state import model_state
 from ..registry import Attack, register_attack
-from ._loop import NORMS, _per_sample, _project, _top_or_target, _unit
+from ._loop import NORMS, _mask, _noise, _per_sample, _project, _start, _top_or_target, _unit
 from ._losses import Loss, check_loss
 
 
@@ -66,7 +66,7 @@ def _apgd(model, x, label, eps, steps=100, norm="linf", loss="ce", targeted=Fals
         else:  # the targeted DLR compares with the most likely class other than the target
             y, t = clean.scatter(1, classes[:, None], float("-inf")).argmax(1), classes
         done = (clean.argmax(1) == t) if is_targeted else (clean.argmax(1) != y)
-        todo = torch.ones(len(x), dtype=torch.bool, device=x.device) if rows is None else _mask(rows, len(x), x.device)
+        todo = _mask(rows, len(x), x.device)
         todo &= ~done
         adv, fooled = x.clone(), done.clone()
         targets = [t] if not top else [clean.argsort(1, descending=True)[:, k] for k in
@@ -75,10 +75,7 @@ def _apgd(model, x, label, eps, steps=100, norm="linf", loss="ce", targeted=Fals
         with bar(runs * steps, f"apgd-{'t' if top else loss} {norm}", progress, unit="step") as b:
             for target in targets:
                 for _ in range(restarts):
-                    # drawn for every image, so that each image's start depends on the seed only
-                    noise = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
-                             if norm == "linf" else torch.randn(x.shape, generator=gen, device=x.device,
-                                                                dtype=x.dtype))
+                    noise = _noise(x, norm, gen)  # for every image: each image's start depends on the seed only
                     idx = torch.nonzero(todo & ~fooled).flatten()
                     if not idx.numel():
                         b.update(steps)
@@ -92,17 +89,10 @@ def _apgd(model, x, label, eps, steps=100, norm="linf", loss="ce", targeted=Fals
     return adv, fooled
 
 
-def _mask(rows, n: int, device) -> torch.Tensor:
-    m = torch.zeros(n, dtype=torch.bool, device=device)
-    m[torch.as_tensor(rows, device=device)] = True
-    return m
-
-
 def _run(model, x0, y, t, eps, noise, steps, norm, kind, rho, to_target, bs, b):
     """One APGD run on the images ``x0``: their adversarial points and whether each is fooled."""
     e = eps.reshape(-1, 1, 1, 1)
-    scale = noise.flatten(1).abs().amax(1) if norm == "linf" else noise.flatten(1).norm(dim=1)
-    x_adv = (x0 + e * noise / scale.clamp_min(1e-12).reshape(-1, 1, 1, 1)).clamp(0, 1)
+    x_adv = _start(x0, noise, eps, norm)
     out, fooled = x_adv.clone(), torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
     n2, n_min, decrease = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
 

@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._args import check_call, num_classes
+from .._args import check_call
 from .._checks import PellucidError, check_choice, check_positive_int, generator
 from .._grad import input_gradient, logits_of
 from .._progress import bar
 from .._state import model_state
 from ..registry import Attack, register_attack
-from ._loop import NORMS, _per_sample, _top_or_target
+from ._loop import NORMS, _mask, _noise, _per_sample, _size, _start, _top_or_target
 
 # the restart radius when ``eps`` is not given and no adversarial point is known (the reference's defaults)
 RESTART_RADIUS = {"linf": 0.3, "l2": 1.0}
@@ -68,7 +68,6 @@ def _fab(model, x, label, eps=None, steps=100, norm="linf", targeted="top", rest
     beta = float(_per_sample(beta, "beta", 1, "cpu")[0])
     if alpha_max > 1 or beta > 1:
         raise PellucidError(f"alpha_max and beta must be in [0, 1], got {alpha_max:g} and {beta:g}")
-    classes = num_classes(model)
     gen = generator(seed, x.device)
     goal_classes = goal.classes.to(x.device)
     with model_state(model):
@@ -76,18 +75,13 @@ def _fab(model, x, label, eps=None, steps=100, norm="linf", targeted="top", rest
         if clean.dim() != 2:
             raise PellucidError(f"FAB needs class logits of shape (N, classes); the model returned shape "
                                 f"{tuple(clean.shape)}")
-        if classes is None:
-            classes = clean.shape[1]
+        classes = clean.shape[1]
         if classes < 2:
             raise PellucidError(f"FAB crosses the boundary between classes; this model has {classes} output")
         pred = clean.argmax(1)
         # towards given classes: broken = at the target; otherwise broken = no longer the label
         reached = (pred == goal_classes) if to_target else (pred != goal_classes)
-        todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        if rows is not None:
-            todo[:] = False
-            todo[torch.as_tensor(rows, device=x.device)] = True
-        todo &= ~reached
+        todo = _mask(rows, len(x), x.device) & ~reached
         if eps_ is not None:
             todo &= eps_ > 0  # nothing is broken within 0
         if top:
@@ -103,10 +97,7 @@ def _fab(model, x, label, eps=None, steps=100, norm="linf", targeted="top", rest
         with bar(len(targets) * restarts * steps, f"fab{'-t' if top else ''} {norm}", progress, unit="step") as b:
             for t in targets:
                 for r in range(restarts):
-                    # restarts draw for the whole batch, so an image's start depends on the seed only
-                    noise = None if r == 0 else (
-                        torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1 if norm == "linf"
-                        else torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype))
+                    noise = None if r == 0 else _noise(x, norm, gen)  # restarts draw for the whole batch
                     idx = torch.nonzero(todo & ~(best <= limit)).flatten()
                     if not idx.numel():
                         b.update(steps)
@@ -135,13 +126,7 @@ def _restart(x0, noise, best, eps, norm) -> torch.Tensor:
         known[~torch.isfinite(known)] = RESTART_RADIUS[norm]
     else:
         known = torch.minimum(known, eps)
-    radius = (0.5 * known).reshape(-1, 1, 1, 1).to(x0.dtype)
-    return (x0 + radius * noise / _size(noise, norm).clamp_min(1e-12).reshape(-1, 1, 1, 1)).clamp(0, 1)
-
-
-def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
-    d = d.flatten(1)
-    return d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    return _start(x0, noise, 0.5 * known, norm)
 
 
 def _run(model, x0, start, y, t, limit, steps, norm, alpha_max, eta, beta, done, classes, bs, b):

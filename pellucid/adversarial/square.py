@@ -15,7 +15,7 @@ from .._grad import logits_of
 from .._progress import bar
 from .._state import model_state
 from ..registry import Attack, register_attack
-from ._loop import NORMS, _attack_target, _per_sample
+from ._loop import NORMS, _attack_target, _mask, _per_sample
 from ._losses import margin
 
 
@@ -60,10 +60,7 @@ def _square(model, x, label, eps, queries=5000, norm="linf", seed=0, targeted=Fa
         return torch.randint(0, 2, shape, generator=gen, device=x.device).to(x.dtype) * 2 - 1
 
     with model_state(model):
-        todo = torch.ones(n, dtype=torch.bool, device=x.device)
-        if rows is not None:
-            todo[:] = False
-            todo[torch.as_tensor(rows, device=x.device)] = True
+        todo = _mask(rows, n, x.device)
         idx = torch.nonzero(todo).flatten()
         e = eps_[idx].reshape(-1, 1, 1, 1)
         x0 = x[idx]
