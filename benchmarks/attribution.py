@@ -52,86 +52,92 @@ def row(name, anchor_name, anchor_t, ours_t, lim, best, sweep, default_bs):
             "vs limit": f"{ours_t / lim:.2f}x", "default bs": default_bs, "sweep (bs: s)": sweep_txt}
 
 
-def small_cnn_rows(rounds: int) -> list[dict]:
-    from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
+def ig_row(name: str, model, x, target, steps: int, sizes, rounds: int) -> dict:
+    """Captum's ``IntegratedGradients`` against ``pl.integrated_gradients`` (baseline 0) and their raw passes."""
+    from captum.attr import IntegratedGradients
 
+    return compare(f"{name}, IG {steps} steps x {len(x)}", "Captum",
+                   lambda: IntegratedGradients(model).attribute(x, baselines=0.0, target=target, n_steps=steps),
+                   lambda: pl.integrated_gradients(model, x, target, steps=steps), model, x, target, len(x) * steps,
+                   sizes, True, rounds)
+
+
+def smoothgrad_row(name: str, model, x, target, samples: int, sizes, rounds: int) -> dict:
+    """Captum's ``NoiseTunnel(Saliency)`` against ``pl.smoothgrad`` (noise 0.15) and their raw passes."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    nt = NoiseTunnel(Saliency(model))
+    return compare(f"{name}, SmoothGrad {samples} x {len(x)}", "Captum",
+                   lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=samples, stdevs=0.15, target=target,
+                                        abs=False),
+                   lambda: pl.smoothgrad(model, x, target, samples=samples, sigma=0.15), model, x, target,
+                   len(x) * samples, sizes, True, rounds)
+
+
+def occlusion_row(name: str, model, x, target, window: int, stride: int, sizes, rounds: int) -> dict:
+    """Captum's ``Occlusion`` (its default: one window per forward) against ``pl.occlusion``, zero fill, and
+    the raw forwards (every window and the image itself)."""
+    from captum.attr import Occlusion
+
+    c, h, w = x.shape[1:]
+    windows = ((h - window) // stride + 1) * ((w - window) // stride + 1)
+    occ = Occlusion(model)
+    return compare(f"{name}, occlusion {window}/{stride} x {len(x)}", "Captum default",
+                   lambda: occ.attribute(x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
+                                         baselines=0.0, target=target),
+                   lambda: pl.occlusion(model, x, target, window=window, stride=stride), model, x, target,
+                   len(x) * (windows + 1), sizes, False, rounds)
+
+
+def small_cnn_rows(rounds: int) -> list[dict]:
     model = pl.load_model("digits")
     x, y = pl.sample_images("digits", n=64)
     sizes = (16, 32, 64, 128)
-    rows = [compare("small CNN, IG 50 steps x 64", "Captum",
-                    lambda: IntegratedGradients(model).attribute(x, baselines=0.0, target=y, n_steps=50),
-                    lambda: pl.integrated_gradients(model, x, y, steps=50), model, x, y, 64 * 50, sizes, True, rounds)]
-
-    nt = NoiseTunnel(Saliency(model))
-    rows.append(compare("small CNN, SmoothGrad 50 x 64", "Captum",
-                        lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=50, stdevs=0.15, target=y, abs=False),
-                        lambda: pl.smoothgrad(model, x, y, samples=50, sigma=0.15), model, x, y, 64 * 50, sizes, True,
-                        rounds))
-
-    windows = 13 * 13
-    occ = Occlusion(model)
-    rows.append(compare("small CNN, occlusion 4/2 x 64", "Captum default",
-                        lambda: occ.attribute(x, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0,
-                                              target=y),
-                        lambda: pl.occlusion(model, x, y, window=4, stride=2), model, x, y, 64 * (windows + 1), sizes,
-                        False, rounds))
-
-    # one image: Captum's default runs one window per forward; pellucid stacks the windows into batches
-    x1, y1 = x[:1], y[:1]
-    rows.append(compare("small CNN, occlusion 4/2 x 1", "Captum default",
-                        lambda: occ.attribute(x1, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0,
-                                              target=y1),
-                        lambda: pl.occlusion(model, x1, y1, window=4, stride=2), model, x1, y1, windows + 1, sizes,
-                        False, 4 * rounds))
-
-    rows.append(lime_row(model, x[:1], int(y[0]), 2 * rounds, sizes))
+    name = "small CNN"
+    rows = [ig_row(name, model, x, y, 50, sizes, rounds), smoothgrad_row(name, model, x, y, 50, sizes, rounds),
+            occlusion_row(name, model, x, y, 4, 2, sizes, rounds),
+            # one image: Captum's default runs one window per forward; pellucid stacks the windows into batches
+            occlusion_row(name, model, x[:1], y[:1], 4, 2, sizes, 4 * rounds)]
+    rows.append(lime_row(name, model, x[:1], int(y[0]), 2 * rounds, sizes, samples=1000))
     return rows
 
 
-def lime_row(model, x, label: int, rounds: int, sizes) -> dict:
+def lime_row(name: str, model, x, label: int, rounds: int, sizes, samples: int) -> dict:
+    """lime_image against ``pl.lime`` on the same SLIC superpixels, segmentation included in both."""
     from lime import lime_image
     from skimage.segmentation import slic
 
-    from pellucid import attribution
+    from pellucid.attribution import perturbation
 
-    img = x[0, 0].double().numpy()
+    gray = x.shape[1] == 1  # lime_image takes (H, W) for gray images and hands back 3 channels
+    img = (x[0, 0] if gray else x[0].permute(1, 2, 0)).double().numpy()
 
     def classifier(images):
-        batch = torch.from_numpy(images[..., :1]).permute(0, 3, 1, 2).float()
+        batch = torch.from_numpy(images[..., :1] if gray else images).permute(0, 3, 1, 2).float()
         with torch.no_grad():
             return model(batch).numpy()
 
     def theirs():
         seg_fn = lambda im: slic(im, n_segments=100, compactness=1, sigma=1, start_label=0)  # noqa: E731
         lime_image.LimeImageExplainer(random_state=0).explain_instance(
-            img, classifier, labels=(label,), top_labels=None, hide_color=0, num_samples=1000,
+            img, classifier, labels=(label,), top_labels=None, hide_color=0, num_samples=samples,
             segmentation_fn=seg_fn, random_seed=0)  # its progress bar goes to stderr
 
     def ours():
-        attribution._SEGMENT_CACHE.clear()  # segmentation included
-        pl.lime(model, x, label, samples=1000)
+        perturbation._SEGMENT_CACHE.clear()  # segmentation included
+        pl.lime(model, x, label, samples=samples)
 
-    return compare("small CNN, LIME 1000 samples x 1 (incl. SLIC)", "lime_image", theirs, ours, model, x, label,
-                   1000, sizes, False, rounds)
+    return compare(f"{name}, LIME {samples} samples x 1 (incl. SLIC)", "lime_image", theirs, ours, model, x, label,
+                   samples, sizes, False, rounds)
 
 
 def resnet_rows(rounds: int) -> list[dict]:
-    from captum.attr import IntegratedGradients, Occlusion
-
     model = pl.load_model("resnet18", weights="random")
     x = pl.sample_images("photos", n=1)[0]
     t = 281
     sizes = (4, 8, 16)
-    rows = [compare("resnet18 224², IG 50 steps x 1", "Captum",
-                    lambda: IntegratedGradients(model).attribute(x, baselines=0.0, target=t, n_steps=50),
-                    lambda: pl.integrated_gradients(model, x, t, steps=50), model, x, t, 50, sizes, True, rounds)]
-    occ = Occlusion(model)
-    rows.append(compare("resnet18 224², occlusion 32/16 x 1", "Captum default",
-                        lambda: occ.attribute(x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16),
-                                              baselines=0.0, target=t),
-                        lambda: pl.occlusion(model, x, t, window=32, stride=16), model, x, t, 13 * 13 + 1, sizes,
-                        False, rounds))
-    return rows
+    name = "resnet18 224²"
+    return [ig_row(name, model, x, t, 50, sizes, rounds), occlusion_row(name, model, x, t, 32, 16, sizes, rounds)]
 
 
 MEMORY_PROBE = """
