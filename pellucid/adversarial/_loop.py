@@ -108,14 +108,14 @@ class _Recording:
         return self.target(logits, rows)
 
 
-def _gradient_and_logits(model, x, target: Target, batch_size: int,
-                         keep: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The input gradient and (with ``keep``) the logits of the same pass."""
+def _gradient_and_logits(model, x, target, batch_size: int,
+                         keep: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The input gradient, the scores and (with ``keep``) the logits of the same pass."""
     if not keep:
-        return input_gradient(model, x, target, batch_size)[0], None
+        return (*input_gradient(model, x, target, batch_size), None)
     rec = _Recording(target)
-    grad, _ = input_gradient(model, x, rec, batch_size)
-    return grad, _cat(rec.logits) if rec.logits else None
+    grad, score = input_gradient(model, x, rec, batch_size)
+    return grad, score, _cat(rec.logits) if rec.logits else None
 
 
 Adversarial = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -138,8 +138,8 @@ def _ascend(model, start: torch.Tensor, target: Target, steps: int, step: Step, 
         for _ in range(steps):
             every = len(active) == len(x)  # no gather / scatter while every image runs
             running = x if every else x[active]
-            grad, logits = _gradient_and_logits(model, running, target if every else target.select(active),
-                                                batch_size, keep=done is not None)
+            grad, _, logits = _gradient_and_logits(model, running, target if every else target.select(active),
+                                                   batch_size, keep=done is not None)
             if done is not None:
                 keep = ~done(logits, active).cpu()
                 if not keep.all():

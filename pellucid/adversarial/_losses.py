@@ -1,6 +1,6 @@
 """The losses the attacks of AutoAttack climb (Croce & Hein 2020), as duck-typed targets of the one
-gradient primitive: ``loss(logits, rows) -> (M,)`` per row, keeping the logits of each chunk so one
-pass gives the gradient, the loss and the prediction."""
+gradient primitive: ``loss(logits, rows) -> (M,)`` per row (``_loop._gradient_and_logits`` keeps the
+logits, so one pass gives the gradient, the loss and the prediction)."""
 
 from __future__ import annotations
 
@@ -44,10 +44,8 @@ class Loss:
 
     def __init__(self, kind: str, y: torch.Tensor, t: torch.Tensor | None = None):
         self.kind, self.y, self.t = kind, y, t
-        self.logits: list[torch.Tensor] = []
 
     def __call__(self, logits: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
-        self.logits.append(logits.detach())
         rows = slice(None) if rows is None else rows
         y = self.y[rows]
         t = None if self.t is None else self.t[rows]
@@ -56,8 +54,3 @@ class Loss:
         if t is None:
             return F.cross_entropy(logits, y, reduction="none")
         return -F.cross_entropy(logits, t, reduction="none")
-
-    def take_logits(self) -> torch.Tensor:
-        out = self.logits[0] if len(self.logits) == 1 else torch.cat(self.logits)
-        self.logits = []
-        return out

@@ -9,11 +9,11 @@ from torch import nn
 
 from .._args import check_call, num_classes
 from .._checks import check_choice, check_positive_int, generator
-from .._grad import input_gradient, logits_of
+from .._grad import logits_of
 from .._progress import bar
 from .._state import model_state
 from ..registry import Attack, register_attack
-from ._loop import NORMS, _mask, _noise, _per_sample, _project, _start, _top_or_target, _unit
+from ._loop import NORMS, _gradient_and_logits, _mask, _noise, _per_sample, _project, _start, _top_or_target, _unit
 from ._losses import Loss, check_loss
 
 
@@ -97,9 +97,8 @@ def _run(model, x0, y, t, eps, noise, steps, norm, kind, rho, to_target, bs, b):
     n2, n_min, decrease = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
 
     def evaluate(xs, s):
-        f = Loss(kind, s["y"], s["t"])
-        grad, value = input_gradient(model, xs, f, bs)
-        pred = f.take_logits().argmax(1)
+        grad, value, logits = _gradient_and_logits(model, xs, Loss(kind, s["y"], s["t"]), bs)
+        pred = logits.argmax(1)
         return grad, value, (pred == s["t"]) if to_target else (pred != s["y"])
 
     # the state of each image still running; rows leave it when fooled
