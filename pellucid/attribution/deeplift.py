@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError
+from .._checks import PellucidError, generator
 from .._grad import iter_gradients, row_index
 from .._state import model_state
 from ..registry import Method, register_method
@@ -275,6 +275,15 @@ class _Runner:
             yield rows, (x_rows - ref_rows) * grad, score, ref_score
 
 
+def _checked(model, attr: torch.Tensor, fx: torch.Tensor, fr: torch.Tensor, check: bool, return_error: bool):
+    """The attributions (and their completeness errors), refused where they do not add up (``check``)."""
+    total, delta = attr.flatten(1).sum(1), fx - fr
+    err = _completeness_error(total, delta, fx, fr)
+    if check:
+        _check_complete(model, err, total, delta)
+    return (attr, err) if return_error else attr
+
+
 def _completeness_error(total: torch.Tensor, delta: torch.Tensor, fx: torch.Tensor, fr: torch.Tensor) -> torch.Tensor:
     scale = torch.maximum(delta.abs(), 1e-3 * torch.maximum(fx.abs(), fr.abs()).clamp_min(1e-3))
     return (total - delta).abs() / scale
@@ -322,11 +331,7 @@ def deeplift(model: nn.Module, x: torch.Tensor, target, baseline=0.0, *, check: 
             fx.append(s)
             fr.append(r)
     attr, fx, fr = torch.cat(parts), torch.cat(fx), torch.cat(fr)
-    total, delta = attr.flatten(1).sum(1), fx - fr
-    err = _completeness_error(total, delta, fx, fr)
-    if check:
-        _check_complete(model, err, total, delta)
-    return (attr, err) if return_error else attr
+    return _checked(model, attr, fx, fr, check, return_error)
 
 
 def as_baselines(baselines, x: torch.Tensor, seed: int = 0, count: int = 16) -> torch.Tensor:
@@ -336,7 +341,7 @@ def as_baselines(baselines, x: torch.Tensor, seed: int = 0, count: int = 16) -> 
     if isinstance(baselines, str):
         if baselines != "noise":
             raise PellucidError(f"baselines must be a tensor (B, C, H, W), a number or 'noise', got {baselines!r}")
-        gen = torch.Generator(device=x.device).manual_seed(seed)
+        gen = generator(seed, x.device)
         return torch.rand((count, *shape), generator=gen, device=x.device, dtype=x.dtype)
     if isinstance(baselines, bool) or not isinstance(baselines, int | float | torch.Tensor):
         raise PellucidError(f"baselines must be a tensor (B, C, H, W), a number or 'noise', got {baselines!r}")
@@ -383,11 +388,7 @@ def deeplift_shap(model: nn.Module, x: torch.Tensor, target, baselines, *, check
             fx.index_add_(0, i, s.to(fx))
             fr.index_add_(0, i, r.to(fr))
     attr, fx, fr = attr / k, fx / k, fr / k
-    total, delta = attr.flatten(1).sum(1), fx - fr
-    err = _completeness_error(total, delta, fx, fr)
-    if check:
-        _check_complete(model, err, total, delta)
-    return (attr, err) if return_error else attr
+    return _checked(model, attr, fx, fr, check, return_error)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from torch import nn
 
 from .._args import prepare
 from .._blur import gaussian_blur
-from .._checks import PellucidError, check_choice, check_positive_int, fill_like
+from .._checks import PellucidError, check_choice, check_positive_int, fill_like, generator
 from .._grad import input_gradient, path_integral, perturbation_scores, quadrature
 from .._state import model_state
 from ..registry import Method, register_method
@@ -89,7 +89,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target, samples: int = 50, sig
         raise PellucidError(f"method must be a function (model, x, target, **kw), got {type(method).__name__}")
     if _accepts(method, "batch_size"):
         kwargs["batch_size"] = bs
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    gen = generator(seed, x.device)
     group = max(1, min(samples, bs // len(x)))  # noise samples per call of method
     total, done = None, 0
     while done < samples:
@@ -114,7 +114,7 @@ def make_baseline(baseline, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
         if baseline == "blur":
             sigma = max(x.shape[-2:]) / 8
             return gaussian_blur(x, sigma, max(1, int(3 * sigma)), mode="replicate")
-        gen = torch.Generator(device=x.device).manual_seed(seed)
+        gen = generator(seed, x.device)
         return torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     if isinstance(baseline, torch.Tensor) and baseline.dim() == x.dim():
         n = len(baseline)

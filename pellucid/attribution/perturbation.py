@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError, check_positive_int, fill_like
+from .._checks import PellucidError, check_positive_int, fill_like, generator
 from .._grad import perturbation_scores, row_index
 from .._state import model_state
 from .._surrogate import fit_surrogate, random_masks
@@ -140,7 +140,7 @@ def lime(model: nn.Module, x: torch.Tensor, target, samples: int = 1000, segment
     x, t, bs = prepare(model, x, target, batch_size, score)
     check_positive_int(samples, "samples", 2)
     segs = slic_segments(x, segments) if segmentation is None else _check_segmentation(segmentation, x)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    gen = generator(seed, x.device)
     maps, weights, intercepts, r2s, labels = [], [], [], [], []
     with model_state(model):
         for i in range(len(x)):

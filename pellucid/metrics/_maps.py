@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._checks import PellucidError
+from .._checks import PellucidError, generator
 from ..registry import methods as registered_methods
 
 Method = Callable[..., torch.Tensor]
@@ -59,7 +59,7 @@ def attribution_map(model, x, target, attribution) -> torch.Tensor:
 
 def random_attribution(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """A uniformly random ``(N, H, W)`` map: the baseline every method must beat. Seeded, no global RNG."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    gen = generator(seed, x.device)
     return torch.rand(x.shape[0], *x.shape[2:], generator=gen, device=x.device)
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError
+from .._checks import PellucidError, generator
 from ._maps import Method, as_map, resolve_method
 from .similarity import spearman, ssim
 
@@ -106,7 +106,7 @@ def sanity_check(model: nn.Module, x: torch.Tensor, target, method: str | Method
     if not names:
         raise PellucidError("the model has no layer with parameters to randomize")
     modules = [find_layer(copy_, n) for n in names]
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    gen = generator(seed, x.device)
     maps = [_absolute_map(fn, copy_, x, target)]
     for module in modules:
         _randomize(module, gen)

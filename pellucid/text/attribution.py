@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .._checks import PellucidError, check_choice, check_positive_int
+from .._checks import PellucidError, check_choice, check_positive_int, generator
 from .._grad import iter_gradients, path_integral, perturbation_scores, quadrature, row_index
 from .._state import model_state
 from .._surrogate import fit_surrogate
@@ -222,7 +222,7 @@ def text_lime(model: nn.Module, words: Words, target=None, samples: int = 500, k
     samples delete random sets of characters, a weighted ridge on the keep/delete mask explains the
     target's probability (``score="softmax"``, lime's choice). Seeded; the global RNG is untouched."""
     check_positive_int(samples, "samples", 2)
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed, "cpu")
     with _rnn_state(model, words, target, score, batch_size) as (words, tgt, bs):
         out: list = [None] * len(words)
         for j, w in enumerate(words):
