@@ -67,12 +67,12 @@ def _attack_run(args):
 
 def _robustness_args(p):
     add_model_args(p)
-    from ..adversarial import CURVE_ATTACKS
+    from ..adversarial import CURVE_ATTACKS, NORMS
 
     p.add_argument("--attack", default="pgd", choices=CURVE_ATTACKS,
                    help="autoattack: the worst case over APGD-CE, APGD-T, FAB-T and Square")
     p.add_argument("--eps", default=None, help="comma-separated eps values; default depends on the images")
-    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    p.add_argument("--norm", default="linf", choices=list(NORMS))
     p.add_argument("--steps", type=int, default=10,
                    help="pgd steps; autoattack: APGD and FAB steps (with 50x as many Square queries)")
     p.add_argument("--seed", type=int, default=0)
