@@ -1,14 +1,28 @@
 """Timing shared by the benchmarks: the median of several runs of one call, or of several calls interleaved.
 
 This machine's speed drifts by 20-30% over seconds, so a ratio of two medians taken one after the other
-is noisy. :func:`interleaved` runs the contenders in turn, round after round, so drift hits them alike.
+is noisy. :func:`interleaved` runs the contenders in turn, round after round, so drift hits them alike,
+and pauses between two contenders (:data:`SETTLE` seconds) so that one contender's aftermath (BLAS or
+OpenMP threads still spinning, memory being freed) does not slow the next: occlusion of 64 digits measured
+1.09x Captum right after four batch-size sweeps and 0.86x with the two alone and a pause between them.
+Compare two contenders in rounds of their own; sweeps go in rounds of their own too.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable
+
+SETTLE = 0.5
+"""Seconds of rest before each timed call: spinning worker threads go to sleep, freed memory is returned."""
+
+
+def settle(pause: float = SETTLE) -> None:
+    """Let the previous contender's threads and memory settle before the next one is timed."""
+    gc.collect()
+    time.sleep(pause)
 
 
 def median_time(fn, repeats: int, warmup: bool = False) -> float:
@@ -23,10 +37,12 @@ def median_time(fn, repeats: int, warmup: bool = False) -> float:
     return statistics.median(times)
 
 
-def interleaved_runs(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> dict[str, list[float]]:
+def interleaved_runs(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool = True,
+                     pause: float = SETTLE) -> dict[str, list[float]]:
     """Wall times in seconds of each of ``fns``, timed in turn for ``rounds`` rounds (after one warm-up).
 
-    The order rotates from round to round, so that no contender always runs first or after the same one.
+    The order rotates from round to round, so that no contender always runs first or after the same one,
+    and each call starts after :func:`settle` (``pause`` seconds; 0 for none).
     """
     if warmup:
         for fn in fns.values():
@@ -35,15 +51,18 @@ def interleaved_runs(fns: dict[str, Callable[[], object]], rounds: int, warmup: 
     names = list(fns)
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:  # each contender takes each place in turn
+            if pause:
+                settle(pause)
             start = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - start)
     return times
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool = True,
+                pause: float = SETTLE) -> dict[str, float]:
     """Median wall time in seconds of each of ``fns``, timed in turn for ``rounds`` rounds (after one warm-up)."""
-    return {name: statistics.median(t) for name, t in interleaved_runs(fns, rounds, warmup).items()}
+    return {name: statistics.median(t) for name, t in interleaved_runs(fns, rounds, warmup, pause).items()}
 
 
 def ratio_quartiles(times: dict[str, list[float]], base: str) -> dict[str, tuple[float, float, float]]:

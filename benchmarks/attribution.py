@@ -31,14 +31,13 @@ from pellucid._grad import default_batch_size  # noqa: E402
 
 def compare(name, anchor_name, anchor, ours, model, x, target, rows: int, sizes, gradients: bool,
             rounds: int) -> dict:
-    """Time the anchor, pellucid and ``rows`` raw passes over copies of ``x`` at each batch size, interleaved."""
+    """Time the anchor and pellucid interleaved (alone, with a pause between them), then ``rows`` raw passes
+    over copies of ``x`` at each batch size in rounds of their own, so the sweep does not slow either."""
     xs = x.repeat(rows // len(x) + 1, 1, 1, 1)[:rows].contiguous()
     classes = torch.as_tensor(target).reshape(-1).expand(len(x)).repeat(rows // len(x) + 1)[:rows]
     model.eval()
-    fns = {"anchor": anchor, "ours": ours}
-    fns.update({bs: (lambda b=bs: raw_passes(model, xs, classes, b, gradients)) for bs in sizes})
-    t = interleaved(fns, rounds)
-    sweep = {bs: t[bs] for bs in sizes}
+    t = interleaved({"anchor": anchor, "ours": ours}, rounds)
+    sweep = interleaved({bs: (lambda b=bs: raw_passes(model, xs, classes, b, gradients)) for bs in sizes}, rounds)
     best = min(sweep, key=sweep.get)
     return row(name, anchor_name, t["anchor"], t["ours"], sweep[best], best, sweep, default_batch_size(x, model))
 

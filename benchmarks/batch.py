@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pellucid as pl  # noqa: E402
 from pellucid import batch, registry  # noqa: E402
-from pellucid.data import digits  # noqa: E402
+from pellucid.models.data import digits  # noqa: E402
 
 METHODS = ("saliency", "ig", "lime")
 
@@ -82,7 +82,7 @@ def peak_rss_mb(n: int) -> tuple[float, float]:
     table), and its resident memory just before: torch, the model and the 5,000 digits loaded. The peak
     is reset (``/proc/self/clear_refs``) after loading, so it measures the job, not the loading."""
     code = ("import re, tempfile, pellucid as pl\n"
-            "from pellucid.data import digits\n"
+            "from pellucid.models.data import digits\n"
             "kb = lambda f: int(re.search(f + r':\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
             "pl.load_model('digits'); digits('all'); open('/proc/self/clear_refs', 'w').write('5')\n"
             "base = kb('VmRSS')\n"

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import pellucid as pl  # noqa: E402
-from pellucid.data import digits  # noqa: E402
-from pellucid.models import accuracy  # noqa: E402
+from pellucid.models.base import accuracy  # noqa: E402
+from pellucid.models.data import digits  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pellucid as pl  # noqa: E402
-from pellucid import render  # noqa: E402
-from pellucid.report import predictions  # noqa: E402
+from pellucid._grad import predictions  # noqa: E402
+from pellucid.drawing import render  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "img"
 SHOWN = ("chelsea", "coffee", "rocket", "grace_hopper")

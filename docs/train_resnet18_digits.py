@@ -21,8 +21,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pellucid as pl  # noqa: E402
-from pellucid.data import cache_dir, digits  # noqa: E402
-from pellucid.models import IMAGENET_MEAN, IMAGENET_STD, _shift  # noqa: E402
+from pellucid.models.data import cache_dir, digits  # noqa: E402
+from pellucid.models.digits import shift as _shift
+from pellucid.models.vision import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 SIZE = 64
 

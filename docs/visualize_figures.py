@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pellucid as pl  # noqa: E402
-from pellucid import render  # noqa: E402
+from pellucid.drawing import render  # noqa: E402
 from pellucid.featureviz import filter_maps  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "img"
@@ -55,7 +55,7 @@ def resnet_figures(weights: str, size: int = 128, steps: int = 64):
 
 def digits_resnet_figures(targets=(0, 2, 3, 7, 8)):
     """pixel vs Fourier class visualizations of a user-supplied resnet18: one trained on the digits."""
-    from pellucid.data import cache_dir
+    from pellucid.models.data import cache_dir
 
     path = cache_dir() / "resnet18-digits.pth"
     if not path.is_file():

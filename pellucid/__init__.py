@@ -10,11 +10,12 @@ dependencies (matplotlib, FastAPI, Ray, scikit-image) load only inside the funct
 from __future__ import annotations
 
 from ._checks import PellucidError
+from ._moved import install as _install_old_paths
 
 
 # models, data, I/O
 from .models import list_models, load_model, PixelModel, wrap
-from .data import PHOTOS, sample_images
+from .models.data import PHOTOS, sample_images
 from .io import load_image, load_images, save_image
 
 # where does it look
@@ -40,7 +41,9 @@ from .featureviz import (
 )
 
 # can we trust it
-from .metrics import compare, deletion, explanation_attack, infidelity, insertion, road, sanity_check, sensitivity
+from .metrics import (
+    compare, deletion, explanation_attack, infidelity, insertion, road, sanity_check, sensitivity, srg,
+)
 
 # sequences: the langid GRU, per-character attribution, a character attack
 from .text import (
@@ -49,6 +52,8 @@ from .text import (
 
 # a whole data set
 from .batch import explain_dataset, read_results
+
+_install_old_paths()  # old module paths (pellucid.data, pellucid.report, ...) keep working
 
 __version__ = "0.1.0"
 
@@ -62,6 +67,6 @@ __all__ = [
     "minimal_epsilon", "neuron", "Objective", "occlusion", "pad", "PellucidError", "pgd", "PHOTOS", "PixelModel",
     "random_rotate", "random_scale", "read_results", "road", "robustness_curve", "roll", "saliency", "sample_images",
     "sanity_check", "save_image", "segmentation_target", "sensitivity", "similarity_target", "smoothgrad", "square",
-    "standard_transforms", "text_input_x_gradient", "text_integrated_gradients", "text_lime", "text_occlusion",
+    "srg", "standard_transforms", "text_input_x_gradient", "text_integrated_gradients", "text_lime", "text_occlusion",
     "total_variation", "Visualization", "visualize", "wrap",
 ]

@@ -20,6 +20,10 @@ def check_call(model: nn.Module, x: torch.Tensor, batch_size: int | None) -> tup
         raise PellucidError(
             f"model must be a torch.nn.Module (see pl.load_model / pl.wrap), got {type(model).__name__}"
         )
+    weight = next(model.parameters(), None)
+    if weight is not None and weight.device.type == "meta":
+        raise PellucidError("the model's parameters are on the meta device (shapes without values): load its "
+                            "weights first (e.g. model.to_empty(device='cpu') then load_state_dict)")
     x = check_images(x, model)
     return x, resolve_batch_size(batch_size, x, model)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ._checks import PellucidError
-from .data import resize_crop
 
 FORMATS = ("PNG", "JPEG", "MPO", "WEBP")  # MPO: the JPEG variant many phone cameras write
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -38,6 +38,18 @@ class ImageError(PellucidError):
         super().__init__(message)
         self.kind = kind
 
+
+
+def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize the shorter side to fit, then centre-crop to ``size`` (bilinear, antialiased)."""
+    h, w = x.shape[-2:]
+    th, tw = size
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    return x[..., top : top + th, left : left + tw].clamp(0, 1)
 
 def _sniff(head: bytes) -> str | None:
     """The format the first bytes claim: PNG, JPEG, WEBP or None."""

@@ -1,24 +1,29 @@
-"""One record per method and per attack: what the CLI, the report, the web page, the batch job and
-``compare`` know about them.
+"""One record per model, per method and per attack: what ``load_model``, the CLI, the report, the web
+page, the batch job and ``compare`` know about them.
 
 A method's module defines its function and registers its record next to it::
 
     register_method(Method("ig", "Integrated Gradients", _ig_map, options=_ig_options, ...))
 
-Front ends read :func:`methods` and :func:`attacks` only, so adding a method is one function plus
-one record; ``tests/test_registry.py`` fails if a front end misses a registered name.
+Front ends read :func:`models`, :func:`methods` and :func:`attacks` only, so adding a method (or a
+built-in model) is one function (or loader) plus one record; ``tests/test_registry.py`` and
+``tests/test_layout.py`` fail if a front end misses a registered name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.util import find_spec
+from typing import Any
 
 import torch
 
 from ._checks import PellucidError
 
 COSTS = ("cheap", "moderate", "expensive")
+MODALITIES = ("image", "text")
+MODEL_KINDS = ("cnn", "transformer", "text")
 """Cost classes: ``cheap`` is one or a few gradient passes per image, ``moderate`` tens, ``expensive``
 hundreds or more (report and web page run ``expensive`` methods with their ``quick`` options)."""
 
@@ -53,10 +58,12 @@ class Method:
     signed: bool = False
     grid: bool = True
     summary: str = ""
+    modality: str = "image"
 
     def __post_init__(self):
-        if self.cost not in COSTS or self.sanity not in SANITY:
-            raise ValueError(f"method record {self.name!r}: cost must be one of {COSTS}, sanity one of {SANITY}")
+        if self.cost not in COSTS or self.sanity not in SANITY or self.modality not in MODALITIES:
+            raise ValueError(f"method record {self.name!r}: cost must be one of {COSTS}, sanity one of {SANITY}, "
+                             f"modality one of {MODALITIES}")
 
     def defaults(self, x: torch.Tensor, seed: int = 0, quick: bool = False) -> dict:
         """Keyword arguments for these images (a seed is included for seeded methods)."""
@@ -116,14 +123,22 @@ class Attack:
 
 # filled by the modules that define the methods, all imported by ``pellucid/__init__.py`` (importing any
 # part of pellucid imports the package first, so the tables are complete whenever they are read)
-_METHODS: dict[str, Method] = {}
+_METHODS: dict[str, Method] = {}                      # image methods by name
+_OTHER_METHODS: dict[str, dict[str, Method]] = {}     # modality -> name -> record (text)
+_ALIASES: dict[tuple[str, str], str] = {}             # (modality, old name) -> name
 _ATTACKS: dict[str, Attack] = {}
 
 
-def register_method(record: Method) -> Method:
-    if record.name in _METHODS and _METHODS[record.name].fn is not record.fn:
-        raise ValueError(f"attribution method {record.name!r} is registered twice")
-    _METHODS[record.name] = record
+def _table(modality: str) -> dict[str, Method]:
+    return _METHODS if modality == "image" else _OTHER_METHODS.setdefault(modality, {})
+
+
+def register_method(record: Method, aliases: tuple[str, ...] = ()) -> Method:
+    table = _table(record.modality)
+    if record.name in table and table[record.name].fn is not record.fn:
+        raise ValueError(f"{record.modality} attribution method {record.name!r} is registered twice")
+    table[record.name] = record
+    _ALIASES.update({(record.modality, a): record.name for a in aliases})
     return record
 
 
@@ -134,9 +149,10 @@ def register_attack(record: Attack) -> Attack:
     return record
 
 
-def methods() -> dict[str, Method]:
-    """Every registered attribution method, by short name, in registration order."""
-    return dict(_METHODS)
+def methods(modality: str = "image") -> dict[str, Method]:
+    """Every registered attribution method for ``modality`` (``image`` or ``text``), by short name, in
+    registration order."""
+    return dict(_table(modality))
 
 
 def attacks() -> dict[str, Attack]:
@@ -144,11 +160,13 @@ def attacks() -> dict[str, Attack]:
     return dict(_ATTACKS)
 
 
-def method(name: str) -> Method:
-    """The record of the method called ``name``; a clear error lists the choices."""
-    table = methods()
+def method(name: str, modality: str = "image") -> Method:
+    """The record of the method called ``name`` (or an old name of it); a clear error lists the choices."""
+    table = methods(modality)
+    name = _ALIASES.get((modality, name), name) if isinstance(name, str) else name
     if name not in table:
-        raise PellucidError(f"unknown attribution method {name!r}; choose one of: {', '.join(table)}")
+        what = f"attribution method {name!r}" if modality == "image" else f"method {name!r} for {modality}"
+        raise PellucidError(f"unknown {what}; choose one of: {', '.join(table)}")
     return table[name]
 
 
@@ -163,3 +181,113 @@ def attack(name: str) -> Attack:
 def grid_methods() -> tuple[str, ...]:
     """The methods ``pellucid explain`` and the report's grid show by default."""
     return tuple(name for name, m in methods().items() if m.grid)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model ``load_model`` knows: ``loader(weights)`` builds it in eval mode, in pixel space.
+
+    ``input_size`` is ``(C, H, W)`` (``None`` for text); ``samples`` the sample set ``sample_images``
+    gives for it; ``kind`` one of :data:`MODEL_KINDS`; ``labels()`` its class names; ``extra`` the
+    ``pellucid[extra]`` it needs, with ``needs`` the module that extra installs; ``weights`` says where
+    weights come from: ``"builtin"`` (shipped or trained on first use, cached) or ``"file"`` (``weights=FILE``
+    or the torch hub cache); ``trains`` whether a fresh machine trains it on first use; ``ready()`` why it
+    cannot be built without a ``weights`` argument (``None`` when it can).
+    """
+
+    name: str
+    title: str
+    loader: Callable[[Any], Any]
+    input_size: tuple[int, ...] | None = None
+    samples: str | None = None
+    kind: str = "cnn"
+    labels: Callable[[], list[str]] | None = None
+    extra: str | None = None
+    needs: str | None = None
+    weights: str = "builtin"
+    trains: bool = False
+    ready: Callable[[], str | None] | None = None
+
+    def __post_init__(self):
+        if self.kind not in MODEL_KINDS or self.weights not in ("builtin", "file"):
+            raise ValueError(f"model record {self.name!r}: kind must be one of {MODEL_KINDS}, weights "
+                             "'builtin' or 'file'")
+
+    def missing(self) -> str | None:
+        """Why this model cannot be built here (the install command), or ``None`` when it can."""
+        if self.needs is None:
+            return None
+        try:
+            found = find_spec(self.needs) is not None
+        except (ImportError, ValueError):
+            found = False
+        install = f"pip install 'pellucid[{self.extra}]'" if self.extra else f"pip install {self.needs}"
+        return None if found else f"needs the {self.needs} package, which is not installed: {install}"
+
+    def load(self, weights=None):
+        return self.loader(weights)
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """Many models behind one rule (every torchvision classifier; next, ``timm:NAME``): ``record(name)``
+    gives the record of a member that ``match(name)`` accepts; ``featured`` are listed by name."""
+
+    name: str
+    title: str
+    match: Callable[[str], bool]
+    record: Callable[[str], Model]
+    featured: tuple[str, ...] = ()
+    members: Callable[[], list[str]] = list
+
+
+_MODELS: dict[str, Model] = {}
+_FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_model(record: Model) -> Model:
+    if record.name in _MODELS and _MODELS[record.name].loader is not record.loader:
+        raise ValueError(f"model {record.name!r} is registered twice")
+    _MODELS[record.name] = record
+    return record
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    _FAMILIES[family.name] = family
+    for name in family.featured:
+        register_model(family.record(name))
+    return family
+
+
+def models() -> dict[str, Model]:
+    """Every model registered by name (built-ins and the featured members of each family)."""
+    return dict(_MODELS)
+
+
+def families() -> dict[str, ModelFamily]:
+    return dict(_FAMILIES)
+
+
+def model_record(name: str) -> Model:
+    """The record of the model called ``name``; a clear error lists the choices and close matches."""
+    if not isinstance(name, str):
+        raise PellucidError(f"a model name must be a str (see `pellucid models`), got {type(name).__name__} "
+                            f"{name!r}")
+    if name in _MODELS:
+        return _MODELS[name]
+    for family in _FAMILIES.values():
+        if family.match(name):
+            return family.record(name)
+    import difflib
+
+    known = list(_MODELS)
+    others = [m for f in _FAMILIES.values() for m in f.members()]
+    close = difflib.get_close_matches(name, known + others, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    fams = "; ".join(f"{f.name}: {f.title}" for f in _FAMILIES.values())
+    raise PellucidError(f"unknown model {name!r}; known: {', '.join(known)}" + (f"; {fams}" if fams else "")
+                        + f".{hint}")

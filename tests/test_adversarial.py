@@ -9,9 +9,9 @@ import torchattacks
 from conftest import check_side_effects
 
 import pellucid as pl
-from pellucid import render
 from pellucid._checks import PellucidError
 from pellucid.adversarial import _pgd, random_targets
+from pellucid.drawing import render
 
 
 def predict(model, x):
@@ -337,7 +337,7 @@ def test_command_errors(capsys, digits_model):
 
 
 def test_report_section(tmp_path, digits_model, digits_batch):
-    from pellucid.report import SECTIONS, build_report, fooled_section
+    from pellucid.drawing.report import SECTIONS, build_report, fooled_section
 
     assert fooled_section in SECTIONS
     x, y = digits_batch

@@ -11,9 +11,9 @@ from conftest import check_side_effects
 
 import pellucid as pl
 from pellucid import registry
-from pellucid.adversarial.apgd import _apgd
-from pellucid.adversarial.fab import _boundary_step, _fab
-from pellucid.adversarial.square import _square
+from pellucid.adversarial.auto_pgd import _apgd
+from pellucid.adversarial.boundary import _boundary_step, _fab
+from pellucid.adversarial.score_based import _square
 
 ta = pytest.importorskip("torchattacks")
 EPS = 0.15

@@ -325,9 +325,19 @@ def test_every_method_has_no_side_effects(name, digits_model, digits4):
 
 @pytest.mark.parametrize("name", list(registry.methods()))
 def test_every_method_runs_on_resnet18(name, resnet_small, photo1):
+    """A real map on a 224-class-head ResNet: finite, not constant, and (but for Eigen-CAM, the principal
+    component of the activations, which has no target) a different map for another class."""
     x, t = photo1
     out = pl.attribution_map(name, resnet_small, x, t, **FAST.get(name, {}))
     assert out.shape == (1, 64, 64) and torch.isfinite(out).all()
+    assert float(out.std()) > 0, f"{name} gave a constant map"
+    if name != "eigencam":
+        other = pl.attribution_map(name, resnet_small, x, (t + 1) % 1000, **FAST.get(name, {}))
+        assert not torch.allclose(out, other), f"{name} gave the same map for two classes"
+    if name in ("saliency", "input_x_gradient"):  # closed forms over the input gradient
+        g = pl.gradient(resnet_small, x, t)
+        want = g.abs().amax(1) if name == "saliency" else (g * x).sum(1)
+        assert torch.allclose(out, want, rtol=1e-4, atol=1e-7)
 
 
 def test_unknown_method_lists_valid_names(digits_model, digits4):
@@ -356,9 +366,30 @@ def test_explain_cli_unknown_method(tmp_path, digits_model, capsys):
 
 
 def test_report_has_the_attribution_grid(tmp_path, digits_model, digits_batch):
-    from pellucid.report import attribution_section, build_report
+    from pellucid.drawing.report import attribution_section, build_report
 
     x, y = digits_batch
     path = build_report(digits_model, x[:1], y[:1], tmp_path, progress=False, sections=[attribution_section])
     page = path.read_text()
     assert "Where does it look" in page and "data:image/png;base64," in page
+
+
+def test_perturbation_methods_hand_rows_in_the_models_memory_format(resnet_small, photo1):
+    """Occlusion, LIME and KernelSHAP build their rows by masking; the forward-only primitive lays them out
+    as the model's weights are (channels-last here), and the maps do not depend on the layout."""
+    import copy
+
+    x, t = photo1
+    last = copy.deepcopy(resnet_small).to(memory_format=torch.channels_last)
+    seen = []
+    hook = last.net.conv1.register_forward_pre_hook(
+        lambda m, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        for name, kw in (("occlusion", {"window": 16, "stride": 16}), ("lime", {"samples": 16}),
+                         ("kernel_shap", {"samples": 16})):
+            seen.clear()
+            got = pl.attribution_map(name, last, x, t, **kw)
+            assert seen and all(seen), name
+            assert torch.allclose(got, pl.attribution_map(name, resnet_small, x, t, **kw), rtol=1e-3, atol=1e-4)
+    finally:
+        hook.remove()

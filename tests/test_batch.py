@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import pellucid as pl
-from pellucid import batch, registry
+from pellucid import registry
 from pellucid.cli import main
-from pellucid.data import digits
+from pellucid.models.data import digits
 
 
 def maps_of(out: Path, method: str) -> dict[str, np.ndarray]:
@@ -218,9 +218,11 @@ def test_cli_batch_writes_table_maps_and_report(tmp_path, capsys):
 
 
 def test_ray_missing_is_a_clear_error(monkeypatch):
+    from pellucid.dataset import stage as dataset_stage
+
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(pl.PellucidError, match="pip install 'pellucid\\[ray\\]'"):
-        batch.runners._ray()
+        dataset_stage._ray()
 
 
 # ---------------------------------------------------------------------------------------------

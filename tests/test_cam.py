@@ -319,7 +319,7 @@ def test_score_cam_masks_follow_the_models_memory_format(resnet_small, photos_sm
     and the maps do not depend on the layout."""
     import copy
 
-    from pellucid.attribution.cams.passes import _memory_format
+    from pellucid._grad import memory_format as _memory_format
 
     last = copy.deepcopy(resnet_small).to(memory_format=torch.channels_last)
     assert _memory_format(resnet_small) == torch.contiguous_format

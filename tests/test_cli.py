@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import pellucid as pl
 from pellucid.cli import main
 
 
@@ -22,13 +23,32 @@ def test_models_lists_builtins(capsys):
     assert "digits" in out and "resnet18" in out
 
 
-def test_saliency_writes_a_png(tmp_path, digits_model):
+def _pixels(path) -> np.ndarray:
     from PIL import Image
 
-    out = tmp_path / "sal.png"
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        return np.asarray(img.convert("RGB"), dtype=np.int16)
+
+
+def test_saliency_writes_the_grid_of_the_api(tmp_path, digits_model):
+    """The CLI's PNG is the API's saliency drawn by the one renderer: same size, same pixels; another
+    target gives another picture."""
+    from pellucid._grad import predictions
+    from pellucid.drawing import render
+
+    out, other = tmp_path / "sal.png", tmp_path / "sal5.png"
     assert main(["saliency", "--model", "digits", "-n", "4", "--out", str(out)]) == 0
-    img = Image.open(out)
-    assert img.format == "PNG" and img.width > 200
+    assert main(["saliency", "--model", "digits", "-n", "4", "--target", "5", "--out", str(other)]) == 0
+    x, y = pl.sample_images("digits", n=4)
+    probs = predictions(digits_model, x)
+    expected = tmp_path / "expected.png"
+    render.write_png(render.attribution_grid(x, {"saliency": pl.saliency(digits_model, x, probs.argmax(1))},
+                                             render.image_row_titles(digits_model, probs, y)), expected)
+    got, want, moved = _pixels(out), _pixels(expected), _pixels(other)
+    assert got.shape == want.shape and got.shape[1] > 200
+    assert np.abs(got - want).max() <= 1
+    assert got.shape == moved.shape and np.abs(got - moved).mean() > 1
 
 
 def test_saliency_on_image_files(tmp_path, digits_model, digits_batch):
@@ -42,6 +62,10 @@ def test_saliency_on_image_files(tmp_path, digits_model, digits_batch):
         paths.append(str(p))
     out = tmp_path / "grid.png"
     assert main(["saliency", *paths, "--target", "3", "--out", str(out)]) == 0
+    other = tmp_path / "grid7.png"
+    assert main(["saliency", *paths, "--target", "7", "--out", str(other)]) == 0
+    got, moved = _pixels(out), _pixels(other)
+    assert got.shape == moved.shape and np.abs(got - moved).mean() > 1  # the map follows the target
     assert out.stat().st_size > 1000
 
 

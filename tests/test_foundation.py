@@ -14,8 +14,8 @@ from pellucid._checks import PellucidError
 
 
 def test_digits_heldout_accuracy(digits_model):
-    from pellucid.data import digits
-    from pellucid.models import accuracy
+    from pellucid.models.base import accuracy
+    from pellucid.models.data import digits
 
     x, y = digits("test")
     assert len(x) == 1000
@@ -23,7 +23,7 @@ def test_digits_heldout_accuracy(digits_model):
 
 
 def test_digits_split_is_fixed_and_disjoint():
-    from pellucid.data import digits
+    from pellucid.models.data import digits
 
     xtr, _ = digits("train")
     xte, _ = digits("test")
@@ -42,7 +42,7 @@ def test_digits_architecture(digits_model):
 
 
 def test_corrupt_checkpoint_is_retrained(tmp_path, monkeypatch):
-    import pellucid.models as models
+    import pellucid.models.digits as models
 
     monkeypatch.setenv("PELLUCID_CACHE", str(tmp_path))
     (tmp_path / "digits.pt").write_bytes(b"not a checkpoint")
@@ -50,7 +50,7 @@ def test_corrupt_checkpoint_is_retrained(tmp_path, monkeypatch):
 
     def fake_train(batchnorm=True, progress=True, **_):
         calls.append(batchnorm)
-        return models._digits_model(models.digits_net(batchnorm)), 0.5
+        return models.digits_model(models.digits_net(batchnorm)), 0.5
 
     monkeypatch.setattr(models, "train_digits", fake_train)
     model = models.load_digits()
@@ -272,7 +272,7 @@ def test_wrap_puts_normalization_inside():
 
 
 def test_find_layer_names_and_close_matches(digits_model, resnet_small):
-    from pellucid.layers import find_layer, last_conv_layer
+    from pellucid.models.layers import find_layer, last_conv_layer
 
     assert find_layer(digits_model, "conv3") is digits_model.net.conv3
     assert last_conv_layer(digits_model) == "conv3"

@@ -276,8 +276,13 @@ def test_serve_offers_image_built_ins_only_and_needs_no_text_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "wordfreq", None)  # pellucid[web] only: import wordfreq fails
     models = catalog.builtin_models()
     assert "langid" not in models and {"digits", "digits-nobn"} <= set(models)
-    monkeypatch.setitem(catalog.NEEDS, "digits-nobn", ("no_such_module_here", "pip install no-such-module"))
-    assert "pip install no-such-module" in catalog.builtin_models()["digits-nobn"][2]
+    import dataclasses
+
+    from pellucid import registry
+
+    nobn = dataclasses.replace(registry.models()["digits-nobn"], extra="nosuch", needs="no_such_module_here")
+    monkeypatch.setitem(registry._MODELS, "digits-nobn", nobn)
+    assert "pip install 'pellucid[nosuch]'" in catalog.builtin_models()["digits-nobn"][2]
     assert catalog.builtin_models()["digits"][2] is None
 
 

@@ -302,7 +302,7 @@ def test_trust_plot_is_a_png():
 
     from PIL import Image
 
-    from pellucid.render import trust_plot
+    from pellucid.drawing.render import trust_plot
 
     rows = [{"method": "saliency", "ROAD AUC": 0.4, "attack rank corr.": None},
             {"method": "random", "ROAD AUC": 0.8, "attack rank corr.": 0.9}]
@@ -370,7 +370,7 @@ def test_sanity_plot_is_a_png(digits_model, digits_batch):
 
 
 def test_report_on_resnet18_photos(tmp_path, resnet_small, photos_small):
-    from pellucid.report import build_report, faithfulness_section, predictions_section
+    from pellucid.drawing.report import build_report, faithfulness_section, predictions_section
 
     x, y = photos_small
     path = build_report(resnet_small, x[:1], y[:1], tmp_path, progress=False,
@@ -381,7 +381,7 @@ def test_report_on_resnet18_photos(tmp_path, resnet_small, photos_small):
 
 
 def test_report_section_uses_the_registry_with_cheap_settings(monkeypatch, digits_model, digits_batch, tmp_path):
-    from pellucid.report import build_report, faithfulness_section
+    from pellucid.drawing.report import build_report, faithfulness_section
 
     seen = []
 

@@ -84,7 +84,7 @@ def test_the_web_page_offers_a_new_method_and_attack(new_records):
 
 def test_the_batch_job_accepts_a_new_method(new_records, tmp_path):
     from pellucid.batch.job import resolve_methods
-    from pellucid.data import digits
+    from pellucid.models.data import digits
 
     method, _ = new_records
     assert resolve_methods(f"saliency,{method.name}") == ("saliency", method.name)

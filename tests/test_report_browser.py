@@ -35,7 +35,7 @@ def _browser_or_skip():
 
 @pytest.fixture(scope="module")
 def report_page(tmp_path_factory, digits_model, digits_batch):
-    from pellucid.report import SECTIONS, build_report
+    from pellucid.drawing.report import SECTIONS, build_report
 
     x, y = digits_batch
     out = tmp_path_factory.mktemp("report")

@@ -28,8 +28,8 @@ pytest.importorskip("httpx")
 
 import pellucid as pl  # noqa: E402
 from pellucid import registry, web  # noqa: E402
+from pellucid._grad import predictions  # noqa: E402
 from pellucid.io import to_uint8  # noqa: E402
-from pellucid.report import predictions  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with")
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,9 +234,9 @@ def test_overlay_puts_the_hot_colour_where_the_map_peaks():
 
 @pytest.mark.parametrize("method", ["saliency", "input_x_gradient", "gradcam"])
 def test_one_map_is_drawn_alike_on_the_page_in_a_batch_job_and_in_the_report(digits_model, method):
-    """One renderer (pellucid.overlay): the same pixels on the web page, in a batch overlay and in the report."""
-    from pellucid import overlay, render
+    """One renderer (pellucid.drawing.overlay): the same pixels on the page, in a batch overlay and in the report."""
     from pellucid.batch.store import overlay_png as batch_overlay_png
+    from pellucid.drawing import overlay, render
 
     x = pl.sample_images("digits", n=3)[0][2:]
     target = int(predictions(digits_model, x).argmax(1)[0])
@@ -644,7 +644,7 @@ def test_serve_is_a_command_and_checks_its_arguments(capsys):
 
 
 def test_the_core_never_imports_the_web_framework():
-    code = ("import sys, pellucid, pellucid.report, pellucid.cli; pellucid.saliency; "
+    code = ("import sys, pellucid, pellucid.drawing.report, pellucid.cli; pellucid.saliency; "
             "assert not {'fastapi', 'uvicorn', 'starlette'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 

@@ -19,7 +19,7 @@ pytest.importorskip("uvicorn")
 import test_server  # noqa: E402
 
 import pellucid as pl  # noqa: E402
-from pellucid.report import predictions  # noqa: E402
+from pellucid._grad import predictions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 png_bytes = test_server.png_bytes

@@ -192,7 +192,7 @@ def test_lime_is_seeded_and_leaves_the_global_rng(langid):
 
 def test_mixed_lengths_and_targets_per_word(langid):
     maps = pl.explain_text(langid, ["Hyvää", "huis", "mañana"], target=["finnish", "nl", 1])
-    assert set(maps) == {"input_x_gradient", "integrated_gradients", "occlusion", "lime"}
+    assert set(maps) == {"input_x_gradient", "ig", "occlusion", "lime"}
     for values in maps.values():
         assert [len(v) for v in values] == [5, 4, 6]
 
@@ -361,7 +361,7 @@ def test_cli_train_langid(tmp_path, monkeypatch, capsys):
 
 
 def test_report_section(langid, digits_model, digits_batch, tmp_path):
-    from pellucid.report import build_report, langid_section
+    from pellucid.drawing.report import build_report, langid_section
 
     x, y = digits_batch
     path = build_report(digits_model, x[:2], y[:2], tmp_path, sections=[langid_section], progress=False)

@@ -284,7 +284,7 @@ def test_cli_classviz_and_filterviz_write_pngs(tmp_path, digits_model):
 
 
 def test_report_section(tmp_path, digits_model, digits_batch, monkeypatch):
-    from pellucid.report import ReportContext, learned_section
+    from pellucid.drawing.report import ReportContext, learned_section
 
     monkeypatch.setattr(figures, "LEARNED_STEPS", 3)
     x, y = digits_batch

@@ -8,14 +8,14 @@ pixel space [0, 1]. With early stopping only the rows still running go through t
 """
 
 from ._loop import NORMS
-from .apgd import apgd
-from .autoattack import AutoAttackResult, autoattack
-from .fab import fab
+from .auto_pgd import apgd
+from .boundary import fab
+from .ensemble import AutoAttackResult, autoattack
 from .fooling import FoolingResult, fooling_image, random_targets
 from .gradient import _pgd, fgsm, pgd
 from .minimal import cw, deepfool
 from .robustness import CURVE_ATTACKS, MINIMAL_ATTACKS, RobustnessCurve, default_eps, minimal_epsilon, robustness_curve
-from .square import square
+from .score_based import square
 
 __all__ = ["CURVE_ATTACKS", "AutoAttackResult", "apgd", "autoattack", "cw", "deepfool", "fab", "square"]
 __all__ += ["MINIMAL_ATTACKS", "NORMS", "FoolingResult", "RobustnessCurve", "_pgd", "default_eps", "fgsm",

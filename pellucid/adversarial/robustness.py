@@ -17,7 +17,7 @@ from .._state import model_state
 from ..registry import default_alpha
 from ..targets import Target
 from ._loop import NORMS, Adversarial, _classes, _per_sample
-from .autoattack import autoattack
+from .ensemble import autoattack
 from .gradient import _pgd
 
 MINIMAL_ATTACKS = ("fgsm", "pgd")  # what minimal_epsilon and robustness_curve search over (per-image eps)

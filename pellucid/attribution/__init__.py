@@ -5,16 +5,15 @@
 - ``cams``: the CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM,
   Ablation-CAM, Eigen-CAM) for CNNs and transformers, and guided Grad-CAM;
 - ``perturbation``: occlusion and LIME;
-- ``explain``: maps by method name, read from the records in :mod:`pellucid.registry`.
+- ``by_name``: maps by method name, read from the records in :mod:`pellucid.registry`.
 
 Many-pass methods (IG steps, SmoothGrad samples, occlusion windows, LIME samples) describe their rows
 with a row-maker and let ``_grad`` run them ``batch_size`` rows at a time, so memory depends on
 ``batch_size`` only.
 """
 
+from .by_name import attribution_map, explain
 from .cams import cam, grad_cam, guided_grad_cam
-from .deeplift import deeplift, deeplift_shap
-from .explain import attribution_map, explain
 from .gradients import (
     gradient,
     guided_backprop,
@@ -26,6 +25,7 @@ from .gradients import (
     smoothgrad,
 )
 from .perturbation import LimeResult, lime, occlusion, slic_segments
+from .reference import deeplift, deeplift_shap
 from .shap import ShapResult, gradient_shap, kernel_shap
 
 __all__ = [

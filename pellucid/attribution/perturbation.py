@@ -126,6 +126,32 @@ def _segment_fill(img: torch.Tensor, seg: torch.Tensor, nseg: int, fill) -> torc
     return (sums / counts)[:, seg]
 
 
+class Segmented(NamedTuple):
+    """One image split into superpixels: labels ``seg (H, W)`` in ``0..nseg-1``, the image, and what a
+    removed segment shows."""
+
+    seg: torch.Tensor
+    nseg: int
+    img: torch.Tensor
+    removed: torch.Tensor
+
+    def rows(self, z: torch.Tensor):
+        """A row maker: row ``r`` keeps the segments where ``z[r]`` is 1 and removes the others."""
+        return lambda rows: torch.where(z[rows][:, self.seg][:, None].bool(), self.img, self.removed)
+
+
+def segmented(x: torch.Tensor, segments: int, segmentation, fill) -> list[Segmented]:
+    """The one superpixel set-up of LIME and KernelSHAP: SLIC segments (or the caller's ``segmentation``)
+    relabelled ``0..nseg-1`` per image, and each image's removed fill."""
+    segs = slic_segments(x, segments) if segmentation is None else _check_segmentation(segmentation, x)
+    out = []
+    for i in range(len(x)):
+        seg = torch.unique(segs[i], return_inverse=True)[1]
+        nseg = int(seg.max()) + 1
+        out.append(Segmented(seg, nseg, x[i], _segment_fill(x[i], seg, nseg, fill)))
+    return out
+
+
 def lime(model: nn.Module, x: torch.Tensor, target, samples: int = 1000, segments: int = 100, seed: int = 0, *,
          segmentation: torch.Tensor | None = None, fill=0.0, kernel_width: float = 0.25, alpha: float = 1.0,
          score: str = "logit", batch_size: int | None = None, return_details: bool = False):
@@ -139,24 +165,18 @@ def lime(model: nn.Module, x: torch.Tensor, target, samples: int = 1000, segment
     """
     x, t, bs = prepare(model, x, target, batch_size, score)
     check_positive_int(samples, "samples", 2)
-    segs = slic_segments(x, segments) if segmentation is None else _check_segmentation(segmentation, x)
     gen = generator(seed, x.device)
     maps, weights, intercepts, r2s, labels = [], [], [], [], []
     with model_state(model):
-        for i in range(len(x)):
-            seg = torch.unique(segs[i], return_inverse=True)[1]
-            nseg = int(seg.max()) + 1
-            z = random_masks(samples, nseg, gen, x.device)
-            img, removed = x[i], _segment_fill(x[i], seg, nseg, fill)
-            make = lambda rows, z=z, seg=seg, img=img, removed=removed: torch.where(  # noqa: E731
-                z[rows][:, seg][:, None].bool(), img, removed)
-            y = perturbation_scores(model, make, samples, t.select([i]).repeat(samples), bs)
+        for i, part in enumerate(segmented(x, segments, segmentation, fill)):
+            z = random_masks(samples, part.nseg, gen, x.device)
+            y = perturbation_scores(model, part.rows(z), samples, t.select([i]).repeat(samples), bs)
             coef, intercept, r2 = fit_surrogate(z, y, kernel_width, alpha)
-            maps.append(coef[seg])
+            maps.append(coef[part.seg])
             weights.append(coef)
             intercepts.append(intercept)
             r2s.append(r2)
-            labels.append(seg)
+            labels.append(part.seg)
     result = LimeResult(torch.stack(maps), torch.stack(labels), weights, torch.stack(intercepts), torch.stack(r2s))
     return result if return_details else result.map
 

@@ -24,8 +24,8 @@ from .._checks import PellucidError, check_positive_int, generator
 from .._grad import iter_gradients, perturbation_scores, row_index
 from .._state import model_state
 from ..registry import Method, register_method
-from .deeplift import as_baselines
-from .perturbation import _check_segmentation, _segment_fill, slic_segments
+from .perturbation import segmented
+from .reference import as_baselines
 
 # ---------------------------------------------------------------------------------------------
 # GradientSHAP
@@ -184,26 +184,21 @@ def kernel_shap(model: nn.Module, x: torch.Tensor, target, samples: int = 1000, 
     """
     x, t, bs = prepare(model, x, target, batch_size, score)
     check_positive_int(samples, "samples", 2)
-    segs = slic_segments(x, segments) if segmentation is None else _check_segmentation(segmentation, x)
     gen = generator(seed, x.device)
     maps, values, bases, scores, labels = [], [], [], [], []
     with model_state(model):
-        for i in range(len(x)):
-            seg = torch.unique(segs[i], return_inverse=True)[1]
-            nseg = int(seg.max()) + 1
-            z, w = coalitions(nseg, samples, gen, x.device)
-            z = torch.cat([torch.ones(1, nseg, device=x.device), torch.zeros(1, nseg, device=x.device), z])
-            img, removed = x[i], _segment_fill(x[i], seg, nseg, fill)
-            make = lambda rows, z=z, seg=seg, img=img, removed=removed: torch.where(  # noqa: E731
-                z[rows][:, seg][:, None].bool(), img, removed)
-            y = perturbation_scores(model, make, len(z), t.select([i]).repeat(len(z)), bs)
+        for i, part in enumerate(segmented(x, segments, segmentation, fill)):
+            z, w = coalitions(part.nseg, samples, gen, x.device)
+            ends = torch.stack([torch.ones(part.nseg, device=x.device), torch.zeros(part.nseg, device=x.device)])
+            z = torch.cat([ends, z])
+            y = perturbation_scores(model, part.rows(z), len(z), t.select([i]).repeat(len(z)), bs)
             full, base = float(y[0]), float(y[1])
             phi = shapley_solve(z[2:], y[2:], w, base, full).to(x)
-            maps.append(phi[seg])
+            maps.append(phi[part.seg])
             values.append(phi)
             bases.append(base)
             scores.append(full)
-            labels.append(seg)
+            labels.append(part.seg)
     result = ShapResult(torch.stack(maps), torch.stack(labels), values, torch.tensor(bases, device=x.device),
                         torch.tensor(scores, device=x.device))
     return result if return_details else result.map

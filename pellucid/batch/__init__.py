@@ -10,10 +10,11 @@ never redoes a committed image. Example::
     rows = pl.read_results("out")          # one dict per image
 
 - ``job``: what to compute (the configuration and its hash), methods from :mod:`pellucid.registry`;
-- ``items``: the images, loaded through :func:`pellucid.io.read_image`, and their batches;
+- the images, their loading and their aligned chunks come from :mod:`pellucid.dataset` (``sources``), and the
+  job runs as a data-set stage there (``stage``: locally or on a Ray Data actor pool);
 - ``compute``: one batch: predictions, maps, faithfulness, minimal epsilon, rows;
 - ``store``: the out folder: lock, ``job.json``, map and overlay files, the SQLite table;
-- ``runners``: :func:`explain_dataset`, the local and the Ray Data runners;
+- ``runners``: :func:`explain_dataset`: the stage's worker and the driver that commits the rows;
 - ``summary``: the report's batch summary.
 """
 

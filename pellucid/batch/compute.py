@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .. import registry
-from .items import Item, failed_row
+from ..dataset import Item, failed_row
 from .job import Job
 from .store import write_files
 
@@ -31,7 +31,10 @@ class Timer:
         try:
             yield
         finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+            self.add(stage, time.perf_counter() - start)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 def seed_for(seed: int, key: str) -> int:
@@ -76,7 +79,7 @@ def _finite(values: torch.Tensor) -> list:
 def explain_chunk(model: nn.Module, job: Job, items: Sequence[Item], x: torch.Tensor, out: Path,
                   timer: Timer, fsync: bool = False) -> list[dict]:
     """Explain one batch of loaded images, write their files atomically, return their table rows."""
-    from ..report import predictions
+    from .._grad import predictions
 
     start = time.perf_counter()
     x = x.to(next(model.parameters(), x).device)

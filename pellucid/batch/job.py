@@ -12,8 +12,6 @@ from torch import nn
 from .. import registry
 from .._checks import PellucidError
 
-DATASETS = {"digits-test": "test", "digits-train": "train", "digits": "all"}
-
 
 def resolve_methods(names: Sequence[str] | str) -> tuple[str, ...]:
     """Validate method names (a list or ``"a,b"``) against the registry; unknown names raise, listing

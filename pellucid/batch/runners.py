@@ -1,25 +1,25 @@
-"""Running a job: :func:`explain_dataset`, the local runner (a DataLoader) and the Ray Data runner
-(an actor pool); both explain the same aligned batches and the driver commits their rows."""
+"""Running a job: :func:`explain_dataset` is a data-set stage (:mod:`pellucid.dataset`): each aligned
+chunk of images is loaded, explained and written by a worker, here (a DataLoader prefetches) or on a Ray
+Data actor pool, and the driver commits the rows as they arrive."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from .._checks import PellucidError, check_choice, check_positive_int
 from .._progress import bar
 from ..adversarial import MINIMAL_ATTACKS
+from ..dataset import DATASETS, ChunkLoader, Stage, chunks_of, list_items, run_stage
 from .compute import Timer, process_loaded
-from .items import Item, ItemDataset, chunk_positions, list_items
-from .job import DATASETS, Job, resolve_methods
+from .job import Job, resolve_methods
 from .store import ResultStore, job_folder
 from .summary import write_report
 
@@ -87,8 +87,7 @@ def explain_dataset(source: str, out, model: str | nn.Module = "digits", methods
             pending = [it for it in items if it.key not in finished]
             result = BatchResult(out, skipped=len(items) - len(pending))
             start = time.perf_counter()
-            run = run_local if engine == "local" else run_ray
-            run(job, loaded, pending, out, store, result, batch_size, num_workers=num_workers,
+            run(job, loaded, pending, out, store, result, batch_size, engine=engine, num_workers=num_workers,
                 ray_workers=ray_workers, address=address, progress=progress, fsync=fsync)
             result.seconds = time.perf_counter() - start
         finally:
@@ -121,93 +120,38 @@ def _input_size(model: nn.Module) -> tuple[int, ...]:
     return tuple(getattr(model, "input_size", None) or (3, 224, 224))
 
 
-def run_local(job: Job, model: nn.Module, pending: Sequence[Item], out: Path, store: ResultStore,
-              result: BatchResult, batch_size: int, num_workers: int = 0, progress: bool = True,
-              fsync: bool = False, **_ignored) -> None:
-    """Stream the pending images through a DataLoader, one aligned batch at a time."""
-    dataset = ItemDataset(pending, _input_size(model), job.max_pixels, job.input)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunk_positions(pending, batch_size),
-                                         num_workers=num_workers, collate_fn=list)
+class Explainer:
+    """The stage's worker: explains a loaded chunk, writes its files, returns its rows and stage seconds."""
+
+    def __init__(self, job: Job, out: str, fsync: bool = False, model: nn.Module | None = None):
+        self.job, self.out, self.fsync = job, Path(out), fsync
+        self.model = job.load_model() if model is None else model
+
+    def __call__(self, loaded: Sequence[tuple]) -> tuple[list[dict], dict]:
+        timer = Timer()
+        rows = process_loaded(self.model, self.job, loaded, self.out, timer, self.fsync)
+        return rows, timer.seconds
+
+
+def run(job: Job, model: nn.Module, pending, out: Path, store: ResultStore, result: BatchResult,
+        batch_size: int, engine: str = "local", num_workers: int = 0, ray_workers: int = 2,
+        address: str | None = None, progress: bool = True, fsync: bool = False) -> None:
+    """Explain the pending images chunk by chunk; commit each chunk's rows as it arrives. Locally the
+    worker uses the model loaded here; Ray actors (one GPU each with a cuda device) load their own."""
+    stage = Stage(ChunkLoader(_input_size(model), job.max_pixels, job.input),
+                  partial(Explainer, job, str(out.resolve()), fsync))
+    local = Explainer(job, str(out), fsync, model) if engine == "local" else None
     timer = Timer()
     with bar(len(pending), "pellucid batch", progress, unit="img") as shown:
-        batches = iter(loader)
-        while True:
-            with timer("load"):
-                batch = next(batches, None)
-            if batch is None:
-                break
-            rows = process_loaded(model, job, batch, out, timer, fsync)
+        for done in run_stage(stage, chunks_of(pending, batch_size), engine=engine, worker=local,
+                              num_workers=num_workers, ray_workers=ray_workers, address=address,
+                              gpu=job.device.startswith("cuda")):
+            rows, stages = done.value
+            timer.add("load", done.load_seconds)
+            for name, seconds in stages.items():
+                timer.add(name, seconds)
             with timer("commit"):
                 store.commit(rows)
             result.count(rows)
             shown.update(len(rows))
     result.stages = timer.seconds
-
-
-# ---------------------------------------------------------------------------------------------
-# Ray Data: the same batches on an actor pool, the driver commits the rows
-
-
-def _ray():
-    try:
-        import ray
-        import ray.data
-    except ImportError as e:
-        raise PellucidError("engine='ray' needs Ray Data: pip install 'pellucid[ray]' (ray[data]>=2.9), "
-                            "or use engine='local'") from e
-    return ray
-
-
-class RayExplainer:
-    """A Ray Data actor: loads the model once, then explains one chunk of items per call."""
-
-    def __init__(self, job: Job, out: str, fsync: bool = False):
-        self.job, self.out, self.fsync = job, Path(out), fsync
-        self.model = job.load_model()
-        self.dataset = ItemDataset([], _input_size(self.model), job.max_pixels, job.input)
-
-    def __call__(self, batch: dict) -> dict:
-        results = []
-        for chunk in batch["chunk"]:
-            self.dataset.items = [Item(**d) for d in json.loads(chunk)]
-            timer = Timer()
-            with timer("load"):
-                loaded = [self.dataset[i] for i in range(len(self.dataset))]
-            rows = process_loaded(self.model, self.job, loaded, self.out, timer, self.fsync)
-            results.append(json.dumps({"rows": rows, "stages": timer.seconds}))
-        return {"result": np.array(results, dtype=object)}
-
-
-def run_ray(job: Job, model: nn.Module, pending: Sequence[Item], out: Path, store: ResultStore,
-            result: BatchResult, batch_size: int, ray_workers: int = 2, address: str | None = None,
-            progress: bool = True, fsync: bool = False, **_ignored) -> None:
-    """Ray Data: read the item paths, ``map_batches`` on a pool of ``ray_workers`` actors that each
-    load the model once, write the same files; the driver commits each batch's rows as it arrives."""
-    ray = _ray()
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, num_cpus=None if address else ray_workers, include_dashboard=False,
-                 log_to_driver=False)
-    try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        chunks = [json.dumps([asdict(pending[i]) for i in idx]) for idx in chunk_positions(pending, batch_size)]
-        if not chunks:
-            return
-        gpu = job.device.startswith("cuda")
-        ds = ray.data.from_items([{"chunk": c} for c in chunks]).map_batches(
-            RayExplainer, fn_constructor_kwargs={"job": job, "out": str(out.resolve()), "fsync": fsync},
-            batch_size=1, compute=ray.data.ActorPoolStrategy(size=ray_workers), batch_format="numpy",
-            num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0)
-        stages: dict[str, float] = {}
-        with bar(len(pending), "pellucid batch", progress, unit="img") as shown:
-            for row in ds.iter_rows():
-                res = json.loads(row["result"])
-                store.commit(res["rows"])
-                result.count(res["rows"])
-                shown.update(len(res["rows"]))
-                for k, v in res["stages"].items():
-                    stages[k] = stages.get(k, 0.0) + v
-        result.stages = stages
-    finally:
-        if started:
-            ray.shutdown()

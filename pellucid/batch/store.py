@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .._checks import PellucidError
-from ..overlay import as_uint8, enlarge, image_array, overlay_rgb
+from ..drawing.overlay import as_uint8, enlarge, image_array, overlay_rgb
 from .job import Job
 
 TABLE = "results.sqlite"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import render
 from ..adversarial import MINIMAL_ATTACKS
+from ..drawing import render
 from .store import atomic_write, map_path, overlay_path, read_results
 
 

@@ -16,9 +16,9 @@ def _fool_args(p):
 
 
 def _fool_run(args):
-    from .. import render
+    from .._grad import predictions
     from ..adversarial import fooling_image, random_targets
-    from ..report import predictions
+    from ..drawing import render
 
     model, x, _ = load_model_and_images(args)
     before = predictions(model, x)
@@ -49,9 +49,9 @@ def _attack_args(p):
 
 
 def _attack_run(args):
-    from .. import render
+    from .._grad import predictions
+    from ..drawing import render
     from ..registry import attack
-    from ..report import predictions
 
     model, x, y = load_model_and_images(args)
     before = predictions(model, x)
@@ -80,9 +80,9 @@ def _robustness_args(p):
 
 
 def _robustness_run(args):
-    from .. import render
+    from .._grad import predictions
     from ..adversarial import default_eps, robustness_curve
-    from ..report import predictions
+    from ..drawing import render
 
     model, x, y = load_model_and_images(args)
     label = y.where(y >= 0, predictions(model, x).argmax(1))

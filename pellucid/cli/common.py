@@ -8,7 +8,12 @@ from .._checks import PellucidError
 
 
 def add_model_args(p: argparse.ArgumentParser, images: bool = True) -> None:
-    p.add_argument("--model", default="digits", help="model name (see `pellucid models`); default digits")
+    from ..registry import families, models
+
+    names = [n for n, record in models().items() if record.kind != "text"] if images else list(models())
+    others = " or ".join(f"any {f} name" for f in families())
+    p.add_argument("--model", default="digits", help=f"model: {', '.join(names)}, {others} (`pellucid models` "
+                                                     "describes them); default digits")
     p.add_argument("--weights", default=None, help="weights file for torchvision models, or 'random'")
     if images:
         p.add_argument("images", nargs="*", metavar="IMAGE", help="image files; default: the model's samples")
@@ -19,9 +24,9 @@ def load_model_and_images(args):
     """The model and the batch the command works on: the given files, or the model's samples."""
     import torch
 
-    from ..data import sample_images
     from ..io import load_images
     from ..models import load_model
+    from ..models.data import sample_images
 
     model = load_model(args.model, weights=args.weights)
     if getattr(args, "images", None):

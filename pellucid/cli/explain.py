@@ -29,7 +29,7 @@ def _train_args(p):
 def _train_run(args):
     import time
 
-    from ..models import digits_checkpoint, save_checkpoint, train_digits
+    from ..models.digits import digits_checkpoint, save_checkpoint, train_digits
 
     if args.epochs is not None and args.epochs < 1:
         raise PellucidError(f"--epochs must be >= 1, got {args.epochs}")
@@ -56,9 +56,9 @@ def _saliency_args(p):
 
 
 def _saliency_run(args):
-    from .. import render
+    from .._grad import predictions
     from ..attribution import saliency
-    from ..report import predictions
+    from ..drawing import render
 
     model, x, y = load_model_and_images(args)
     probs = predictions(model, x)
@@ -85,9 +85,9 @@ def _explain_args(p):
 
 
 def _explain_run(args):
-    from .. import render
+    from .._grad import predictions
     from ..attribution import explain
-    from ..report import predictions
+    from ..drawing import render
 
     model, x, y = load_model_and_images(args)
     if args.target_kind == "class":
@@ -112,9 +112,9 @@ def _report_args(p):
 def _report_run(args):
     from pathlib import Path
 
-    from ..data import sample_images
+    from ..drawing.report import IMAGE_SECTIONS, SECTIONS, build_report, link_section
     from ..models import load_model
-    from ..report import IMAGE_SECTIONS, SECTIONS, build_report, link_section
+    from ..models.data import sample_images
 
     model, x, y = load_model_and_images(args)
     also = list(dict.fromkeys(m for m in args.also if m != args.model))

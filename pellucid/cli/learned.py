@@ -27,7 +27,7 @@ def _classviz_args(p):
 
 
 def _classviz_run(args):
-    from .. import render
+    from ..drawing import render
     from ..featureviz import class_visualization
     from ..models import load_model
 
@@ -53,7 +53,7 @@ def _filterviz_args(p):
 
 
 def _filterviz_run(args):
-    from .. import render
+    from ..drawing import render
     from ..featureviz import channel_visualization, filter_layer, filter_maps
 
     model, x, _ = load_model_and_images(args)

@@ -9,8 +9,11 @@ from .common import add_model_args
 def _explain_text_args(p):
     p.add_argument("words", nargs="+", metavar="WORD", help="words to explain, e.g. hyvää gezellig")
     p.add_argument("--model", default="langid", help="a text model (default langid)")
-    p.add_argument("--methods", default="input_x_gradient,integrated_gradients,occlusion,lime",
-                   help="comma-separated: input_x_gradient, integrated_gradients, occlusion, lime")
+    from ..registry import methods
+
+    names = list(methods("text"))
+    p.add_argument("--methods", default=",".join(names),
+                   help=f"comma-separated: {', '.join(names)} (integrated_gradients is accepted for ig)")
     p.add_argument("--target", default=None, help="language to explain (name, code or index); default: predicted")
     p.add_argument("--out", default="text.png", help="output PNG (an .html with the same stem is written too)")
     p.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,7 @@ from torch import nn
 
 from .._args import num_classes
 from .._state import model_state
-from ..layers import find_layer
+from ..models.layers import find_layer
 from .layer_outputs import filter_layer, filter_maps
 from .loop import channel_visualization, class_visualization
 
@@ -21,7 +21,7 @@ def learned_figures(model: nn.Module, x: torch.Tensor, predicted: torch.Tensor, 
     Every class of a model with at most 10 classes (all of ``digits``), else the predicted classes (up to
     4, with the Fourier parameterization). Returns ``(classes PNG, filters PNG, layer name)``.
     """
-    from .. import render
+    from ..drawing import render
 
     k = num_classes(model)
     classes = list(range(k)) if k is not None and k <= 10 else list(dict.fromkeys(predicted.tolist()))[:4]

@@ -11,7 +11,7 @@ from torch import nn
 from .._checks import PellucidError, check_images
 from .._grad import iter_logits, resolve_batch_size
 from .._state import model_state
-from ..layers import conv_layers, find_layer, named_layers
+from ..models.layers import conv_layers, find_layer, named_layers
 from .params import _model_device
 
 

@@ -21,7 +21,7 @@ from .._checks import PellucidError, check_choice, check_positive_int
 from .._grad import _cat, iter_gradients, resolve_batch_size
 from .._progress import bar
 from .._state import model_state
-from ..layers import find_layer
+from ..models.layers import find_layer
 from ..targets import Target, as_target
 from .objectives import Capture, as_objective, class_logit
 from .objectives import channel as _channel

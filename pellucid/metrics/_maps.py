@@ -12,13 +12,14 @@ import torch
 from .._checks import PellucidError, generator
 from ..registry import methods as registered_methods
 
-Method = Callable[..., torch.Tensor]
+MapMethod = Callable[..., torch.Tensor]
+"""A map-making callable ``(model, x, target) -> map`` (a registry record is one; not the ``Method`` record)."""
 
 
 # ---------------------------------------------------------------------------------------------
 # attribution methods by name or callable
 
-def resolve_method(method: str | Method) -> tuple[str, Method]:
+def resolve_method(method: str | MapMethod) -> tuple[str, MapMethod]:
     """``(name, fn)`` for a method name or a callable ``(model, x, target) -> (N, H, W) or (N, C, H, W)``."""
     if isinstance(method, str):
         table = registered_methods()
@@ -49,7 +50,7 @@ def as_map(attribution: torch.Tensor, x: torch.Tensor, name: str = "attribution"
     return a.to(x.device)
 
 
-def attribution_map(model, x, target, attribution) -> torch.Tensor:
+def map_of(model, x, target, attribution) -> torch.Tensor:
     """The ``(N, H, W)`` map of ``attribution``: a tensor, or a method name / callable computed here."""
     if isinstance(attribution, str) or (callable(attribution) and not isinstance(attribution, torch.Tensor)):
         _, fn = resolve_method(attribution)

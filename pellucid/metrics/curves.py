@@ -1,5 +1,6 @@
-"""Deletion and insertion curves (Petsiuk et al. 2018, RISE): remove (or insert) pixels in the order of an
-attribution map and watch the class probability; a faithful map makes it fall fast (or rise fast)."""
+"""Pixel-flipping curves: deletion and insertion (Petsiuk et al. 2018, RISE) remove (or insert) pixels in the
+order of an attribution map and watch the class probability; a faithful map makes it fall fast (or rise
+fast). :mod:`.gain` and :mod:`.imputation` run the same curves with other fills and orders."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .._checks import PellucidError, fill_like
 from .._grad import iter_logits
 from .._state import model_state
 from ..targets import Target
-from ._maps import Method, attribution_map
+from ._maps import MapMethod, map_of
 
 
 @dataclass
@@ -50,7 +51,8 @@ def blurred(x: torch.Tensor, sigma: float = 5.0, kernel_size: int = 11) -> torch
 
 def _curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, start: torch.Tensor,
            changed: torch.Tensor, steps: int, batch_size: int) -> Curve:
-    """Scores of ``start`` with the top ``k/(steps-1)`` fraction of pixels taken from ``changed``."""
+    """Scores of ``start`` with the top ``k/(steps-1)`` fraction of pixels taken from ``changed`` (images, or a
+    function ``(images, removed (M, 1, H, W) bool) -> filled images``)."""
     n, _, h, w = x.shape
     ranks = _ranks(maps)
     fractions = torch.linspace(0, 1, steps, device=x.device)
@@ -60,6 +62,8 @@ def _curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor
         idx = torch.arange(sl.start, sl.stop, device=x.device)
         i, k = idx // steps, idx % steps
         mask = (ranks[i] < counts[k, None]).reshape(-1, 1, h, w)
+        if callable(changed):
+            return changed(start[i], mask)
         return torch.where(mask, changed[i], start[i])
 
     tr = target.repeat_interleave(steps)
@@ -70,7 +74,7 @@ def _curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor
     scores = scores.reshape(n, steps)
     return Curve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
 
-def deletion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | Method, *,
+def deletion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | MapMethod, *,
              steps: int = 50, baseline: float | torch.Tensor = 0.0, score: str = "softmax",
              batch_size: int | None = None) -> Curve:
     """Deletion curve (Petsiuk et al. 2018): pixels set to ``baseline``, most important first.
@@ -82,11 +86,11 @@ def deletion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tenso
     """
     steps = _check_steps(steps)
     x, t, bs = prepare(model, x, target, batch_size, score)
-    maps = attribution_map(model, x, target, attribution)
+    maps = map_of(model, x, target, attribution)
     return _curve(model, x, t, maps, x, fill_like(baseline, x, "baseline"), steps, bs)
 
 
-def insertion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | Method, *,
+def insertion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | MapMethod, *,
               steps: int = 50, baseline: float | torch.Tensor | str = "blur", score: str = "softmax",
               batch_size: int | None = None) -> Curve:
     """Insertion curve (Petsiuk et al. 2018): pixels copied onto a blurred image, most important first.
@@ -96,7 +100,7 @@ def insertion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tens
     """
     steps = _check_steps(steps)
     x, t, bs = prepare(model, x, target, batch_size, score)
-    maps = attribution_map(model, x, target, attribution)
+    maps = map_of(model, x, target, attribution)
     if isinstance(baseline, str):
         if baseline != "blur":
             raise PellucidError(f"insertion baseline must be 'blur', a float or a tensor, got {baseline!r}")

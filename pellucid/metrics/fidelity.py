@@ -19,7 +19,7 @@ from .._checks import PellucidError, check_positive_int
 from .._grad import chunks, iter_logits
 from .._state import model_state
 from ..targets import Target
-from ._maps import Method, as_map, is_seeded, resolve_method
+from ._maps import MapMethod, as_map, is_seeded, resolve_method
 from ._random import base_seed, row_noise
 
 
@@ -96,7 +96,7 @@ def infidelity(model: nn.Module, x: torch.Tensor, target, attribution, noise: fl
     return (value / samples).clamp_min(0).float()
 
 
-def sensitivity(model: nn.Module, x: torch.Tensor, target, method: str | Method = "saliency",
+def sensitivity(model: nn.Module, x: torch.Tensor, target, method: str | MapMethod = "saliency",
                 radius: float = 0.02, samples: int = 10, seed: int | torch.Generator = 0, *,
                 options: dict | None = None, batch_size: int | None = None) -> torch.Tensor:
     """Max-sensitivity (Yeh et al. 2019) of a method, ``(N,)``: ``max ||Φ(x + δ) - Φ(x)|| / ||Φ(x)||``.

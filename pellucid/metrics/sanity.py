@@ -12,7 +12,7 @@ from torch import nn
 
 from .._args import prepare
 from .._checks import PellucidError, generator
-from ._maps import Method, as_map, resolve_method
+from ._maps import MapMethod, as_map, resolve_method
 from .similarity import spearman, ssim
 
 
@@ -37,14 +37,14 @@ class SanityCheck:
 
     def plot(self) -> bytes:
         """A PNG of the mean similarity per stage (see :func:`pellucid.render.sanity_plot`)."""
-        from ..render import sanity_plot
+        from ..drawing.render import sanity_plot
 
         return sanity_plot([self])
 
 
 def randomizable_layers(model: nn.Module) -> list[str]:
     """Names of the modules that hold parameters themselves, from the output back to the input."""
-    from ..layers import named_layers
+    from ..models.layers import named_layers
 
     names = [name for name, m in named_layers(model).items() if any(True for _ in m.parameters(recurse=False))]
     return names[::-1]
@@ -53,7 +53,7 @@ def randomizable_layers(model: nn.Module) -> list[str]:
 def top_layers(model: nn.Module) -> list[str]:
     """The model's top-level blocks that hold parameters, output first (coarse sanity-check stages:
     ``fc, layer4, ..., conv1`` for a ResNet; every layer for the digits CNN)."""
-    from ..layers import inner
+    from ..models.layers import inner
 
     names = [name for name, m in inner(model).named_children() if any(True for _ in m.parameters())]
     return names[::-1]
@@ -75,14 +75,14 @@ def _randomize(module: nn.Module, generator: torch.Generator) -> None:
                 m.reset_running_stats()
 
 
-def _absolute_map(fn: Method, model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+def _absolute_map(fn: MapMethod, model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     a = fn(model, x, target)
     if isinstance(a, torch.Tensor) and a.dim() == 4:
         a = a.abs()
     return as_map(a, x, "the method's output").abs()
 
 
-def sanity_check(model: nn.Module, x: torch.Tensor, target, method: str | Method, *,
+def sanity_check(model: nn.Module, x: torch.Tensor, target, method: str | MapMethod, *,
                  layers: Sequence[str] | None = None, seed: int = 0) -> SanityCheck:
     """Cascading model-randomization test (Adebayo et al. 2018), on a deep copy of ``model``.
 
@@ -94,7 +94,7 @@ def sanity_check(model: nn.Module, x: torch.Tensor, target, method: str | Method
     Example: ``r = pl.sanity_check(model, x, 3, "saliency"); r.final()``.
     """
     from ..attribution import normalize_per_image
-    from ..layers import find_layer
+    from ..models.layers import find_layer
 
     name, fn = resolve_method(method)
     x, _, _ = prepare(model, x, target, None)

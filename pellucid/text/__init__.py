@@ -1,23 +1,12 @@
 """Sequences: the built-in ``langid`` character GRU and its explanations.
 
-``model`` (the GRU, its wordfreq data, training and cache), ``attribution`` (per-character maps on
-the shared gradient, path-integral, perturbation and surrogate pieces), ``attack`` (HotFlip),
+The GRU itself, its wordfreq data, training and cache live with the other models
+(:mod:`pellucid.models.langid`, re-exported here); ``attribution`` (per-character maps on the shared
+gradient, path-integral, perturbation and surrogate pieces, registered as the ``text`` methods), ``attack`` (HotFlip),
 ``render`` (coloured characters as PNG and HTML) and ``cli`` (the ``pellucid`` text commands).
 """
 
-from .attack import TextAttack, hotflip
-from .attribution import (
-    TEXT_METHODS,
-    check_text_model,
-    check_words,
-    explain_text,
-    language_index,
-    text_input_x_gradient,
-    text_integrated_gradients,
-    text_lime,
-    text_occlusion,
-)
-from .model import (
+from ..models.langid import (
     ALPHABET,
     CODES,
     LANGUAGES,
@@ -31,6 +20,18 @@ from .model import (
     train_langid,
     word_logits,
     word_titles,
+)
+from .attack import TextAttack, hotflip
+from .attribution import (
+    TEXT_METHODS,
+    check_text_model,
+    check_words,
+    explain_text,
+    language_index,
+    text_input_x_gradient,
+    text_integrated_gradients,
+    text_lime,
+    text_occlusion,
 )
 
 __all__ = [

@@ -16,12 +16,13 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .. import registry
 from .._checks import PellucidError, check_choice, check_positive_int, generator
 from .._grad import iter_gradients, path_integral, perturbation_scores, quadrature, row_index
 from .._state import model_state
 from .._surrogate import fit_surrogate
+from ..models.langid import by_length, word_logits
 from ..targets import SCORES, Target, as_target
-from .model import by_length, word_logits
 
 Words = str | Sequence[str]
 DEFAULT_BATCH = 128  # one-hot rows per GRU call; small words, so larger chunks than for images
@@ -233,26 +234,25 @@ def text_lime(model: nn.Module, words: Words, target=None, samples: int = 500, k
     return out
 
 
-TEXT_METHODS: dict[str, Callable] = {
-    "input_x_gradient": text_input_x_gradient,
-    "integrated_gradients": text_integrated_gradients,
-    "occlusion": text_occlusion,
-    "lime": text_lime,
-}
+for _name, _title, _fn, _aliases in (
+        ("input_x_gradient", "Gradient x input", text_input_x_gradient, ()),
+        ("ig", "Integrated Gradients", text_integrated_gradients, ("integrated_gradients",)),
+        ("occlusion", "Occlusion", text_occlusion, ()),
+        ("lime", "LIME", text_lime, ())):
+    registry.register_method(registry.Method(_name, _title, _fn, seeded=_name == "lime", sanity="never", signed=True,
+                                             modality="text"), _aliases)
+TEXT_METHODS: dict[str, Callable] = {name: record.fn for name, record in registry.methods("text").items()}
+"""The text methods by name (the registry's ``text`` modality; ``integrated_gradients`` is accepted for ``ig``)."""
 
 
 def explain_text(model: nn.Module, words: Words, target=None, methods: Sequence[str] | None = None,
                  seed: int = 0) -> dict[str, list[torch.Tensor]]:
-    """Every method's attribution per character: ``{method: [ (len(word),) tensors ]}``.
+    """Every text method's attribution per character: ``{method: [ (len(word),) tensors ]}``.
 
     Example: ``pl.explain_text(pl.load_model("langid"), ["hyvää", "gezellig"])``.
     """
-    names = list(TEXT_METHODS) if methods is None else list(methods)
-    for name in names:
-        check_choice(name, "method", list(TEXT_METHODS))
+    records = [registry.method(name, "text") for name in (registry.methods("text") if methods is None else methods)]
     out = {}
-    for name in names:
-        kwargs = {"seed": seed} if name == "lime" else {}
-        out[name] = TEXT_METHODS[name](model, words, target, **kwargs)
+    for record in records:
+        out[record.name] = record(model, words, target, **({"seed": seed} if record.seeded else {}))
     return out
-

@@ -10,17 +10,19 @@ from .._checks import PellucidError
 
 def load_text_model(name: str):
     from ..models import load_model
+    from ..registry import models
     from .attribution import check_text_model
 
-    if name != "langid":
-        raise PellucidError(f"unknown text model {name!r}; the built-in text model is langid")
+    text = [n for n, record in models().items() if record.kind == "text"]
+    if name not in text:
+        raise PellucidError(f"unknown text model {name!r}; the text models are: {', '.join(text)}")
     return check_text_model(load_model(name))
 
 
 def explain_text_run(args) -> None:
-    from .. import render
+    from ..drawing import render
+    from ..models.langid import word_titles
     from .attribution import check_words, explain_text
-    from .model import word_titles
     from .render import text_html, text_png
 
     model = load_text_model(args.model)
@@ -55,8 +57,8 @@ def attack_text_run(args) -> None:
 
 
 def train_langid_command(args) -> None:
-    from .._training import save_checkpoint
-    from .model import langid_checkpoint, train_langid
+    from ..models.langid import langid_checkpoint, train_langid
+    from ..models.training import save_checkpoint
 
     start = time.perf_counter()
     model, acc = train_langid(epochs=args.epochs or 4, seed=args.seed)

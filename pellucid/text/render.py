@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..render import _plt, fig_png
+from ..drawing.render import _plt, fig_png
 
 
 def char_colours(values: torch.Tensor) -> list[tuple[float, float, float, float]]:

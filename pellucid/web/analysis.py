@@ -58,7 +58,7 @@ def explain_routes(app: FastAPI, srv: Server) -> None:
 
     @app.post("/api/report")
     async def report(request: Request, ask: Ask):
-        from ..report import build_report
+        from ..drawing.report import build_report
 
         slot, pic = srv.slot(ask.model), srv.picture(ask.image)
 

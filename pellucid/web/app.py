@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from .._checks import PellucidError
 from ..io import MAX_PIXELS
 from .analysis import attack_routes, attacks_info, explain_routes, methods_info
-from .catalog import TEXT_MODELS, builtin_models
+from .catalog import builtin_models, text_models
 from .jobs import ModelSlot, Server
 from .schema import validation_error
 from .security import LOCAL_HOSTS, Guard, allowed_hosts
@@ -48,7 +48,7 @@ def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]
             slots[name] = ModelSlot(name, loader, replicas)
     for name, why in (unavailable or {}).items():
         slots[name] = ModelSlot(name, lambda: None, replicas, unavailable=why)
-    srv = Server(slots, workers, refused={n: why for n, why in TEXT_MODELS.items() if n not in slots})
+    srv = Server(slots, workers, refused={n: why for n, why in text_models().items() if n not in slots})
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -126,7 +126,7 @@ def model_info(slot: ModelSlot) -> dict:
     """What the page shows of a model; labels and layers once it is built (``state`` ``ready``)."""
     from torch import nn
 
-    from ..layers import named_layers
+    from ..models.layers import named_layers
 
     info = {"name": slot.name, "state": slot.state, "offered": not slot.unavailable,
             "description": html.escape(slot.description), "labels": [], "input_size": [], "layers": []}
@@ -154,13 +154,13 @@ def serve(model: str = "digits", weights: str | None = None, host: str = "127.0.
 
     from ..models import load_model
 
-    if model in TEXT_MODELS:
-        raise PellucidError(TEXT_MODELS[model])
+    if model in text_models():
+        raise PellucidError(text_models()[model])
     builtins = builtin_models()
-    if model in builtins and builtins[model][2]:
+    if model in builtins and builtins[model][2] and weights is None:
         raise PellucidError(f"model {model!r} {builtins[model][2]}")
     loaders = {n: b[0] for n, b in builtins.items() if not b[2]}
-    missing = {n: b[2] for n, b in builtins.items() if b[2]}
+    missing = {n: b[2] for n, b in builtins.items() if b[2] and n != model}
     if model not in loaders or weights is not None:
         loaded = load_model(model, weights=weights)  # fail now, with a clear message, if it cannot load
         loaders[model] = lambda: loaded

@@ -25,8 +25,8 @@ from fastapi import HTTPException, Request
 
 from .._checks import PellucidError
 from .._state import hook_count
-from .._training import TrainingStopped, stop_training_when
 from ..io import fit_image, quantize
+from ..models.training import TrainingStopped, stop_training_when
 
 
 class Cancelled(Exception):
@@ -147,7 +147,7 @@ class Picture:
 
 def sample_pictures(model) -> list[Picture]:
     """The model's sample images, held as 8-bit images like uploads."""
-    from ..data import sample_images
+    from ..models.data import sample_images
 
     x, y = sample_images(model)
     return [Picture(quantize(x[i]), int(y[i]), f"sample {i}") for i in range(len(x))]

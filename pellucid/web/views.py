@@ -10,7 +10,7 @@ import io
 import numpy as np
 import torch
 
-from ..overlay import ALPHA, as_uint8, enlarge, image_array, overlay_rgb
+from ..drawing.overlay import ALPHA, as_uint8, enlarge, image_array, overlay_rgb
 
 SIDE = 224  # small images (28x28 digits) are enlarged by an integer factor up to this side
 
@@ -59,7 +59,7 @@ def logits(model, x: torch.Tensor) -> torch.Tensor:
 
 def top5(model, x: torch.Tensor) -> list[dict]:
     """The five most probable classes of one image: class, label, probability."""
-    from ..report import predictions
+    from .._grad import predictions
 
     probs = predictions(model, x)
     top = probs[0].topk(min(5, probs.shape[1]))

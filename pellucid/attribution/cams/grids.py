@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..._checks import PellucidError
-from ...layers import find_layer, named_layers
+from ...models.layers import find_layer, named_layers
 
 Reshape = Callable[[torch.Tensor], torch.Tensor]
 

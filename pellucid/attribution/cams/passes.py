@@ -32,7 +32,6 @@ def score_weights(model: nn.Module, x: torch.Tensor, t: Target, acts: torch.Tens
     img = torch.cat([pairs[:, 0], dead])
     ch = torch.cat([pairs[:, 1], torch.full_like(dead, -1)])
     size = x.shape[-2:]
-    layout = _memory_format(model)
 
     def make(rows: slice) -> torch.Tensor:
         i, k = img[rows], ch[rows]
@@ -40,7 +39,7 @@ def score_weights(model: nn.Module, x: torch.Tensor, t: Target, acts: torch.Tens
         lo = up.amin((2, 3), keepdim=True)
         hi = up.amax((2, 3), keepdim=True)
         mask = (up - lo) / (hi - lo + 1e-8) * (k >= 0).to(up).reshape(-1, 1, 1, 1)
-        return (x[i] * mask).contiguous(memory_format=layout)
+        return x[i] * mask  # in the model's memory format: perturbation_scores sees to it
 
     scores = perturbation_scores(model, make, len(img), t.select(img), bs).to(acts.dtype)
     table = torch.empty(n, c, dtype=acts.dtype, device=acts.device)
@@ -48,16 +47,6 @@ def score_weights(model: nn.Module, x: torch.Tensor, t: Target, acts: torch.Tens
         table[dead] = scores[len(pairs):, None]
     table[pairs[:, 0], pairs[:, 1]] = scores[: len(pairs)]
     return table.softmax(1)
-
-
-def _memory_format(model: nn.Module) -> torch.memory_format:
-    """The layout of the model's first 2-D convolution weights that tell: channels-last or contiguous."""
-    for m in model.modules():  # a weight that is both (1x1 kernel, one input channel) does not tell
-        if isinstance(m, nn.Conv2d) and m.weight.dim() == 4:
-            last, plain = m.weight.is_contiguous(memory_format=torch.channels_last), m.weight.is_contiguous()
-            if last != plain:
-                return torch.channels_last if last else torch.contiguous_format
-    return torch.contiguous_format
 
 
 def ablation_weights(model: nn.Module, state, module: nn.Module, x: torch.Tensor, t: Target, raw: torch.Tensor,

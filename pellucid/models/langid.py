@@ -21,8 +21,11 @@ from torch import nn
 from .._checks import PellucidError
 from .._grad import logits_of
 from .._state import model_state
-from .._training import read_cached, save_checkpoint, train_loop
-from ..data import cache_dir
+from ..registry import Model, register_model
+from .base import seeded
+from .data import cache_dir
+from .training import read_cached, save_checkpoint, train_loop
+from .weights import load_into, read_state_dict
 
 LANGUAGES = ("english", "spanish", "finnish", "dutch", "polish")
 CODES = ("en", "es", "fi", "nl", "pl")
@@ -53,7 +56,7 @@ class CharGRU(nn.Module):
         self.gru = nn.GRU(embed, hidden, batch_first=True)
         self.fc = nn.Linear(hidden, len(labels))
         self.alphabet, self.labels, self.codes = alphabet, list(labels), list(codes)
-        self.name, self.samples = "langid", "langid"
+        self.name, self.samples = "langid", "words"
 
     @property
     def num_classes(self) -> int:
@@ -229,3 +232,18 @@ def load_langid(retrain: bool = False, progress: bool = True) -> CharGRU:
     print(f"pellucid: trained langid in {seconds:.0f}s, held-out accuracy {100 * acc:.2f}%", file=sys.stderr)
     model.accuracy = acc
     return model
+
+
+def _load(weights=None) -> CharGRU:
+    if weights == "random":
+        return seeded(CharGRU).eval()
+    if weights is None:
+        return load_langid()
+    model = CharGRU()
+    load_into(model, read_state_dict(weights, "langid"), "langid", weights)
+    return model.eval()
+
+
+register_model(Model("langid", "character GRU (hidden 128): English/Spanish/Finnish/Dutch/Polish words (needs "
+                               "pellucid[text])", _load, None, samples="words", kind="text",
+                     labels=lambda: list(LANGUAGES), extra="text", needs="wordfreq", trains=True))

@@ -21,7 +21,7 @@ from .._args import prepare
 from .._checks import PellucidError, check_choice
 from .._grad import chunks
 from .._state import model_state
-from ._maps import Method, attribution_map
+from ._maps import MapMethod, map_of
 from ._random import base_seed, row_noise
 from .curves import Curve, _ranks
 
@@ -116,7 +116,7 @@ def _fractions(fractions) -> torch.Tensor:
     return f
 
 
-def road(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | Method,
+def road(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | MapMethod,
          fractions: Sequence[float] = FRACTIONS, order: str = "most", *, noise: float = 0.01,
          score: str = "softmax", seed: int | torch.Generator = 0, batch_size: int | None = None) -> Curve:
     """ROAD curve (Rong et al. 2022): the score after removing each fraction of pixels, filled by noisy
@@ -152,7 +152,7 @@ def road(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | 
         raise PellucidError(f"noise must be a number >= 0 (pixel units), got {noise!r}")
     seed = base_seed(seed)
     f = _fractions(fractions)
-    maps = attribution_map(model, x, target, attribution)
+    maps = map_of(model, x, target, attribution)
     n, c, h, w = x.shape
     ranks = _ranks(maps if order == "most" else -maps)
     counts = (f * h * w).round().long().to(x.device)

@@ -12,11 +12,11 @@ from torch import nn
 from .._args import prepare
 from .._checks import PellucidError
 from ..registry import methods as registered_methods
-from ._maps import Method, as_map, is_seeded, random_attribution, resolve_method
+from ._maps import MapMethod, as_map, is_seeded, random_attribution, resolve_method
 from .curves import Curve, _check_steps, deletion, insertion
-from .explanation_attack import ATTACKABLE, ExplanationAttack, explanation_attack
 from .fidelity import infidelity, sensitivity
-from .road import FRACTIONS, road
+from .imputation import FRACTIONS, road
+from .manipulation import ATTACKABLE, ExplanationAttack, explanation_attack
 from .sanity import SanityCheck, sanity_check
 from .similarity import spearman
 
@@ -62,7 +62,7 @@ class Comparison:
     def table(self, columns: Sequence[str] | None = None) -> str:
         """The rows as aligned text, numbers to 3 decimals ('-' where not computed); ``columns``: default
         :data:`COLUMNS` less the trust columns nothing was computed for."""
-        from ..render import number
+        from ..drawing.render import number
 
         columns = list(columns or self.columns())
         cells = [columns] + [[number(r[c]) for c in columns] for r in self.rows]
@@ -79,7 +79,7 @@ class Comparison:
         return self.table()
 
 
-def _methods(methods) -> dict[str, Method]:
+def _methods(methods) -> dict[str, MapMethod]:
     if methods is None:
         return registered_methods()
     if isinstance(methods, dict):

@@ -17,15 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._grad import predictions
 from . import render
-from ._grad import logits_of, resolve_batch_size
-from ._state import model_state
-
-
-def predictions(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Softmax probabilities ``(N, K)`` of a batch, in batches, with the model's state untouched."""
-    with model_state(model):
-        return logits_of(model, x, len(x), resolve_batch_size(batch_size, x, model)).softmax(1)
 
 
 @dataclass
@@ -95,8 +88,8 @@ def langid_section(ctx: ReportContext) -> render.Section | None:
 
     if importlib.util.find_spec("wordfreq") is None:
         return None
-    from .text import cached_langid, word_titles
-    from .text.render import text_html, text_png
+    from ..text import cached_langid, word_titles
+    from ..text.render import text_html, text_png
 
     title = "Sequences: which letters made it say Finnish?"
     model = cached_langid()
@@ -104,7 +97,7 @@ def langid_section(ctx: ReportContext) -> render.Section | None:
         return render.Section(title, "The built-in langid GRU is not trained yet.",
                               "<p>Run <code>pellucid train langid</code> (about a minute) and rebuild the report "
                               "to see which characters drive its language predictions.</p>")
-    from .text import explain_text, hotflip
+    from ..text import explain_text, hotflip
 
     words = list(LANGID_WORDS)
     maps = explain_text(model, words, seed=ctx.seed)
@@ -121,7 +114,7 @@ def langid_section(ctx: ReportContext) -> render.Section | None:
 
 
 def learned_section(ctx: ReportContext) -> render.Section:
-    from .featureviz import learned_figures
+    from ..featureviz import learned_figures
 
     classes_png, filters_png, layer = learned_figures(ctx.model, ctx.x, ctx.predicted, seed=ctx.seed)
     return render.Section("What has it learned",
@@ -153,8 +146,8 @@ TRUST_MEASURES = (("ROAD AUC", "lower"), ("infidelity", "lower"), ("sensitivity"
 def faithfulness_section(ctx: ReportContext) -> render.Section:
     from functools import partial
 
-    from .metrics import compare, top_layers
-    from .registry import methods as registered
+    from ..metrics import compare, top_layers
+    from ..registry import methods as registered
 
     small = ctx.x.shape[-1] * ctx.x.shape[-2] <= 64 * 64
     n = min(len(ctx.x), 6 if small else 2)
@@ -195,7 +188,7 @@ def faithfulness_section(ctx: ReportContext) -> render.Section:
 
 def fooled_section(ctx: ReportContext, n_fool: int = 6) -> render.Section:
     """How easily is it fooled: fooling images towards random (seeded) targets, and a robustness curve."""
-    from .adversarial import default_eps, fooling_image, random_targets, robustness_curve
+    from ..adversarial import default_eps, fooling_image, random_targets, robustness_curve
 
     x, probs = ctx.x[:n_fool], ctx.probs[:n_fool]
     goal = random_targets(probs.argmax(1), probs.shape[1], ctx.seed)
@@ -223,7 +216,7 @@ def fooled_section(ctx: ReportContext, n_fool: int = 6) -> render.Section:
 
 def autoattack_line(ctx: ReportContext, labels: torch.Tensor) -> str:
     """Accuracy under a cheap AutoAttack (a few images, 10 APGD and FAB steps, 3 targets, 100 Square queries)."""
-    from .adversarial import autoattack, default_eps
+    from ..adversarial import autoattack, default_eps
 
     n = 8 if ctx.x.shape[-1] * ctx.x.shape[-2] <= 64 * 64 else 4
     eps = default_eps(ctx.x)[3]
@@ -237,7 +230,7 @@ def autoattack_line(ctx: ReportContext, labels: torch.Tensor) -> str:
 
 
 def attribution_section(ctx: ReportContext) -> render.Section:
-    from .attribution import explain
+    from ..attribution import explain
 
     maps = explain(ctx.model, ctx.x, ctx.predicted, seed=ctx.seed, quick=True, progress=ctx.progress)
     png = render.attribution_grid(ctx.x, maps, ctx.row_titles)
@@ -269,7 +262,7 @@ def link_section(links: list[tuple[str, str]], title: str) -> Callable[[ReportCo
 def build_report(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, out, seed: int = 0,
                  progress: bool = True, sections=None) -> Path:
     """Write ``out/index.html`` and return its path. ``sections``: the builders (default :data:`SECTIONS`)."""
-    from ._checks import check_images
+    from .._checks import check_images
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,8 @@ import difflib
 
 from torch import nn
 
-from ._checks import PellucidError
-from .models import PixelModel
+from .._checks import PellucidError
+from .base import PixelModel
 
 
 def inner(model: nn.Module) -> nn.Module:

@@ -18,9 +18,9 @@ from .._grad import logits_of
 from .._state import model_state
 from ..registry import Attack, register_attack
 from ._loop import NORMS, _classes, _per_sample
-from .apgd import _apgd
-from .fab import _fab
-from .square import _square
+from .auto_pgd import _apgd
+from .boundary import _fab
+from .score_based import _square
 
 VERSIONS = ("standard", "plus")
 

@@ -1,5 +1,5 @@
-"""The job's images: listing them, loading one (through :func:`pellucid.io.read_image`, the one
-image-loading path), and the batches they are grouped in."""
+"""A data set's images: listing them (a folder or a built-in set), loading one (through
+:func:`pellucid.io.read_image`, the one image-loading path), and the aligned chunks they are processed in."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import torch
 
 from .._checks import PellucidError
 from ..io import fit_image, quantize, read_image
-from .job import DATASETS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+DATASETS = {"digits-test": "test", "digits-train": "train", "digits": "all"}
+"""The built-in sets by name: the held-out, training and all MNIST digits of :mod:`pellucid.models.data`."""
 
 
 @dataclass(frozen=True)
 class Item:
-    """One image of the job: its position, its key (file names derive from it), its source, its label."""
+    """One image of a data set: its position, its key (file names derive from it), its source (a path, or an
+    index into a built-in set), its label (-1: unknown)."""
 
     position: int
     key: str
@@ -28,14 +30,14 @@ class Item:
 
 def list_items(source: str, labels: Sequence[str] | None = None, limit: int | None = None,
                exclude: Path | None = None) -> list[Item]:
-    """The job's images: a built-in set (``digits-test``) or every file under a folder, sorted.
+    """A data set's images: a built-in set (``digits-test``) or every file under a folder, sorted.
 
     Files under a first-level folder named like a class of the model get that class as label. Hidden
     files and the ``exclude`` folder (the job's own output, when it lies inside the input) are skipped;
     a link that leads nowhere (broken, or a loop) is listed, so that it gets a ``failed`` row.
     """
     if source in DATASETS:
-        from ..data import digits
+        from ..models.data import digits
 
         y = digits(DATASETS[source])[1].tolist()
         items = [Item(i, f"{source}/{i:05d}", i, int(y[i])) for i in range(len(y))]
@@ -89,26 +91,34 @@ def load_item(item: Item, input_size: tuple[int, int, int], max_pixels: int,
     return read_image(path, tuple(input_size), max_pixels=max_pixels)[0]
 
 
-class ItemDataset(torch.utils.data.Dataset):
-    """Items -> ``(item, image or None, failure reason or None)``; a DataLoader streams it."""
+class ChunkLoader:
+    """Loads a chunk of items: ``[item] -> [(item, image or None, failure reason or None)]``. Picklable, so
+    that DataLoader processes and Ray actors load chunks themselves; a built-in set is read once per process."""
 
-    def __init__(self, items: Sequence[Item], input_size, max_pixels: int, source: str):
-        self.items, self.input_size, self.max_pixels, self.source = list(items), input_size, max_pixels, source
+    def __init__(self, input_size, max_pixels: int, source: str):
+        self.input_size, self.max_pixels, self.source = tuple(input_size), max_pixels, source
         self._data = None
 
-    def __len__(self) -> int:
-        return len(self.items)
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_data": None}
 
-    def __getitem__(self, i: int):
-        item = self.items[i]
+    def __call__(self, chunk: Sequence[Item]) -> list[tuple]:
         if self._data is None and self.source in DATASETS:
-            from ..data import digits
+            from ..models.data import digits
 
             self._data = digits(DATASETS[self.source])[0]
-        try:
-            return item, load_item(item, self.input_size, self.max_pixels, self._data), None
-        except PellucidError as e:
-            return item, None, str(e)
+        out = []
+        for item in chunk:
+            try:
+                out.append((item, load_item(item, self.input_size, self.max_pixels, self._data), None))
+            except PellucidError as e:
+                out.append((item, None, str(e)))
+        return out
+
+
+def chunks_of(items: Sequence[Item], batch_size: int) -> list[list[Item]]:
+    """``items`` in the aligned chunks of :func:`chunk_positions`."""
+    return [[items[i] for i in idx] for idx in chunk_positions(items, batch_size)]
 
 
 def chunk_positions(items: Sequence[Item], batch_size: int) -> list[list[int]]:

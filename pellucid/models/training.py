@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._progress import bar
+from .._progress import bar
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 _local = threading.local()

