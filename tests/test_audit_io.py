@@ -191,6 +191,30 @@ def test_save_image_refuses_paths_it_cannot_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_transforms_refuse_bad_ranges_when_made():
+    for bad in ((), [], 0.9, (1.0, 0.0), (0.9, float("nan"))):
+        with pytest.raises(pl.PellucidError, match="scale"):
+            pl.random_scale(bad)
+    for bad in (-3, 2.5, True):
+        with pytest.raises(pl.PellucidError, match=r"jitter pixels must be an int >= 0"):
+            pl.jitter(bad)
+    with pytest.raises(pl.PellucidError, match="roll pixels"):
+        pl.roll(-2)
+    with pytest.raises(pl.PellucidError, match=r"jitter\(30\) crops 30 pixels from a 28x28 image"):
+        pl.jitter(30)(torch.rand(1, 1, 28, 28), torch.Generator().manual_seed(0))
+    x = torch.rand(1, 1, 28, 28)
+    assert pl.random_scale([1.2])(x, torch.Generator().manual_seed(0)).shape == x.shape  # one factor: a fixed zoom
+
+
+def test_layer_names_refuses_a_bad_size(digits_model):
+    for bad in ((1, 0, 28), (), "28", (1, 28.0, 28)):
+        with pytest.raises(pl.PellucidError, match=r"size must be the model's input shape.*\(3, 224, 224\)"):
+            pl.layer_names(digits_model, size=bad)
+    with pytest.raises(pl.PellucidError, match=r"cannot run on an input of size \(3, 28, 28\).*\(1, 28, 28\)"):
+        pl.layer_names(digits_model, size=(3, 28, 28))
+    assert dict((n, s) for n, _, s in pl.layer_names(digits_model, size=(1, 28, 28)))["conv1"] == (16, 28, 28)
+
+
 # ---------------------------------------------------------------------------------------------
 # 5: a glyph drawn by its alpha channel
 
