@@ -5,6 +5,8 @@ the length cap of text explanations. Every image case is a real file made here."
 from __future__ import annotations
 
 import io
+import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import torch
 from PIL import Image, ImageDraw
 
 import pellucid as pl
+from pellucid import cli
+from pellucid.batch import store
 from pellucid.batch.items import Item, load_item
 from pellucid.io import MAX_PIXELS, decode_image
 
@@ -101,6 +105,111 @@ def test_exif_orientation_jpeg_is_applied(tmp_path, orientation):
     got = as_uint8(pl.load_image(path))
     assert got.shape == up.shape and np.array_equal(got, want)
     assert np.abs(got.astype(int) - up).mean() < 3  # and it is the upright picture (JPEG noise aside)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2: batch folders and databases that are not pellucid's
+
+def run(out, **kw):
+    args = {"limit": 2, "metric_steps": 0, "progress": False, "report": False, **kw}
+    return pl.explain_dataset("digits-test", out, **args)
+
+
+def test_a_folder_the_job_did_not_make_is_refused_and_left_byte_identical(tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "sub").mkdir(parents=True)
+    (out / "report.html").write_text("<p>my own report</p>")
+    (out / ".pellucid-draft.tmp").write_text("my notes")
+    (out / "sub" / ".pellucid-a.npy.77.tmp").write_bytes(b"mine too")
+    foreign_sqlite(out / "results.sqlite")
+    Image.new("RGB", (9, 9), "red").save(out / "photo.png")
+    before = files_of(out)
+    with pytest.raises(pl.PellucidError, match=r"not a pellucid batch folder.*\.pellucid-draft\.tmp.*new or empty"):
+        run(out, report=True)
+    assert cli.main(["batch", "digits-test", "--limit", "2", "--metric-steps", "0", "--no-progress",
+                     "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0]
+    assert files_of(out) == before  # nothing overwritten, deleted or added (no .lock either)
+    with pytest.raises(pl.PellucidError, match=r"results.sqlite.*not a pellucid results table.*other columns"):
+        pl.read_results(out)
+    assert files_of(out) == before
+
+
+@pytest.mark.parametrize("text, why", [("{not json", "not JSON"), ("[1, 2]", "not an object"),
+                                       ('{"name": "my-tool", "hash": 7}', "no \"format\"")])
+def test_a_job_json_that_is_not_the_jobs_is_one_clear_line(tmp_path, capsys, text, why):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "job.json").write_text(text)
+    with pytest.raises(pl.PellucidError, match=rf"job\.json.*not a pellucid job file.*{why}"):
+        run(out)
+    assert cli.main(["batch", "digits-test", "--limit", "1", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "job.json" in err[0]
+    assert files_of(out) == {"job.json": text.encode()}
+
+
+def test_a_results_database_that_is_not_pellucids_is_refused_by_job_and_reader(tmp_path, capsys):
+    out = tmp_path / "out"
+    run(out)
+    assert len(pl.read_results(out)) == 2
+    (out / "results.sqlite").write_bytes(os.urandom(3000))
+    junk = (out / "results.sqlite").read_bytes()
+    for call in (lambda: run(out), lambda: pl.read_results(out)):
+        with pytest.raises(pl.PellucidError, match=r"results\.sqlite.*not a SQLite database.*move the file away"):
+            call()
+    assert cli.main(["batch", "digits-test", "--limit", "2", "--metric-steps", "0", "--no-progress",
+                     "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert (out / "results.sqlite").read_bytes() == junk
+    (out / "results.sqlite").unlink()
+    foreign_sqlite(out / "results.sqlite")
+    theirs = (out / "results.sqlite").read_bytes()
+    with pytest.raises(pl.PellucidError, match=r"other columns \(run, score\)"):
+        run(out)
+    assert (out / "results.sqlite").read_bytes() == theirs
+    with sqlite3.connect(out / "results.sqlite") as db:
+        db.execute("PRAGMA application_id = 1234")
+    with pytest.raises(pl.PellucidError, match="another application's database"):
+        pl.read_results(out)
+
+
+def test_the_jobs_own_folder_and_table_are_recognized_and_resumed(tmp_path):
+    out = tmp_path / "out"
+    first = run(out)
+    meta = json.loads((out / "job.json").read_text())
+    assert meta["format"] == store.MARK
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == store.APPLICATION_ID
+    db.close()
+    (out / "mine.txt").write_text("a note the user put beside the results")
+    (out / "overlays" / ".pellucid-sketch.tmp").write_text("not a temporary of the job")
+    again = run(out)
+    assert (first.done, again.skipped) == (2, 2)
+    assert (out / "mine.txt").exists() and (out / "overlays" / ".pellucid-sketch.tmp").exists()
+    legacy = {"hash": meta["hash"], "config": meta["config"]}  # written before the mark: still the job's
+    (out / "job.json").write_text(json.dumps(legacy))
+    assert run(out).skipped == 2
+    assert json.loads((out / "job.json").read_text())["format"] == store.MARK
+
+
+def test_read_results_refuses_an_unknown_status(tmp_path):
+    run(tmp_path / "out")
+    assert [r["status"] for r in pl.read_results(tmp_path / "out", status="done")] == ["done", "done"]
+    with pytest.raises(pl.PellucidError, match=r"unknown status 'finished'.*done, failed"):
+        pl.read_results(tmp_path / "out", status="finished")
+
+
+def test_out_that_is_a_file_or_under_a_file_and_a_bad_model(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(pl.PellucidError, match="is a file, not a folder"):
+        run(tmp_path / "f.txt")
+    with pytest.raises(pl.PellucidError, match="f.txt' is a file, not a folder"):
+        run(tmp_path / "f.txt" / "out")
+    with pytest.raises(pl.PellucidError, match=r"model must be a model's name.*got float 4\.5"):
+        run(tmp_path / "o", model=4.5)
+    assert not (tmp_path / "o").exists() and (tmp_path / "f.txt").read_text() == "x"
 
 
 # ---------------------------------------------------------------------------------------------
