@@ -8,6 +8,7 @@ import io
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -371,3 +372,46 @@ def test_an_ordinary_photo_with_partial_transparency_is_composited_on_white_as_b
     buf = io.BytesIO()
     Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(buf, "PNG")
     assert np.array_equal(decode_image(buf.getvalue()).permute(1, 2, 0).numpy(), want)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6: the length cap of text explanations
+
+@pytest.fixture(scope="module")
+def gru():
+    from pellucid.text.model import CharGRU
+
+    torch.manual_seed(0)
+    return CharGRU().eval()
+
+
+def test_a_word_past_the_cap_is_refused_at_once_by_every_text_method(gru):
+    from pellucid.text.attribution import MAX_WORD, TEXT_METHODS
+
+    word = "kissa" * 1600  # 8,000 letters: minutes of work before the cap
+    message = rf"word 0 \('kissakissakissakissa\.\.\.'\) has 8,000 letters; at most {MAX_WORD} are accepted"
+    start = time.perf_counter()
+    for call in [lambda: pl.explain_text(gru, ["talo", word])] + \
+                [lambda fn=fn: fn(gru, [word]) for fn in TEXT_METHODS.values()] + [lambda: pl.hotflip(gru, word)]:
+        with pytest.raises(pl.PellucidError, match=message.replace("word 0", "word [01]")) as e:
+            call()
+        assert len(str(e.value)) < 200
+    assert time.perf_counter() - start < 2
+    ok = "a" * MAX_WORD  # the cap itself is accepted
+    assert pl.explain_text(gru, [ok], methods=["occlusion"])["occlusion"][0].shape == (MAX_WORD,)
+    with pytest.raises(pl.PellucidError, match=f"has {MAX_WORD + 1} letters"):
+        pl.text_occlusion(gru, ["a" * (MAX_WORD + 1)])
+
+
+def test_text_commands_refuse_a_long_word_in_one_line(gru, monkeypatch, capsys, tmp_path):
+    from pellucid.text import cli as text_cli
+
+    monkeypatch.setattr(text_cli, "load_text_model", lambda name: gru)
+    word = "ab" * 2500
+    assert cli.main(["explain-text", "talo", word, "--out", str(tmp_path / "t.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "5,000 letters" in err[0] and len(err[0]) < 250
+    assert cli.main(["attack-text", word]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "5,000 letters" in err[0]
+    assert not (tmp_path / "t.png").exists()
