@@ -9,6 +9,7 @@ all go through them, each reporting a bad image its own way (:class:`ImageError`
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from pathlib import Path
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import PellucidError
+from ._sizes import fit_args
+from ._sizes import short as _short
 
 FORMATS = ("PNG", "JPEG", "MPO", "WEBP")  # MPO: the JPEG variant many phone cameras write
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -26,7 +29,10 @@ MAX_PIXELS = 40_000_000
 """Images with more pixels are refused before they are decoded (a decompression bomb is a small file with
 a huge header): the API, the CLI, the batch job (``--max-pixels``) and the web page share this limit."""
 BACKGROUND = 255
-"""Transparent pixels are composited on white (255 in every channel) before an image reaches a model."""
+"""Transparent pixels are composited on white (255 in every channel) before an image reaches a model, except
+a light shape drawn by its alpha channel alone (a white glyph on transparency), which goes on black."""
+UNIFORM = 32
+"""A shape "drawn by its alpha": its opaque pixels (alpha >= 128) differ by at most this much per channel."""
 
 
 class ImageError(PellucidError):
@@ -68,12 +74,22 @@ def too_large(what: str, pixels: int | None, size: tuple[int, int] | None, limit
                       "(a larger image is refused before it is decoded)", "too large")
 
 
+def check_source(source) -> None:
+    """A file path (``str`` or ``os.PathLike``) or the bytes of an image file, else a clear error."""
+    if isinstance(source, str) and not source.strip():
+        raise ImageError("the image path is an empty string; give the path of a PNG, JPEG or WebP file", "missing")
+    if not isinstance(source, (bytes, bytearray, str, os.PathLike)):
+        raise PellucidError(f"an image must be a file path (str or pathlib.Path) or the bytes of a PNG, JPEG or "
+                            f"WebP file, got {type(source).__name__} {_short(source)}")
+
+
 def _open(source: bytes | str | Path, limit: int = MAX_PIXELS):
     """``(PIL image, description for messages, first bytes)``; not decoded yet."""
     import io
 
     from PIL import Image
 
+    check_source(source)
     if isinstance(source, (bytes, bytearray)):
         what, head, stream = "the upload", bytes(source[:16]), io.BytesIO(source)
         if not source:
@@ -116,12 +132,13 @@ def decode_image(source: bytes | str | Path, *, formats: tuple[str, ...] | None 
                  shrink_to: int | None = None) -> torch.Tensor:
     """A file or the bytes of one as a ``(C, H, W)`` uint8 tensor: ``C = 1`` for gray images, else 3.
 
-    16-bit images keep their range (65535 becomes 255, mid-grey stays mid-grey); transparent pixels are
-    composited on a white background (:data:`BACKGROUND`), so a shape on a transparent background is
-    the shape on white. ``formats`` limits the accepted formats (default: any PIL reads); images over
-    ``max_pixels`` pixels (default :data:`MAX_PIXELS`) or ``max_side`` pixels a side are refused before
-    they are decoded; ``shrink_to`` scales larger images down (aspect kept) to at most that many pixels
-    a side. Raises :class:`ImageError`.
+    Images are turned upright by their EXIF orientation tag (phone photos). 16-bit images keep their
+    range (65535 becomes 255, mid-grey stays mid-grey); transparent pixels are composited on a white
+    background (:data:`BACKGROUND`), so a shape on a transparent background is the shape on white, except
+    a light one-colour shape drawn by its alpha (a white glyph), which goes on black. ``formats`` limits
+    the accepted formats (default: any PIL reads); images over ``max_pixels`` pixels (default
+    :data:`MAX_PIXELS`) or ``max_side`` pixels a side are refused before they are decoded; ``shrink_to``
+    scales larger images down (aspect kept) to at most that many pixels a side. Raises :class:`ImageError`.
     """
     from PIL import Image
 
@@ -139,7 +156,7 @@ def decode_image(source: bytes | str | Path, *, formats: tuple[str, ...] | None 
         fmt = img.format
         try:
             img.load()
-            arr = _pixels(img)
+            arr = _pixels(_upright(img))
         except Exception as e:  # noqa: BLE001 (any failure while decoding means bad data)
             raise ImageError(f"cannot read {what}: not a valid PNG, JPEG or WebP file; the {fmt} data is corrupt "
                              f"or truncated ({e})", "corrupt") from e
@@ -148,6 +165,16 @@ def decode_image(source: bytes | str | Path, *, formats: tuple[str, ...] | None 
         small.thumbnail((shrink_to, shrink_to))
         arr = np.asarray(small).reshape(small.size[1], small.size[0], -1)
     return torch.from_numpy(np.array(arr)).permute(2, 0, 1).contiguous()  # a copy: PIL's arrays are read-only
+
+
+def _upright(img):
+    """The image as it is meant to be seen: rotated or mirrored by its EXIF orientation tag (phone photos
+    are stored sideways with a tag); images without the tag are returned as they are."""
+    from PIL import ImageOps
+
+    if img.getexif().get(0x0112, 1) in (1, None):  # 0x0112: Orientation; 1: upright
+        return img
+    return ImageOps.exif_transpose(img)
 
 
 def _pixels(img) -> np.ndarray:
@@ -160,15 +187,33 @@ def _pixels(img) -> np.ndarray:
     if img.mode == "F":
         return np.asarray(img.convert("L"))[..., None]
     if img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info:
-        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint32)
+        rgba = np.asarray(img.convert("RGBA"))
+        background = _background(rgba)
+        rgba = rgba.astype(np.uint32)
         alpha = rgba[..., 3:]
-        rgb = (rgba[..., :3] * alpha + BACKGROUND * (255 - alpha) + 127) // 255
+        rgb = (rgba[..., :3] * alpha + background * (255 - alpha) + 127) // 255
         rgb = rgb.astype(np.uint8)
         if gray:
             r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
             return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
         return rgb
     return np.asarray(img.convert("L"))[..., None] if gray else np.asarray(img.convert("RGB"))
+
+
+def _background(rgba: np.ndarray) -> int:
+    """:data:`BACKGROUND`, or black (0) for a light shape that lives in the alpha channel: its opaque pixels
+    (alpha >= 128) are one light colour (within :data:`UNIFORM`) and other pixels are transparent. On
+    white such a glyph (how drawing tools export a white digit) would vanish into a constant image; on
+    black it is a bright stroke on dark, as the digits are. Other images are composited on white."""
+    shape = rgba[..., 3] >= 128
+    if not shape.any() or shape.all():
+        return BACKGROUND
+    colours = rgba[..., :3][shape]
+    lo, hi = colours.min(0).astype(int), colours.max(0).astype(int)
+    if (hi - lo).max() > UNIFORM:
+        return BACKGROUND
+    r, g, b = (lo + hi) / 2
+    return 0 if 0.299 * r + 0.587 * g + 0.114 * b > 127 else BACKGROUND
 
 
 def to_channels(img: torch.Tensor, channels: int) -> torch.Tensor:
@@ -182,21 +227,11 @@ def to_channels(img: torch.Tensor, channels: int) -> torch.Tensor:
     return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8)[None]
 
 
-def _fit_args(model, size, channels) -> tuple[int, tuple[int, int] | None]:
-    """The channels and size a model (or an explicit ``(C, H, W)``) takes; explicit arguments win."""
-    input_size = tuple(model) if isinstance(model, (tuple, list)) else getattr(model, "input_size", None)
-    if channels is None:
-        channels = input_size[0] if input_size else 3
-    if size is None and input_size and len(input_size) == 3:
-        size = tuple(input_size[1:])
-    return channels, (tuple(size) if size is not None else None)
-
-
 def fit_image(img: torch.Tensor, model=None, size: tuple[int, int] | None = None,
               channels: int | None = None) -> torch.Tensor:
     """A decoded ``(C, H, W)`` uint8 image as ``(1, C', H', W')`` float in [0, 1] for ``model`` (or an
     explicit ``(C, H, W)``): converted to its channels, resized (shorter side) and centre-cropped."""
-    channels, size = _fit_args(model, size, channels)
+    channels, size = fit_args(model, size, channels)
     x = to_channels(img, channels).float()[None] / 255.0
     if size is not None:
         x = resize_crop(_trim_extreme(x, size), size)
@@ -227,18 +262,31 @@ def read_image(source: bytes | str | Path, model=None, size: tuple[int, int] | N
 def load_image(path, model=None, size: tuple[int, int] | None = None, channels: int | None = None) -> torch.Tensor:
     """Read a PNG, JPEG or WebP file as ``(1, C, H, W)`` in [0, 1], sized for ``model``.
 
-    Gray and RGB are converted to the model's channels; the image is resized (shorter side) and
-    centre-cropped to the model's input size, or to ``size`` if given. 16-bit images are scaled
-    (65535 is 1.0); transparent pixels are composited on white (:data:`BACKGROUND`). A file that is
-    missing, unreadable, not an image, corrupt or over :data:`MAX_PIXELS` pixels raises
-    :class:`ImageError` (a :class:`~pellucid.PellucidError`) that says which.
+    ``model``: a model, a model's name (``"digits"``: its input size, no weights are read) or an input
+    size ``(C, H, W)``. Gray and RGB are converted to the model's channels (or ``channels``: 1 or 3); the
+    image is resized (shorter side) and centre-cropped to the model's input size, or to ``size``
+    (``(H, W)``; one int is a square). Photos are turned upright by their EXIF orientation; 16-bit images
+    are scaled (65535 is 1.0); transparent pixels are composited on white (:data:`BACKGROUND`), a light
+    glyph drawn by its alpha on black. A file that is missing, unreadable, not an image, corrupt or over
+    :data:`MAX_PIXELS` pixels raises :class:`ImageError` (a :class:`~pellucid.PellucidError`) that says
+    which; other bad arguments a PellucidError that names them.
     """
     return read_image(path, model, size, channels)
 
 
-def load_images(paths, model=None) -> torch.Tensor:
-    """Several files stacked into one batch, each sized for ``model``."""
-    return torch.cat([load_image(p, model) for p in paths])
+def load_images(paths, model=None, size: tuple[int, int] | None = None, channels: int | None = None
+                ) -> torch.Tensor:
+    """Several files stacked into one batch, each sized for ``model`` (one path is a batch of one)."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    try:
+        paths = list(paths)
+    except TypeError:
+        raise PellucidError(f"paths must be a list of image files, got {type(paths).__name__} {_short(paths)}"
+                            ) from None
+    if not paths:
+        raise PellucidError("no image files given (an empty list); give at least one PNG, JPEG or WebP file")
+    return torch.cat([load_image(p, model, size, channels) for p in paths])
 
 
 def quantize(img: torch.Tensor) -> torch.Tensor:
@@ -252,13 +300,85 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
 
 
-def save_image(img: torch.Tensor, path) -> Path:
-    """Write one ``(C, H, W)`` (or ``(1, C, H, W)``) image in [0, 1] as PNG."""
+def save_image(img, path) -> Path:
+    """Write one image as a PNG (or the format of ``path``'s extension, e.g. ``.jpg``, ``.webp``).
+
+    ``img``: ``(C, H, W)`` or ``(1, C, H, W)`` with 1 (grey), 3 (RGB) or 4 (RGBA) channels, floats in
+    [0, 1]; a 2-D ``(H, W)`` tensor is written as one grey image, a uint8 tensor as 0..255, a numpy
+    array like a tensor. A batch of several images, other channel counts, NaN, values outside [0, 1]
+    and a path that cannot be written raise :class:`~pellucid.PellucidError` before anything is written;
+    the caller's tensor is never changed.
+    """
     from PIL import Image
 
-    if img.dim() == 4:
+    arr = _image_array(img)
+    p = _writable(path)
+    try:
+        Image.fromarray(arr).save(p)
+    except (OSError, ValueError) as e:  # PIL: a mode the format cannot hold (RGBA as JPEG), a full disk
+        raise PellucidError(f"cannot write image {str(p)!r}: {e}") from e
+    return p
+
+
+def _image_array(img) -> np.ndarray:
+    """What :func:`save_image` writes, as ``(H, W)`` or ``(H, W, C)`` uint8, or a clear error."""
+    if isinstance(img, np.ndarray):
+        img = torch.from_numpy(np.array(img))
+    if not isinstance(img, torch.Tensor):
+        raise PellucidError(f"save_image takes an image tensor (C, H, W) in [0, 1], got {type(img).__name__}")
+    shape = tuple(img.shape)
+    if img.dim() == 4 and shape[0] == 1:
         img = img[0]
+    elif img.dim() == 4:
+        raise PellucidError(f"save_image writes one image, got a batch of {shape[0]} {shape}; "
+                            "save each: for i, im in enumerate(x): pl.save_image(im, f'image{i}.png')")
+    elif img.dim() == 2:
+        img = img[None]  # one grey image
+    elif img.dim() != 3:
+        raise PellucidError(f"save_image takes an image of shape (C, H, W), (1, C, H, W) or (H, W), got {shape}")
+    if img.shape[0] not in (1, 3, 4) or 0 in img.shape:
+        hint = "; channels go first: x.permute(2, 0, 1)" if img.shape[-1] in (1, 3, 4) else ""
+        raise PellucidError(f"save_image writes 1 (grey), 3 (RGB) or 4 (RGBA) channels of at least 1x1 pixels, "
+                            f"got shape {shape}{hint}")
+    if img.dtype == torch.uint8:
+        arr = img.detach().cpu().numpy()
+    elif img.is_floating_point() or img.dtype == torch.bool:
+        x = img.detach().float().cpu()
+        if not torch.isfinite(x).all():
+            raise PellucidError("the image contains NaN or infinite values; save_image writes finite values in "
+                                "[0, 1]")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise PellucidError(f"the image has values in [{lo:.4g}, {hi:.4g}]; save_image writes [0, 1] "
+                                "(pixel space): rescale it, e.g. (x - x.min()) / (x.max() - x.min())")
+        arr = quantize(x).numpy()
+    else:
+        raise PellucidError(f"save_image takes floats in [0, 1] or uint8 in 0..255, got dtype {img.dtype}")
+    return arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
+
+
+def _writable(path) -> Path:
+    """``path`` as a Path whose folder exists (created if need be), or a clear error: an extension PIL
+    cannot write, a folder where the file goes, a file where a folder goes."""
+    from PIL import Image
+
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise PellucidError(f"path must be a file path (str or pathlib.Path) such as 'out.png', got {_short(path)}")
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(img)).save(p)
+    if p.is_dir():
+        raise PellucidError(f"cannot write image {str(p)!r}: it is a folder; give a file name such as "
+                            f"{str(p / 'image.png')!r}")
+    Image.init()
+    if Image.registered_extensions().get(p.suffix.lower()) not in Image.SAVE:
+        raise PellucidError(f"cannot write image {str(p)!r}: unknown extension {p.suffix or '(none)'!r}; "
+                            "use .png (or .jpg, .webp)")
+    for parent in p.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise PellucidError(f"cannot write image {str(p)!r}: {str(parent)!r} is a file, not a folder")
+            break
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PellucidError(f"cannot write image {str(p)!r}: cannot make its folder ({e.strerror or e})") from e
     return p

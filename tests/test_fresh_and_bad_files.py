@@ -162,18 +162,17 @@ def test_batch_deletes_only_its_own_temporaries_and_skips_its_output_folder(tmp_
     for i in range(2):
         pl.save_image(x[i], src / f"d{i}.png")
     out = src / "results"  # the output folder inside the input folder
-    theirs = [out / ".notes.tmp", out / "data" / ".cache.tmp", src / ".x.tmp"]
+    pl.explain_dataset(str(src), out, metric_steps=0, progress=False, report=False)
+    assert sorted(_rows(out)) == ["d0.png", "d1.png"]  # its own maps and overlays are not inputs
+    theirs = [out / ".notes.tmp", out / "data" / ".cache.tmp", src / ".x.tmp"]  # put into the job's folder later
     for p in theirs:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("someone else's")
     ours = out / "maps" / "saliency" / ".pellucid-d0.png.npy.123.tmp"  # what a killed run leaves
-    ours.parent.mkdir(parents=True)
     ours.write_bytes(b"half")
-    pl.explain_dataset(str(src), out, metric_steps=0, progress=False, report=False)
+    again = pl.explain_dataset(str(src), out, metric_steps=0, progress=False, report=False)
     assert all(p.read_text() == "someone else's" for p in theirs)
     assert not ours.exists()
-    assert sorted(_rows(out)) == ["d0.png", "d1.png"]  # its own maps and overlays are not inputs
-    again = pl.explain_dataset(str(src), out, metric_steps=0, progress=False, report=False)
     assert again.done == again.failed == 0 and again.skipped == 2
 
 

@@ -5,6 +5,7 @@ Data actor pool, and the driver commits the rows as they arrive."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from ..adversarial import MINIMAL_ATTACKS
 from ..dataset import DATASETS, ChunkLoader, Stage, chunks_of, list_items, run_stage
 from .compute import Timer, process_loaded
 from .job import Job, resolve_methods
-from .store import ResultStore, job_folder
+from .store import ResultStore, check_out, job_folder
 from .summary import write_report
 
 
@@ -55,7 +56,9 @@ def explain_dataset(source: str, out, model: str | nn.Module = "digits", methods
 
     Writes ``out/maps/METHOD/KEY.npy`` (``(H, W)`` float32), ``out/overlays/KEY.png``, one row per
     image in ``out/results.sqlite`` and ``out/report.html``. Rerunning with the same arguments skips
-    finished images. ``engine="ray"`` runs the batches on Ray Data actors (``address`` of a cluster).
+    finished images. ``out`` must be new, empty, or the folder of an earlier job: a folder of other
+    files is refused, so no file the job did not write is ever overwritten or deleted.
+    ``engine="ray"`` runs the batches on Ray Data actors (``address`` of a cluster).
     ``methods``: names of registered attribution methods; ``attack``: one of ``MINIMAL_ATTACKS``.
     """
     check_choice(engine, "engine", ("local", "ray"))
@@ -70,11 +73,17 @@ def explain_dataset(source: str, out, model: str | nn.Module = "digits", methods
     if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise PellucidError(f"eps must be a number > 0 (the largest epsilon the search tries), got {eps!r}")
     check_device(device)
+    if not isinstance(model, str | nn.Module):
+        raise PellucidError(f"model must be a model's name such as 'digits' or a torch.nn.Module, "
+                            f"got {type(model).__name__} {model!r:.60}")
+    if not isinstance(out, str | os.PathLike) or not str(out).strip():
+        raise PellucidError(f"out must be a folder path for the results, got {type(out).__name__} {out!r:.60}")
     name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
     source = str(source) if str(source) in DATASETS else str(Path(source).resolve())
     out = Path(out)
     if source not in DATASETS and out.resolve() == Path(source):
         raise PellucidError(f"--out {str(out)!r} is the input folder: choose another folder for the results")
+    check_out(out)  # a folder the job did not make is refused before the model loads
     job = Job(source, name, weights, resolve_methods(methods), attack, eps, metric_steps, seed, max_pixels,
               limit, device, None if isinstance(model, str) else model)
     # everything that can fail on the arguments fails here, before anything is written to ``out``

@@ -4,7 +4,6 @@ faithfulness per method, and the mean map per predicted class (streamed from the
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,13 +12,13 @@ import torch
 
 from ..adversarial import MINIMAL_ATTACKS
 from ..drawing import render
-from .store import atomic_write, map_path, overlay_path, read_results
+from .store import atomic_write, map_path, overlay_path, read_job, read_results
 
 
 def write_report(out) -> Path:
     """Write ``out/report.html``: the batch summary section, from the table and the map files."""
     out = Path(out)
-    meta = json.loads((out / "job.json").read_text())
+    meta = read_job(out)
     rows = read_results(out)
     subtitle = f"{len(rows)} images · model {meta['config']['model']} · input {meta['config']['input']}"
     page = render.html_report("pellucid batch report", subtitle, [summary_section(out, rows, meta)])

@@ -42,20 +42,42 @@ def _shape_recorder(shapes: dict, name: str) -> Callable:
     return hook
 
 
+def _check_size(size) -> tuple[int, ...]:
+    """The input size without the batch axis, ``(C, H, W)`` for an image model: ints >= 1."""
+    try:
+        items = tuple(size)
+    except TypeError:
+        items = ()
+    if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items):
+        raise PellucidError(f"size must be the model's input shape without the batch axis, ints >= 1 such as "
+                            f"(3, 224, 224), got {size!r}")
+    return items
+
+
 def layer_names(model: nn.Module, size: Sequence[int] | None = None) -> list[tuple[str, str, tuple | None]]:
     """``(name, type, output shape)`` of every layer ``layer=`` accepts, from one forward of a blank image.
 
-    The shape is ``None`` for layers the forward does not reach or that output a non-tensor.
+    The shape is ``None`` for layers the forward does not reach or that output a non-tensor. ``size``:
+    the input shape without the batch axis (default: ``model.input_size``).
     """
-    size = size or getattr(model, "input_size", None)
+    given = size is not None
+    size = _check_size(size) if given else getattr(model, "input_size", None)
     layers = named_layers(model)
     shapes: dict[str, tuple] = {}
     if size is not None:
         with model_state(model) as state:
             for name, m in layers.items():
                 state.forward_hook(m, _shape_recorder(shapes, name))
-            with torch.no_grad():
-                model(torch.full((1, *size), 0.5, device=_model_device(model)))
+            try:
+                with torch.no_grad():
+                    model(torch.full((1, *size), 0.5, device=_model_device(model)))
+            except (RuntimeError, ValueError) as e:
+                if not given:
+                    raise
+                want = getattr(model, "input_size", None)
+                raise PellucidError(f"the model cannot run on an input of size {size} "
+                                    f"({str(e).splitlines()[0][:160]}); give its input size"
+                                    f"{f' {tuple(want)}' if want else ', e.g. (3, 224, 224)'}") from e
     return [(name, type(m).__name__, shapes.get(name)) for name, m in layers.items()]
 
 

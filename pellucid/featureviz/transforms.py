@@ -7,12 +7,14 @@ rotate), so that the optimized image does not rely on one exact pixel grid.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .._blur import gaussian_blur
+from .._checks import PellucidError, check_positive_int
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -36,8 +38,18 @@ def compose(*transforms: Transform) -> Transform:
     return apply
 
 
+def _number(value, name: str, accepted: str, positive: bool = False) -> float:
+    """A finite real number (> 0 if ``positive``), else a clear error."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        raise PellucidError(f"{name} must be {accepted}, got {value!r}")
+    return float(value)
+
+
 def roll(pixels: int) -> Transform:
     """The course's jitter: a circular shift by ``(oy, ox)`` drawn from ``0..pixels``."""
+    check_positive_int(pixels, "roll pixels", minimum=0)
+
     def apply(x, gen):
         oy, ox = _randints(gen, 0, pixels)
         return torch.roll(x, shifts=(oy, ox), dims=(-2, -1)) if oy or ox else x
@@ -47,14 +59,20 @@ def roll(pixels: int) -> Transform:
 
 def pad(width: int, value: float = 0.5) -> Transform:
     """Constant padding of ``width`` pixels on every side (Lucent pads with grey before jittering)."""
+    check_positive_int(width, "pad width", minimum=0)
     return lambda x, gen: F.pad(x, (width,) * 4, value=value)
 
 
 def jitter(pixels: int) -> Transform:
     """Lucent's jitter: a random crop that drops up to ``pixels`` rows and columns."""
+    check_positive_int(pixels, "jitter pixels", minimum=0)
+
     def apply(x, gen):
-        dy, dx = _randints(gen, 0, pixels)
         h, w = x.shape[-2:]
+        if pixels >= min(h, w):
+            raise PellucidError(f"jitter({pixels}) crops {pixels} pixels from a {h}x{w} image, leaving nothing; "
+                                f"give at most {min(h, w) - 1}")
+        dy, dx = _randints(gen, 0, pixels)
         return x[..., dy : h - pixels + dy, dx : w - pixels + dx]
 
     return apply
@@ -69,12 +87,17 @@ def _affine(x: torch.Tensor, scale: float, angle: float) -> torch.Tensor:
 
 def random_scale(scales: Sequence[float] = (0.9, 1.1)) -> Transform:
     """Zoom by a factor drawn uniformly from ``scales`` (a range), keeping the size."""
-    lo, hi = min(scales), max(scales)
+    accepted = "a range of zoom factors > 0 such as (0.9, 1.1)"
+    if isinstance(scales, str) or not isinstance(scales, Sequence) or not scales:
+        raise PellucidError(f"scales must be {accepted}, got {scales!r}")
+    values = [_number(s, "each scale", f"a number > 0 ({accepted})", positive=True) for s in scales]
+    lo, hi = min(values), max(values)
     return lambda x, gen: _affine(x, _uniform(gen, lo, hi), 0.0)
 
 
 def random_rotate(degrees: float = 10.0) -> Transform:
     """Rotate by an angle drawn uniformly from ``[-degrees, degrees]``, keeping the size."""
+    _number(degrees, "degrees", "a finite number of degrees (the range is [-degrees, degrees])")
     return lambda x, gen: _affine(x, 1.0, math.radians(_uniform(gen, -degrees, degrees)))
 
 
