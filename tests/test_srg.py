@@ -72,3 +72,20 @@ def test_bad_fill_and_steps_are_named(digits_model, digits_batch):
         pl.srg(digits_model, x, y, "saliency", fill="noise")
     with pytest.raises(pl.PellucidError, match="steps must be an int >= 2"):
         pl.srg(digits_model, x, y, "saliency", steps=1)
+
+
+@pytest.mark.parametrize("model_name, n", [("digits", 10), ("imagenet", 4)])
+def test_the_reports_lead_ranking_never_puts_the_random_map_first(tmp_path, model_name, n):
+    """The faithfulness section leads with the gain, on 8 images or more (the ImageNet page has 4 photos:
+    the model's own samples top them up); on both models the random map is not first."""
+    from pellucid.drawing.report import SRG_IMAGES, ReportContext, ranking_images, srg_ranking
+
+    model = pl.load_model(model_name)
+    x, y = pl.sample_images(model_name, n=n)
+    ctx = ReportContext(model, x, y, tmp_path, progress=False)
+    xr, tr = ranking_images(ctx)
+    assert len(xr) >= SRG_IMAGES and torch.equal(xr[:n], x) and torch.equal(tr, model(xr).argmax(1))
+    names = ["saliency", "input_x_gradient", "gradcam"] if model_name == "digits" else ["saliency", "gradcam"]
+    ranked = srg_ranking(ctx, names, xr, tr)
+    assert [name for name, _ in ranked][0] != "random" and {name for name, _ in ranked} == {*names, "random"}
+    assert ranked == sorted(ranked, key=lambda kv: -kv[1])

@@ -139,6 +139,41 @@ def _report_trust(records, small: bool) -> dict:
     return trust
 
 
+SRG_IMAGES = 8  # the ranking's images: the report's, then the model's own samples up to this many
+
+
+def ranking_images(ctx: ReportContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """At least :data:`SRG_IMAGES` images for the ranking: the report's, topped up with the model's sample
+    images of the same size, and the predicted class of each."""
+    from .._checks import PellucidError
+    from ..models.data import sample_images
+
+    x = ctx.x
+    if len(x) >= SRG_IMAGES:
+        return x, ctx.predicted
+    try:
+        more = sample_images(ctx.model)[0][: SRG_IMAGES - len(x)].to(x)
+    except PellucidError:  # a model without sample images: rank on the report's
+        return x, ctx.predicted
+    if more.shape[1:] != x.shape[1:]:
+        return x, ctx.predicted
+    return torch.cat([x, more]), torch.cat([ctx.predicted, predictions(ctx.model, more).argmax(1)])
+
+
+def srg_ranking(ctx: ReportContext, names, x: torch.Tensor, target: torch.Tensor) -> list[tuple[str, float]]:
+    """``(method, mean Symmetric Relevance Gain)`` on ``x`` (:func:`ranking_images`), best first, with the
+    seeded random map among them (it must not lead: see :func:`pellucid.srg`)."""
+    from ..metrics import random_attribution, srg
+    from ..registry import method
+    small = x.shape[-1] * x.shape[-2] <= 64 * 64
+    maps = {name: method(name)(ctx.model, x, target, **{**method(name).defaults(x, ctx.seed, quick=True),
+                                                        **method(name).report}) for name in names}
+    maps["random"] = random_attribution(x, ctx.seed)
+    gains = {name: float(srg(ctx.model, x, target, m, steps=21 if small else 11).gain.mean())
+             for name, m in maps.items()}
+    return sorted(gains.items(), key=lambda kv: -kv[1])
+
+
 TRUST_MEASURES = (("ROAD AUC", "lower"), ("infidelity", "lower"), ("sensitivity", "lower"),
                   ("seed stability", "higher"), ("attack rank corr.", "higher"))
 
@@ -162,10 +197,21 @@ def faithfulness_section(ctx: ReportContext) -> render.Section:
     result = compare(ctx.model, ctx.x[:n], ctx.predicted[:n], methods, steps=21 if small else 11,
                      sanity=sanity, sanity_layers=top_layers(ctx.model), trust=_report_trust(records, small),
                      seed=ctx.seed)
+    x_rank, t_rank = ranking_images(ctx)
+    ranked = srg_ranking(ctx, list(records), x_rank, t_rank)
     columns = result.columns()
     rows = [[r[c] if isinstance(r[c], str) else render.number(r[c]) for c in columns] for r in result.rows]
     trust_png = render.trust_plot(result.rows, TRUST_MEASURES)
-    body = (render.table(columns, rows, cls="faithfulness")
+    lead = ("<p><b>Which column to believe:</b> the Symmetric Relevance Gain (Blücher et al. 2024), first "
+            "below. It removes pixels in the map's order and in the reverse order under the same blur and "
+            "measures the area between the two curves, so what the removal itself does to the model cancels "
+            "out and a random map scores about 0. Deletion AUC rewards any map that scatters holes over the "
+            "image (on ImageNet photos the random map often has the lowest, i.e. best-looking, deletion AUC); "
+            "read it only beside the random row.</p>")
+    ranking = render.table(["rank", "method", f"SRG on {len(x_rank)} images (higher is better)"],
+                           [[str(i + 1), name, render.number(g)] for i, (name, g) in enumerate(ranked)],
+                           cls="ranking")
+    body = (lead + ranking + render.table(columns, rows, cls="faithfulness")
             + render.img_tag(render.curves_plot(result.deletion, result.insertion), "deletion and insertion curves")
             + (render.img_tag(trust_png, "trust measures per method") if trust_png else "")
             + render.img_tag(render.sanity_plot(list(result.sanity.values())), "sanity check: similarity per "
