@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
 import numbers
 
@@ -160,3 +163,76 @@ def generator(seed, device) -> torch.Generator:
         raise PellucidError(f"seed must be an int or a torch.Generator, got {seed!r}")
     return torch.Generator(device=device).manual_seed(seed)
 
+
+# ---------------------------------------------------------------------------------------------
+# keyword arguments: an unknown name is a PellucidError that lists the accepted ones
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def keyword_names(fn) -> tuple[str, ...] | None:
+    """The keyword arguments ``fn`` accepts, in signature order; ``None`` when it takes any (``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in _NAMED)
+
+
+def option_names(fn) -> list[str]:
+    """``fn``'s options: its keyword arguments with a default, or keyword-only (not model, x, target)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY or (p.kind in _NAMED and p.default is not p.empty)]
+
+
+def unknown_keyword(kwargs, accepted, where: str, options) -> PellucidError | None:
+    """The error for the first name of ``kwargs`` not in ``accepted``, listing ``options`` (with a close
+    match), or ``None`` when every name is known."""
+    for key in kwargs:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), list(accepted), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return PellucidError(f"{where} got an unknown argument {key!r}{hint}; its options are: "
+                                 f"{', '.join(options) or '(none)'}")
+    return None
+
+
+def checked_keywords(fn):
+    """Decorator of a public function: an unknown keyword argument is a :class:`PellucidError` that names it
+    and lists the accepted names, not Python's ``TypeError``. Name, docs and signature stay ``fn``'s
+    (``functools.wraps``); a function that takes ``**kwargs`` checks them itself."""
+    names = keyword_names(fn)
+    if names is None:
+        return fn
+    accepted = frozenset(names)
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        if not accepted.issuperset(kwargs):
+            raise unknown_keyword(kwargs, accepted, fn.__name__, option_names(fn))
+        return fn(*args, **kwargs)
+
+    return checked
+
+
+def forwards(public, *, bound: tuple[str, ...] = ()):
+    """Decorator of a record's wrapper ``fn(model, x, target, [own options], **kw)`` that passes ``**kw`` on
+    to ``public``: the wrapper's signature becomes its own named parameters followed by ``public``'s other
+    keyword parameters (minus those the wrapper ``bound`` itself), so ``inspect.signature``, ``help`` and the
+    registry's check of unknown options see every option. ``public``'s ``**kwargs``, if any, stay open."""
+    def decorate(wrapper):
+        own = inspect.signature(wrapper)
+        params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        taken = {p.name for p in params} | set(bound)
+        theirs = inspect.signature(public).parameters.values()
+        params += [p.replace(kind=p.KEYWORD_ONLY) for p in theirs if p.kind in _NAMED and p.name not in taken]
+        params += [p for p in theirs if p.kind is p.VAR_KEYWORD]
+        wrapper.__signature__ = own.replace(parameters=params)
+        return wrapper
+
+    return decorate

@@ -60,3 +60,148 @@ def test_cli_class_number_past_int64_is_one_line(tmp_path, capsys, digits_model)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "123456789012345678901234 is out of range" in err and "0..9" in err
     assert not (tmp_path / "s.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. unknown keyword arguments: a PellucidError naming the argument and the accepted ones
+
+@pytest.mark.parametrize("call, unknown, listed", [
+    (lambda m, x, y: pl.smoothgrad(m, x, y, samples=2, noise_level=0.1), "noise_level", "sigma"),
+    (lambda m, x, y: pl.smoothgrad(m, x, y, samples=2, method=pl.integrated_gradients, stpes=3), "stpes", "steps"),
+    (lambda m, x, y: pl.attribution_map("lime", m, x, y, n_samples=10), "n_samples", "kernel_width"),
+    (lambda m, x, y: pl.attribution_map("gradcam++", m, x, y, target_layer="conv2"), "target_layer", "layer"),
+    (lambda m, x, y: pl.attribution_map("gradient_shap", m, x, y, nsamples=3), "nsamples", "stdevs"),
+    (lambda m, x, y: pl.explain(m, x, y, methods="saliency", fast=True), "fast", "quick"),
+    (lambda m, x, y: pl.integrated_gradients(m, x, y, n_steps=4), "n_steps", "steps"),
+    (lambda m, x, y: pl.occlusion(m, x, y, sliding_window=4), "sliding_window", "window"),
+    (lambda m, x, y: pl.pgd(m, x, y, 0.1, 0.01, 2, restarts=2), "restarts", "random_start"),
+    (lambda m, x, y: pl.fooling_image(m, x, 3, learning_rate=2.0), "learning_rate", "max_steps"),
+    (lambda m, x, y: pl.class_visualization(m, 3, steps=1, l2_reg=0.1), "l2_reg", "jitter"),
+    (lambda m, x, y: pl.deletion(m, x, y, "saliency", n_steps=5), "n_steps", "baseline"),
+    (lambda m, x, y: pl.sanity_check(m, x, y, "saliency", layer="fc"), "layer", "layers"),
+])
+def test_unknown_keyword_arguments_are_named_with_the_accepted_ones(digits_model, two, call, unknown, listed):
+    x, y = two
+    with pytest.raises(PellucidError, match=rf"unknown argument '{unknown}'.*options are: .*\b{listed}\b"):
+        call(digits_model, x, y)
+
+
+def test_checked_functions_keep_their_name_docs_and_signature():
+    import inspect
+
+    for fn in (pl.saliency, pl.lime, pl.pgd, pl.class_visualization, pl.road):
+        assert fn.__module__.startswith("pellucid.") and fn.__doc__ and fn.__name__ in fn.__qualname__
+        params = inspect.signature(fn).parameters
+        assert "model" in params and not any(p.kind is p.VAR_KEYWORD for p in params.values())
+    ig = pl.registry.method("ig")
+    assert "steps" in inspect.signature(ig.fn).parameters and ig.keywords is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. non-finite or out-of-range numeric settings: a PellucidError naming the setting, never a NaN result
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, y: pl.lime(m, x, y, samples=8, segments=8, kernel_width=0.0),
+     r"kernel_width must be a finite number > 0 \(of the cosine kernel\), got 0.0"),
+    (lambda m, x, y: pl.lime(m, x, y, samples=8, segments=8, kernel_width=float("-inf")), r"kernel_width .*got -inf"),
+    (lambda m, x, y: pl.lime(m, x, y, samples=8, segments=8, alpha=float("-nan")), r"alpha must be a finite .*got nan"),
+    (lambda m, x, y: pl.lime(m, x, y, samples=8, segments=8, alpha=np.float32("inf")), r"alpha .*> 0.*got inf"),
+    (lambda m, x, y: pl.smoothgrad(m, x, y, samples=2, sigma=float("inf")), r"sigma must be a finite number >= 0"),
+    (lambda m, x, y: pl.gradient_shap(m, x, y, "noise", samples=2, stdevs=float("nan")), r"stdevs .*got nan"),
+    (lambda m, x, y: pl.fooling_image(m, x, 3, lr=float("nan")), r"lr must be a finite number >= 0, got nan"),
+    (lambda m, x, y: pl.apgd(m, x, y, 0.1, steps=2, rho=1.5), r"rho must be a finite number in \[0, 1\]"),
+    (lambda m, x, y: pl.square(m, x, y, 0.1, queries=4, p_init=0.0), r"p_init must be a finite number in \(0, 1\]"),
+    (lambda m, x, y: pl.fab(m, x, y, steps=2, eta=0.5), r"eta must be a finite number >= 1, got 0.5"),
+    (lambda m, x, y: pl.cw(m, x, y, steps=2, lr=float("inf")), r"lr must be a finite number > 0, got inf"),
+    (lambda m, x, y: pl.deletion(m, x, y, "saliency", steps=np.int64(1)), r"steps must be an int >= 2 .*got 1"),
+    (lambda m, x, y: pl.road(m, x, y, "saliency", noise=float("inf")), r"noise must be a finite number >= 0"),
+    (lambda m, x, y: pl.infidelity(m, x, y, "saliency", noise=float("nan")), r"noise must be a finite .*got nan"),
+    (lambda m, x, y: pl.sensitivity(m, x, y, "saliency", radius=float("inf")), r"radius .*> 0, got inf"),
+    (lambda m, x, y: pl.explanation_attack(m, x, y, eps=0.05, steps=1, beta=float("nan")), r"beta .*got nan"),
+    (lambda m, x, y: pl.explanation_attack(m, x, y, eps=0.05, steps=1, alpha=float("-inf")), r"alpha .*got -inf"),
+    (lambda m, x, y: pl.class_visualization(m, 3, steps=2, l2=float("nan")), r"l2 must be a finite number >= 0"),
+    (lambda m, x, y: pl.class_visualization(m, 3, steps=2, lr=float("inf")), r"lr must be a finite number > 0"),
+    (lambda m, x, y: pl.channel_visualization(m, "conv2", 1, steps=2, blur_sigma=float("nan")), r"blur_sigma .*nan"),
+    (lambda m, x, y: pl.visualize(m, pl.class_logit(1) - float("nan") * pl.l2(), steps=2), r"weight .*got nan"),
+    (lambda m, x, y: pl.visualize(m, 1, steps=2, seed=float("nan")), r"seed must be an int or a torch.Generator"),
+    (lambda m, x, y: pl.minimal_epsilon(m, x, y, tol=float("nan")), r"tol must be a finite number > 0, got nan"),
+])
+def test_non_finite_and_out_of_range_settings_name_the_setting(digits_model, two, call, message):
+    x, y = two
+    with pytest.raises(PellucidError, match=message):
+        call(digits_model, x, y)
+
+
+def test_tiny_lime_kernel_width_still_gives_a_finite_map(digits_model, two):
+    x, y = two
+    assert torch.isfinite(pl.lime(digits_model, x, y, samples=8, segments=8, kernel_width=1e-200)).all()
+
+
+def test_batch_metric_steps_of_one_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "job"
+    with pytest.raises(PellucidError, match=r"metric_steps must be 0 or an int >= 2 .*got 1"):
+        pl.explain_dataset("digits-test", out, metric_steps=1, limit=1, progress=False)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. every registered method and attack, every numeric option, every bad number: an error or a finite result
+
+BAD_NUMBERS = [float("nan"), float("inf"), float("-inf"), -1, 0]
+FAST = {"samples": 4, "segments": 6, "steps": 2, "queries": 6, "restarts": 1, "targets": 1, "top_k": 1, "window": 7,
+        "stride": 7, "eps": 0.05, "alpha": 0.01, "c": 0.5, "lr": 0.01, "progress": False}  # seconds in all
+
+
+def _numeric_options(fn) -> list[str]:
+    """The options of ``fn`` whose default is an int or a float, and its required eps, alpha and steps."""
+    import inspect
+
+    params = inspect.signature(fn).parameters.values()
+    return [p.name for p in params if (type(p.default) in (int, float))
+            or (p.default is p.empty and p.name in ("eps", "alpha", "steps"))]
+
+
+def _finite(result) -> bool:
+    values = (result,) if isinstance(result, torch.Tensor) else result if isinstance(result, tuple) else \
+        vars(result).values()
+    parts = [v for v in values if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    return bool(parts) and all(torch.isfinite(p).all() for p in parts)
+
+
+def _call_with_each_bad_number(fn, call, names) -> list[str]:
+    """Call ``fn`` with each bad number for each option; the calls that neither refused nor gave finite numbers."""
+    import inspect
+
+    accepted = inspect.signature(fn).parameters
+    wrong = []
+    for name in names:
+        for bad in BAD_NUMBERS:
+            kw = {k: v for k, v in FAST.items() if k in accepted} | {name: bad}
+            try:
+                result = call(**kw)
+            except PellucidError:
+                continue
+            if not _finite(result):
+                wrong.append(f"{name}={bad}")
+    return wrong
+
+
+@pytest.mark.parametrize("name", list(pl.registry.methods()))
+def test_every_method_refuses_or_stays_finite_on_bad_numbers(digits_model, two, name):
+    x, y = two
+    record = pl.registry.method(name)
+    names = _numeric_options(record.fn)
+    wrong = _call_with_each_bad_number(record.fn, lambda **kw: record(digits_model, x, y, **kw), names)
+    assert not wrong, f"{name}: NaN or infinite maps with {wrong}"
+
+
+@pytest.mark.parametrize("name", list(pl.registry.attacks()))
+def test_every_attack_refuses_or_stays_finite_on_bad_numbers(digits_model, two, name):
+    x, y = two
+    record, public = pl.registry.attack(name), getattr(pl, name)
+    names = _numeric_options(record.fn)
+    wrong = _call_with_each_bad_number(record.fn, lambda **kw: record.fn(digits_model, x, y, **kw), names)
+    names = _numeric_options(public)
+    wrong += _call_with_each_bad_number(public, lambda **kw: public(digits_model, x, y, **kw), names)
+    assert not wrong, f"{name}: NaN or infinite images with {wrong}"
+

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .._args import num_classes
-from .._checks import PellucidError
+from .._checks import PellucidError, check_number
 from ..targets import Target, as_indices, as_target
 
 
@@ -76,8 +76,9 @@ class Objective:
         return self._combine(other, -1.0, "-")
 
     def __mul__(self, k) -> Objective:
-        if isinstance(k, bool) or not isinstance(k, int | float):
+        if isinstance(k, bool) or not isinstance(k, numbers.Real):
             raise PellucidError(f"an objective can only be scaled by a number, got {type(k).__name__}")
+        k = check_number(k, "an objective's weight")
         return Objective._sum(tuple((k * w, t) for w, t in self.terms), f"{k:g} * ({self.name})")
 
     __rmul__ = __mul__
