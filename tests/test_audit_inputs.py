@@ -205,3 +205,77 @@ def test_every_attack_refuses_or_stays_finite_on_bad_numbers(digits_model, two, 
     wrong += _call_with_each_bad_number(public, lambda **kw: public(digits_model, x, y, **kw), names)
     assert not wrong, f"{name}: NaN or infinite images with {wrong}"
 
+
+# ---------------------------------------------------------------------------------------------
+# 4. the command: every flag checked before any work, errors name the flag, one line, exit code 2
+
+@pytest.mark.parametrize("args, flag, value", [
+    (["classviz", "--l2=-inf"], "--l2", "-inf"),
+    (["classviz", "--lr", "0", "--target", "3"], "--lr", "0.0"),
+    (["classviz", "--blur-every", "-2"], "--blur-every", "-2"),
+    (["batch", "digits-test", "--metric-steps", "-2"], "--metric-steps", "-2"),
+    (["batch", "digits-test", "--eps", "nan", "--attack", "fgsm"], "--eps", "nan"),
+    (["batch", "digits-test", "--limit", "0"], "--limit", "0"),
+    (["attack", "--eps=-inf"], "--eps", "-inf"),
+    (["attack", "--eps", "0.1", "--alpha", "nan"], "--alpha", "nan"),
+    (["fool", "--max-steps", "0"], "--max-steps", "0"),
+    (["robustness", "--eps", "0.05,inf"], "--eps", "inf"),
+    (["explain", "--batch-size", "0"], "--batch-size", "0"),
+    (["explain", "--methods", "saliency,gradcamm"], "--methods:", "'gradcamm'"),
+    (["filterviz", "--channel", "1", "-7"], "--channel", "-7"),
+    (["saliency", "-n", "-4"], "-n", "-4"),
+    (["serve", "--replicas", "0"], "--replicas", "0"),
+    (["attack-text", "hello", "--beam", "0"], "--beam", "0"),
+    (["explain", "--seed", str(2**70)], "--seed", "fits int64"),
+    (["fool", "--target", str(-(2**66))], "--target", "is out of range"),
+    (["attack", "--eps", "0.1", "--targeted", "11"], "--targeted", "11 is out of range"),
+])
+def test_cli_flags_are_checked_up_front_and_named(tmp_path, capsys, monkeypatch, args, flag, value):
+    import pellucid.models
+
+    monkeypatch.setattr(pellucid.models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    out = tmp_path / "out"
+    if "--target" in args or "--targeted" in args:
+        monkeypatch.undo()  # a class index is checked against the model's classes: the model is loaded first
+    assert cli.main([*args, "--out", str(out)] if args[0] not in ("serve", "attack-text") else args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"pellucid {args[0]}: error: {flag} ") and value in err
+    assert not out.exists()
+
+
+def test_cli_argument_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["attack", "--method", "pgdd", "--eps", "0.1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "invalid choice: 'pgdd'" in err
+
+
+def test_report_refuses_an_unknown_also_model_before_writing_anything(tmp_path, capsys, digits_model):
+    import time
+
+    out = tmp_path / "rep"
+    start = time.perf_counter()
+    assert cli.main(["report", "-n", "2", "--also", "resnet19x", "--out", str(out)]) == 2
+    assert time.perf_counter() - start < 30  # not the whole digits report first (minutes)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--also 'resnet19x'" in err and "unknown model" in err
+    assert not out.exists()
+    assert cli.main(["report", "-n", "2", "--also", "langid", "--out", str(out)]) == 2
+    assert "text model" in capsys.readouterr().err and not out.exists()
+
+
+def test_an_error_after_a_progress_bar_starts_on_a_new_line(capsys, monkeypatch):
+    from pellucid._progress import bar
+
+    def run(args):
+        with bar(10, "working", progress=True) as b:
+            b.update(3)
+            b.refresh()  # drawn now, without waiting for the half-second delay
+            raise PellucidError("--lr broke half-way")
+
+    help_text, add_args, _ = cli.COMMANDS["fool"]
+    monkeypatch.setitem(cli.COMMANDS, "fool", (help_text, add_args, run))
+    assert cli.main(["fool"]) == 2
+    err = capsys.readouterr().err
+    assert "working" in err and err.endswith("\npellucid fool: error: --lr broke half-way\n")
+

@@ -7,13 +7,16 @@ from pathlib import Path
 
 from .._checks import PellucidError
 
+TEXT_MODELS = ("langid",)
+"""The built-in models that read words, not images."""
+
 
 def load_text_model(name: str):
     from ..models import load_model
     from .attribution import check_text_model
 
-    if name != "langid":
-        raise PellucidError(f"unknown text model {name!r}; the built-in text model is langid")
+    if name not in TEXT_MODELS:
+        raise PellucidError(f"unknown text model {name!r}; the built-in text model is {', '.join(TEXT_MODELS)}")
     return check_text_model(load_model(name))
 
 
