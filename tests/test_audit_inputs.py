@@ -279,3 +279,82 @@ def test_an_error_after_a_progress_bar_starts_on_a_new_line(capsys, monkeypatch)
     err = capsys.readouterr().err
     assert "working" in err and err.endswith("\npellucid fool: error: --lr broke half-way\n")
 
+
+# ---------------------------------------------------------------------------------------------
+# 5. the web page: no body its schema lets through is answered with a 500
+
+HUGE_INTS = [2**63, 2**63 - 1, 2**64 + 1, 10**40, -(2**63) - 1, -1, 0]
+ODD = [None, "", "NaN", "Infinity", "-Infinity", [], {}, 1e308, -0.0, True, "x" * 200]
+
+
+@pytest.fixture(scope="module")
+def client():
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from pellucid import web
+
+    with TestClient(web.create_app(), base_url="http://127.0.0.1") as c:
+        yield c
+
+
+def _bodies(image: str):
+    """Edge values, one field at a time, on top of a valid body of each POST endpoint."""
+    base = {"/api/predict": {"image": image}, "/api/report": {"image": image},
+            "/api/explain": {"image": image, "method": "saliency"},
+            "/api/fool": {"image": image, "target": 3},
+            "/api/attack": {"image": image, "kind": "fgsm", "eps": 0.05, "steps": 1},
+            "/api/visualize": {"kind": "class", "target": 1, "steps": 1}}
+    fields = {"/api/predict": ["model", "image", "target", "job"], "/api/report": ["image", "model"],  # a report: ~10 s
+              "/api/explain": ["target", "method", "model"], "/api/fool": ["target", "image"],
+              "/api/attack": ["eps", "steps", "kind", "target"],
+              "/api/visualize": ["target", "channel", "steps", "layer", "kind", "model"]}
+    for path, names in fields.items():
+        for name in names:
+            for value in HUGE_INTS + ODD:
+                yield path, {**base[path], name: value}
+    yield "/api/visualize", {"kind": "channel", "layer": "conv2", "channel": 2**63 + 9, "steps": 1}
+    yield "/api/visualize", {"kind": "channel", "layer": "conv2", "channel": 64, "steps": 1}
+    for kind in pl.registry.attacks():  # every attack at both ends of eps, with the fewest steps
+        for eps in (0.0, 1.0, 5e-324):
+            yield "/api/attack", {**base["/api/attack"], "kind": kind, "eps": eps}
+    yield "/api/attack", {**base["/api/attack"], "kind": "pgd", "eps": 1.0, "steps": 200}
+
+
+def test_no_body_the_schema_lets_through_gets_a_500(client):
+    image = client.get("/api/samples?model=digits").json()["samples"][0]["image"]
+    failed = []
+    for path, body in _bodies(image):
+        r = client.post(path, json=body)
+        if path == "/api/visualize" and r.status_code == 200:
+            lines = [line for line in r.text.splitlines() if line]
+            if any('"error"' in line and "PellucidError" not in line for line in lines):
+                failed.append((path, body, lines[-1][:200]))
+        elif r.status_code >= 500:
+            failed.append((path, body, r.status_code, r.text[:200]))
+    for junk in (b"", b"{", b"[]", b'{"image": NaN}', b"\xff" * 10):
+        for path in ("/api/explain", "/api/attack", "/api/fool", "/api/visualize", "/api/report", "/api/predict",
+                     "/api/image"):
+            r = client.post(path, content=junk, headers={"content-type": "application/json"})
+            if r.status_code >= 500:
+                failed.append((path, junk, r.status_code, r.text[:200]))
+    r = client.post(f"/api/cancel/{'z' * 300}")
+    assert r.status_code < 500
+    assert not failed, failed
+
+
+def test_a_class_past_int64_is_a_400_naming_it(client):
+    image = client.get("/api/samples?model=digits").json()["samples"][0]["image"]
+    for path, body in (("/api/explain", {"image": image, "method": "saliency", "target": 2**64 + 3}),
+                       ("/api/fool", {"image": image, "target": 2**64 + 3})):
+        r = client.post(path, json=body)
+        assert r.status_code == 400 and "18446744073709551619 is out of range" in r.json()["detail"], r.text
+
+
+def test_a_visualization_of_an_index_past_int64_is_a_400(client):
+    for body, shown in (({"kind": "class", "target": 2**63 + 5, "steps": 1}, "target 9223372036854775813"),
+                        ({"kind": "channel", "layer": "conv2", "channel": 2**65, "steps": 1},
+                         "channel 36893488147419103232")):
+        r = client.post("/api/visualize", json=body)
+        assert r.status_code == 400 and f"{shown} is out of range" in r.json()["detail"], r.text
