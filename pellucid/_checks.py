@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
+import math
+import numbers
+
 import torch
+
+INT64_MAX = 2**63 - 1
 
 
 class PellucidError(ValueError):
@@ -65,9 +73,58 @@ def model_dtype(model) -> torch.dtype | None:
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PellucidError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    """An int >= ``minimum`` (that fits int64); numpy integers are converted, bools and floats refused."""
+    return check_number(value, name, minimum, integer=True)
+
+
+def _num(v) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
+def _shown(value) -> str:
+    """A bad value for a message: numbers as Python shows them (``nan``, ``-1``), anything else by repr."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        text = repr(int(value))
+        return text if len(text) <= 30 else f"{text[:12]}... ({len(text.lstrip('-'))} digits)"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return repr(float(value))
+    return repr(value)[:80]
+
+
+def check_number(value, name: str, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                 high_open: bool = False, allow_zero: bool = False, integer: bool = False, hint: str = ""):
+    """The one check of a numeric option: a finite number (``integer``: an int that fits int64) between ``low``
+    and ``high`` (closed bounds unless ``low_open`` / ``high_open``; ``None``: unbounded), or 0 as well with
+    ``allow_zero``. numpy scalars and one-element tensors are converted (to ``float``, or ``int``); NaN, infinities,
+    bools, strings and values out of range are a :class:`PellucidError` naming ``name``, the range and the value
+    (``hint`` says what the number means)."""
+    v = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dim() == 0 else value
+    ok = not isinstance(v, bool) and isinstance(v, numbers.Integral if integer else numbers.Real)
+    if ok:
+        try:
+            v = int(v) if integer else float(v)
+        except OverflowError:  # an int past float's range: as infinite
+            v, ok = float("inf"), False
+        ok = ok and (math.isfinite(v) if not integer else -INT64_MAX - 1 <= v <= INT64_MAX)
+        in_range = (low is None or (v > low if low_open else v >= low)) and \
+            (high is None or (v < high if high_open else v <= high))
+        ok = ok and (in_range or (allow_zero and v == 0))
+    if ok:
+        return v
+    if low is not None and high is not None:
+        span = f"in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
+    elif low is not None:
+        span = f"{'>' if low_open else '>='} {_num(low)}"
+    elif high is not None:
+        span = f"{'<' if high_open else '<='} {_num(high)}"
+    else:
+        span = ""
+    what = ("an int" if integer else "a finite number") + (f" {span}" if span else "")
+    if integer and high is None and isinstance(v, int) and v > INT64_MAX:
+        what += " that fits int64"
+    raise PellucidError(f"{name} must be {'0 or ' if allow_zero else ''}{what}{hint}, got {_shown(value)}")
 
 
 def check_choice(value, name: str, choices) -> str:
@@ -105,3 +162,77 @@ def generator(seed, device) -> torch.Generator:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise PellucidError(f"seed must be an int or a torch.Generator, got {seed!r}")
     return torch.Generator(device=device).manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# keyword arguments: an unknown name is a PellucidError that lists the accepted ones
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def keyword_names(fn) -> tuple[str, ...] | None:
+    """The keyword arguments ``fn`` accepts, in signature order; ``None`` when it takes any (``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in _NAMED)
+
+
+def option_names(fn) -> list[str]:
+    """``fn``'s options: its keyword arguments with a default, or keyword-only (not model, x, target)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY or (p.kind in _NAMED and p.default is not p.empty)]
+
+
+def unknown_keyword(kwargs, accepted, where: str, options) -> PellucidError | None:
+    """The error for the first name of ``kwargs`` not in ``accepted``, listing ``options`` (with a close
+    match), or ``None`` when every name is known."""
+    for key in kwargs:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), list(accepted), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return PellucidError(f"{where} got an unknown argument {key!r}{hint}; its options are: "
+                                 f"{', '.join(options) or '(none)'}")
+    return None
+
+
+def checked_keywords(fn):
+    """Decorator of a public function: an unknown keyword argument is a :class:`PellucidError` that names it
+    and lists the accepted names, not Python's ``TypeError``. Name, docs and signature stay ``fn``'s
+    (``functools.wraps``); a function that takes ``**kwargs`` checks them itself."""
+    names = keyword_names(fn)
+    if names is None:
+        return fn
+    accepted = frozenset(names)
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        if not accepted.issuperset(kwargs):
+            raise unknown_keyword(kwargs, accepted, fn.__name__, option_names(fn))
+        return fn(*args, **kwargs)
+
+    return checked
+
+
+def forwards(public, *, bound: tuple[str, ...] = ()):
+    """Decorator of a record's wrapper ``fn(model, x, target, [own options], **kw)`` that passes ``**kw`` on
+    to ``public``: the wrapper's signature becomes its own named parameters followed by ``public``'s other
+    keyword parameters (minus those the wrapper ``bound`` itself), so ``inspect.signature``, ``help`` and the
+    registry's check of unknown options see every option. ``public``'s ``**kwargs``, if any, stay open."""
+    def decorate(wrapper):
+        own = inspect.signature(wrapper)
+        params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        taken = {p.name for p in params} | set(bound)
+        theirs = inspect.signature(public).parameters.values()
+        params += [p.replace(kind=p.KEYWORD_ONLY) for p in theirs if p.kind in _NAMED and p.name not in taken]
+        params += [p for p in theirs if p.kind is p.VAR_KEYWORD]
+        wrapper.__signature__ = own.replace(parameters=params)
+        return wrapper
+
+    return decorate

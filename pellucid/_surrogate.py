@@ -49,4 +49,4 @@ def lime_kernel(z: torch.Tensor, kernel_width: float = 0.25) -> torch.Tensor:
     zz = z.double()
     cos = (zz @ ones) / (zz.norm(dim=1) * ones.norm()).clamp_min(1e-12)
     d = 1 - cos
-    return torch.sqrt(torch.exp(-(d**2) / kernel_width**2)).float()
+    return torch.sqrt(torch.exp(-((d / kernel_width) ** 2))).float()  # d / w first: a tiny width does not give 0 / 0

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib.util import find_spec
 from typing import Any
 
 import torch
 
-from ._checks import PellucidError
+from ._checks import PellucidError, keyword_names, option_names, unknown_keyword
 
 COSTS = ("cheap", "moderate", "expensive")
 MODALITIES = ("image", "text")
@@ -72,7 +73,18 @@ class Method:
             kw.setdefault("seed", seed)
         return kw
 
+    @cached_property
+    def keywords(self) -> tuple[str, ...] | None:
+        """The options ``fn`` accepts (its signature's keyword names); ``None`` when it passes any on."""
+        return keyword_names(self.fn)
+
     def __call__(self, model, x, target, **kwargs) -> torch.Tensor:
+        """The map; an unknown option is a :class:`PellucidError` naming it and the accepted ones."""
+        accepted = self.keywords
+        if accepted is not None and kwargs:
+            error = unknown_keyword(kwargs, accepted, f"method {self.name!r}", option_names(self.fn))
+            if error is not None:
+                raise error
         return self.fn(model, x, target, **kwargs)
 
 

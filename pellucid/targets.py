@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import PellucidError, check_choice
+from ._checks import INT64_MAX, PellucidError, check_choice
 
 SCORES = ("logit", "log_softmax", "softmax", "sigmoid")
 
@@ -140,37 +140,64 @@ def as_target(target, n: int, num_classes: int | None, score: str = "logit", nam
         return Target(None, target.check_rows(n, name), score)
     if callable(target) and not isinstance(target, torch.Tensor):
         return Target(None, target, score)
-    if isinstance(target, bool):
-        raise PellucidError(f"{name} must be an int class index, got bool {target!r}")
-    if isinstance(target, numbers.Integral):  # int and numpy integers
-        classes = torch.full((n,), int(target), dtype=torch.long)
-    elif isinstance(target, torch.Tensor | Sequence | np.ndarray) and not isinstance(target, str):
-        try:
-            classes = torch.as_tensor(target)
-        except (TypeError, ValueError) as e:
-            raise PellucidError(f"{name} must be ints, got {target!r}") from e
-        if classes.dim() == 0:
-            classes = classes.reshape(1).expand(n)
-        if classes.dim() != 1 or (classes.numel() and classes.is_floating_point()) or classes.dtype == torch.bool:
-            raise PellucidError(
-                f"{name} must be an int or a 1-D sequence of ints, got {classes.dtype} of shape {tuple(classes.shape)}"
-            )
-        if classes.numel() != n:
-            raise PellucidError(f"got {classes.numel()} {name}s for {n} images; pass one int, or one per image")
-        classes = classes.long().cpu()
-    else:
+    if isinstance(target, numbers.Integral | torch.Tensor | Sequence | np.ndarray) and not isinstance(target, str):
+        return Target(as_indices(target, n, name, num_classes), None, score)
+    raise PellucidError(
+        f"{name} must be an int, a sequence of ints, a callable output -> (N,) scores, or None (a "
+        "single-output model); "
+        f"got {type(target).__name__}"
+    )
+
+
+def _out_of_range(name: str, value: int, limit: int | None, kind: str) -> PellucidError:
+    if limit is not None:
+        kinds = "classes" if kind == "class" else f"{kind}s"
+        return PellucidError(f"{name} {value} is out of range: the model has {kinds} 0..{limit - 1}")
+    if value < 0:
+        return PellucidError(f"{name} {value} is negative: pass a {kind} index >= 0 (one that fits int64)")
+    return PellucidError(f"{name} {value} is out of range: pass a {kind} index that fits int64 (0..{INT64_MAX})")
+
+
+def as_indices(value, n: int, name: str = "target", limit: int | None = None, kind: str = "class") -> torch.Tensor:
+    """Class (or channel) indices, one int for all ``n`` rows or one per row, as an ``(n,)`` int64 tensor on the
+    CPU: the one check of index values. Each must be in ``0..limit - 1`` (``limit=None``: any index that fits
+    int64); numpy and unsigned integers are converted, floats, bools and out-of-range values are refused with
+    a :class:`PellucidError` that names the value and the accepted range."""
+    if isinstance(value, bool):
+        raise PellucidError(f"{name} must be an int {kind} index, got bool {value!r}")
+    if isinstance(value, numbers.Integral):  # int and numpy integers: checked as Python ints, before torch
+        v = int(value)
+        if not 0 <= v < (INT64_MAX + 1 if limit is None else limit):
+            raise _out_of_range(name, v, limit, kind)
+        return torch.full((n,), v, dtype=torch.long)
+    try:
+        idx = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        try:  # an int past int64 is the usual reason: name it
+            items = np.asarray(value, dtype=object).ravel()
+        except (TypeError, ValueError):
+            items = ()
+        for item in items:
+            if isinstance(item, numbers.Integral) and not isinstance(item, bool) and not 0 <= item <= INT64_MAX:
+                raise _out_of_range(name, int(item), limit, kind) from None
+        raise PellucidError(f"{name} must be ints, got {value!r}") from e
+    if idx.dim() == 0:
+        idx = idx.reshape(1).expand(n)
+    if idx.dim() != 1 or (idx.numel() and idx.is_floating_point()) or idx.dtype == torch.bool or idx.is_complex():
         raise PellucidError(
-            f"{name} must be an int, a sequence of ints, a callable output -> (N,) scores, or None (a "
-            "single-output model); "
-            f"got {type(target).__name__}"
+            f"{name} must be an int or a 1-D sequence of ints, got {idx.dtype} of shape {tuple(idx.shape)}"
         )
-    if num_classes is not None:
-        bad = classes[(classes < 0) | (classes >= num_classes)]
-        if bad.numel():
-            raise PellucidError(f"{name} {int(bad[0])} is out of range: the model has classes 0..{num_classes - 1}")
-    elif (classes < 0).any():
-        raise PellucidError(f"{name} {int(classes[classes < 0][0])} is negative; class indices start at 0")
-    return Target(classes, None, score)
+    if idx.numel() != n:
+        raise PellucidError(f"got {idx.numel()} {name}s for {n} images; pass one int, or one per image")
+    if idx.dtype == torch.uint64:  # past int64 would wrap to negative in .long(): read as Python ints
+        big = [v for v in idx.tolist() if v > INT64_MAX]
+        if big:
+            raise _out_of_range(name, big[0], limit, kind)
+    idx = idx.long().cpu()
+    bad = idx[(idx < 0) | (idx >= limit)] if limit is not None else idx[idx < 0]
+    if bad.numel():
+        raise _out_of_range(name, int(bad[0]), limit, kind)
+    return idx
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,10 +344,16 @@ class SimilarityTarget(RowTarget):
     """See :func:`similarity_target`."""
 
     def __init__(self, embedding, key):
-        ref = torch.as_tensor(embedding)
+        try:
+            ref = torch.as_tensor(embedding)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise PellucidError(f"similarity_target: embedding must be a float vector (D,) or one per image (N, D), "
+                                f"got {type(embedding).__name__}") from e
         if ref.dim() not in (1, 2) or not ref.is_floating_point():
             raise PellucidError(f"similarity_target: embedding must be a float vector (D,) or one per image (N, D), "
                                 f"got {ref.dtype} of shape {tuple(ref.shape)}")
+        if not torch.isfinite(ref).all():
+            raise PellucidError("similarity_target: embedding contains NaN or infinite values; pass finite numbers")
         super().__init__(ref.detach(), ref.dim() == 2)
         self.key = key
 

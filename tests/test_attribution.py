@@ -146,7 +146,7 @@ def test_smoothgrad_with_zero_sigma_is_the_wrapped_method(digits_model, digits4)
 
 def test_smoothgrad_rejects_bad_arguments(digits_model, digits4):
     x, y = digits4
-    with pytest.raises(PellucidError, match="sigma must be a number >= 0"):
+    with pytest.raises(PellucidError, match="sigma must be a finite number >= 0"):
         pl.smoothgrad(digits_model, x, y, sigma=-1)
     with pytest.raises(PellucidError, match="samples must be an int >= 1"):
         pl.smoothgrad(digits_model, x, y, samples=0)

@@ -300,7 +300,7 @@ def test_bad_arguments_are_named(digits_model, digits4, background):
         pl.deeplift_shap(digits_model, x, y, "blur")
     with pytest.raises(PellucidError, match="samples must be an int >= 1, got 0"):
         pl.gradient_shap(digits_model, x, y, background, samples=0)
-    with pytest.raises(PellucidError, match="stdevs must be a number >= 0.*-1"):
+    with pytest.raises(PellucidError, match="stdevs must be a finite number >= 0.*-1"):
         pl.gradient_shap(digits_model, x, y, background, stdevs=-1)
     with pytest.raises(PellucidError, match="seed must be an int or a torch.Generator, got 'a'"):
         pl.gradient_shap(digits_model, x, y, background, seed="a")

@@ -67,10 +67,10 @@ def test_the_model_is_not_modified_bit_for_bit(digits_model, digits_batch):
 
 @pytest.mark.parametrize("kw, message", [
     ({"method": "gradcam"}, r"differentiates saliency, input_x_gradient.*got method 'gradcam'"),
-    ({"eps": 0}, r"eps must be a number in \(0, 1\].*got 0"),
-    ({"eps": 2.0}, r"eps must be a number in \(0, 1\].*got 2.0"),
+    ({"eps": 0}, r"eps must be a finite number in \(0, 1\].*got 0"),
+    ({"eps": 2.0}, r"eps must be a finite number in \(0, 1\].*got 2.0"),
     ({"steps": -1}, r"steps must be an int >= 0, got -1"),
-    ({"beta": 0}, r"beta must be a number > 0.*got 0"),
+    ({"beta": 0}, r"beta must be a finite number > 0.*got 0"),
     ({"top": 1.5}, r"top must be a pixel count >= 1 or a fraction in \(0, 1\], got 1.5"),
 ])
 def test_bad_input_is_named(digits_model, digits_batch, kw, message):

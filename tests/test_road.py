@@ -94,7 +94,7 @@ def test_seeded_batched_and_in_range(digits_model, digits_batch):
     ({"fractions": [0.5, 0.2]}, r"fractions must increase"),
     ({"fractions": [0.2, 1.5]}, r"fractions must be one or more numbers in \[0, 1\], got \[0.2, 1.5\]"),
     ({"fractions": "abc"}, r"fractions must be numbers in \[0, 1\], got 'abc'"),
-    ({"noise": -0.1}, r"noise must be a number >= 0.*-0.1"),
+    ({"noise": -0.1}, r"noise must be a finite number >= 0.*-0.1"),
     ({"seed": "x"}, r"seed must be an int.*'x'"),
 ])
 def test_bad_input_is_named(digits_model, digits_batch, kw, message):

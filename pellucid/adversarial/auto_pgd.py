@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .._args import check_call, num_classes
-from .._checks import check_choice, check_positive_int, generator
+from .._checks import check_choice, check_number, check_positive_int, checked_keywords, generator
 from .._grad import logits_of
 from .._progress import bar
 from .._state import model_state
@@ -17,6 +17,7 @@ from ._loop import NORMS, _gradient_and_logits, _mask, _noise, _per_sample, _pro
 from ._losses import Loss, check_loss
 
 
+@checked_keywords
 def apgd(model: nn.Module, x: torch.Tensor, label, eps: float, steps: int = 100, norm: str = "linf",
          loss: str = "ce", targeted=False, restarts: int = 1, seed: int | torch.Generator = 0, *,
          top_k: int = 9, rho: float = 0.75, batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
@@ -56,7 +57,7 @@ def _apgd(model, x, label, eps, steps=100, norm="linf", loss="ce", targeted=Fals
     steps = check_positive_int(steps, "steps")
     restarts = check_positive_int(restarts, "restarts")
     top_k = check_positive_int(top_k, "top_k")
-    rho = float(_per_sample(rho, "rho", 1, "cpu")[0])
+    rho = check_number(rho, "rho", 0, 1, hint=" (the share of improving steps that keeps the step size)")
     gen = generator(seed, x.device)
     classes = goal.classes.to(x.device)
     with model_state(model):

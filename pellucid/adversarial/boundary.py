@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._args import check_call
-from .._checks import PellucidError, check_choice, check_positive_int, generator
+from .._checks import PellucidError, check_choice, check_number, check_positive_int, checked_keywords, generator
 from .._grad import input_gradient, logits_of
 from .._progress import bar
 from .._state import model_state
@@ -27,6 +27,7 @@ from ._loop import NORMS, _mask, _noise, _per_sample, _size, _start, _top_or_tar
 RESTART_RADIUS = {"linf": 0.3, "l2": 1.0}
 
 
+@checked_keywords
 def fab(model: nn.Module, x: torch.Tensor, label, eps: float | None = None, steps: int = 100, norm: str = "linf",
         targeted="top", restarts: int = 1, seed: int | torch.Generator = 0, *, top_k: int = 9,
         alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, batch_size: int | None = None,
@@ -63,11 +64,9 @@ def _fab(model, x, label, eps=None, steps=100, norm="linf", targeted="top", rest
     eps_ = None if eps is None else _per_sample(eps, "eps", len(x), x.device)
     steps, restarts, top_k = (check_positive_int(v, n) for v, n in ((steps, "steps"), (restarts, "restarts"),
                                                                       (top_k, "top_k")))
-    alpha_max = float(_per_sample(alpha_max, "alpha_max", 1, "cpu")[0])
-    eta = float(_per_sample(eta, "eta", 1, "cpu", 1.0)[0])
-    beta = float(_per_sample(beta, "beta", 1, "cpu")[0])
-    if alpha_max > 1 or beta > 1:
-        raise PellucidError(f"alpha_max and beta must be in [0, 1], got {alpha_max:g} and {beta:g}")
+    alpha_max = check_number(alpha_max, "alpha_max", 0, 1)
+    eta = check_number(eta, "eta", 1)
+    beta = check_number(beta, "beta", 0, 1)
     gen = generator(seed, x.device)
     goal_classes = goal.classes.to(x.device)
     with model_state(model):

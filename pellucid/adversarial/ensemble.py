@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._args import check_call
-from .._checks import PellucidError, check_choice, check_positive_int
+from .._checks import PellucidError, check_choice, check_positive_int, checked_keywords
 from .._grad import logits_of
 from .._state import model_state
 from ..registry import Attack, register_attack
@@ -64,6 +64,7 @@ class AutoAttackResult:
         return {name: sum(b == name for b in self.broken_by) for name in ["clean", *self.attacks]}
 
 
+@checked_keywords
 def autoattack(model: nn.Module, x: torch.Tensor, label, eps: float, norm: str = "linf", version: str = "standard",
                seed: int | torch.Generator = 0, *, steps: int = 100, queries: int = 5000, targets: int = 9,
                batch_size: int | None = None, progress: bool = True) -> AutoAttackResult:

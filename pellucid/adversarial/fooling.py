@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .._args import check_call
-from .._checks import check_positive_int, generator
+from .._checks import check_positive_int, checked_keywords, generator
 from .._grad import logits_of
 from .._state import model_state
 from ..targets import Target
@@ -33,6 +33,7 @@ class FoolingResult:
     prob_target: torch.Tensor
 
 
+@checked_keywords
 def fooling_image(model: nn.Module, x: torch.Tensor, target, lr: float = 1.0, max_steps: int = 100, *,
                   clamp: bool = True, batch_size: int | None = None, progress: bool = True) -> FoolingResult:
     """Fooling images (Szegedy et al. 2014): gradient ascent on the target logit until it is predicted.

@@ -6,13 +6,14 @@ import torch
 from torch import nn
 
 from .._args import check_call
-from .._checks import PellucidError, check_choice, check_positive_int, generator
+from .._checks import PellucidError, check_choice, check_number, check_positive_int, checked_keywords, generator
 from .._grad import input_gradient
 from .._state import model_state
 from ..registry import Attack, register_attack
 from ._loop import NORMS, _ascend, _per_sample, _project, _reached, _score_target, _unit
 
 
+@checked_keywords
 def fgsm(model: nn.Module, x: torch.Tensor, label, eps: float, targeted=False, *,
          batch_size: int | None = None) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015), L-infinity.
@@ -35,6 +36,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, label, eps: float, targeted=False, *
     return (x + eps_ * direction).clamp(0, 1)
 
 
+@checked_keywords
 def pgd(model: nn.Module, x: torch.Tensor, label, eps: float, alpha: float, steps: int, norm: str = "linf",
         targeted=False, random_start: bool = True, seed: int | torch.Generator = 0, early_stop: bool = False, *,
         momentum: float = 0.0, batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
@@ -70,7 +72,7 @@ def _pgd(model, x, label, eps, alpha, steps, norm="linf", targeted=False, random
                             "has no prediction to change: leave early_stop=False")
     sign = 1.0 if is_targeted else -1.0  # the gradient is of log_softmax = -CE (or of the score)
     start = _random_start(x, eps_, norm, generator(seed, x.device)) if random_start else x
-    mu = float(_per_sample(momentum, "momentum", 1, "cpu")[0])
+    mu = check_number(momentum, "momentum", 0)
     past = torch.zeros_like(x) if mu else None  # MI-FGSM's accumulated direction
 
     def step(xi: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

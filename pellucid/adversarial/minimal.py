@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .._args import check_call
-from .._checks import check_positive_int
+from .._checks import check_number, check_positive_int, checked_keywords
 from .._grad import _cat, iter_gradients, logits_of
 from .._progress import bar
 from .._state import model_state
@@ -18,6 +18,7 @@ from ._loop import _attack_target, _classes, _per_sample, _project
 from ._losses import margin
 
 
+@checked_keywords
 def cw(model: nn.Module, x: torch.Tensor, label, c: float = 1.0, kappa: float = 0.0, steps: int = 100,
        lr: float = 0.01, targeted=False, *, batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
     """Carlini-Wagner L2 (Carlini & Wagner 2017): the smallest fooling point Adam finds.
@@ -34,8 +35,8 @@ def cw(model: nn.Module, x: torch.Tensor, label, c: float = 1.0, kappa: float = 
     x, bs = check_call(model, x, batch_size)
     goal, is_targeted = _attack_target(model, x, label, targeted)
     c_ = _per_sample(c, "c", len(x), x.device)
-    kappa = float(_per_sample(kappa, "kappa", 1, "cpu")[0])
-    lr = float(_per_sample(lr, "lr", 1, "cpu", 1e-12)[0])
+    kappa = check_number(kappa, "kappa", 0)
+    lr = check_number(lr, "lr", 0, low_open=True)
     steps = check_positive_int(steps, "steps")
     y = goal.classes.to(x.device)
     sign = -1.0 if is_targeted else 1.0
@@ -78,6 +79,7 @@ def cw(model: nn.Module, x: torch.Tensor, label, c: float = 1.0, kappa: float = 
     return best
 
 
+@checked_keywords
 def deepfool(model: nn.Module, x: torch.Tensor, label, steps: int = 50, overshoot: float = 0.02, *,
              candidates: int = 10, batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
     """DeepFool (Moosavi-Dezfooli et al. 2016): steps to the nearest decision boundary of the linearized
@@ -95,7 +97,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, label, steps: int = 50, overshoo
     y = _classes(model, x, label, "label").classes.to(x.device)
     steps = check_positive_int(steps, "steps")
     candidates = check_positive_int(candidates, "candidates", 2)
-    overshoot = float(_per_sample(overshoot, "overshoot", 1, "cpu")[0])
+    overshoot = check_number(overshoot, "overshoot", 0)
     out = x.clone()
     with model_state(model):
         clean = logits_of(model, x, len(x), bs)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._args import check_call
-from .._checks import PellucidError, check_choice, check_positive_int
+from .._checks import PellucidError, check_choice, check_number, check_positive_int, checked_keywords
 from .._grad import input_gradient, logits_of
 from .._progress import bar
 from .._state import model_state
@@ -59,6 +59,7 @@ def _fooled(model, labels: Target, bs: int, adversarial) -> Callable[[torch.Tens
     return fooled
 
 
+@checked_keywords
 def minimal_epsilon(model: nn.Module, x: torch.Tensor, label, attack: str = "fgsm", *, norm: str = "linf",
                     eps_max: float | None = None, tol: float = 1e-3, grid: int = 8, steps: int = 10,
                     rel_alpha: float | None = None, batch_size: int | None = None,
@@ -78,8 +79,8 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, label, attack: str = "fgs
     labels = _classes(model, x, label, "label")
     check_choice(norm, "norm", NORMS)
     eps_max = (1.0 if norm == "linf" else math.sqrt(x[0].numel())) if eps_max is None else eps_max
-    eps_max = float(_per_sample(eps_max, "eps_max", 1, "cpu", 1e-12)[0])
-    tol = float(_per_sample(tol, "tol", 1, "cpu", 1e-12)[0])
+    eps_max = check_number(eps_max, "eps_max", 0, low_open=True)
+    tol = check_number(tol, "tol", 0, low_open=True)
     grid = check_positive_int(grid, "grid")
     check_choice(attack, "attack", MINIMAL_ATTACKS)
     attack_at = _attack_fn(model, x, labels, attack, norm, steps, rel_alpha, 0, bs, random_start=False)
@@ -122,6 +123,7 @@ class RobustnessCurve:
     norm: str
 
 
+@checked_keywords
 def robustness_curve(model: nn.Module, x: torch.Tensor, label, eps_values: Sequence[float],
                      attack: str = "pgd", *, norm: str = "linf", steps: int = 10, rel_alpha: float | None = None,
                      seed: int = 0, batch_size: int | None = None, progress: bool = True) -> RobustnessCurve:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._args import check_call
-from .._checks import PellucidError, check_choice, generator
+from .._checks import PellucidError, check_choice, check_number, checked_keywords, generator
 from .._grad import logits_of
 from .._progress import bar
 from .._state import model_state
@@ -19,6 +19,7 @@ from ._loop import NORMS, _attack_target, _mask, _per_sample
 from ._losses import margin
 
 
+@checked_keywords
 def square(model: nn.Module, x: torch.Tensor, label, eps: float, queries: int = 5000, norm: str = "linf",
            seed: int | torch.Generator = 0, targeted=False, *, p_init: float = 0.8, batch_size: int | None = None,
            progress: bool = True) -> torch.Tensor:
@@ -45,7 +46,7 @@ def _square(model, x, label, eps, queries=5000, norm="linf", seed=0, targeted=Fa
     eps_ = _per_sample(eps, "eps", len(x), x.device)
     if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
         raise PellucidError(f"queries must be an int >= 1, got {queries!r}")
-    p_init = float(_per_sample(p_init, "p_init", 1, "cpu", 1e-6)[0])
+    p_init = check_number(p_init, "p_init", 0, 1, low_open=True, hint=" (the first square's share of the image)")
     if p_init > 1:
         raise PellucidError(f"p_init must be in (0, 1], got {p_init:g}")
     gen = generator(seed, x.device)

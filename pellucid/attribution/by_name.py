@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import PellucidError
+from .._checks import PellucidError, checked_keywords
 from .._progress import bar
 from ..registry import grid_methods, method, methods
 
@@ -33,6 +33,7 @@ def _names(value) -> list[str]:
     return names
 
 
+@checked_keywords
 def explain(model: nn.Module, x: torch.Tensor, target, methods=None, *, seed: int = 0,
             batch_size: int | None = None, quick: bool = False, progress: bool = False) -> dict[str, torch.Tensor]:
     """``{name: (N, H, W) map}`` for each method name (default: the registered grid methods).

@@ -11,7 +11,19 @@ from torch import nn
 
 from .._args import prepare
 from .._blur import gaussian_blur
-from .._checks import PellucidError, check_choice, check_positive_int, fill_like, generator
+from .._checks import (
+    PellucidError,
+    check_choice,
+    check_number,
+    check_positive_int,
+    checked_keywords,
+    fill_like,
+    forwards,
+    generator,
+    keyword_names,
+    option_names,
+    unknown_keyword,
+)
 from .._grad import input_gradient, path_integral, perturbation_scores, quadrature
 from .._state import model_state
 from ..registry import Method, register_method
@@ -19,6 +31,7 @@ from ..registry import Method, register_method
 LOSSES = {"logit": "logit", "cross_entropy": "log_softmax"}
 
 
+@checked_keywords
 def gradient(model: nn.Module, x: torch.Tensor, target, *, score: str = "logit",
              batch_size: int | None = None) -> torch.Tensor:
     """d score / d x for every image, ``(N, C, H, W)``.
@@ -31,6 +44,7 @@ def gradient(model: nn.Module, x: torch.Tensor, target, *, score: str = "logit",
         return input_gradient(model, x, t, bs)[0]
 
 
+@checked_keywords
 def input_x_gradient(model: nn.Module, x: torch.Tensor, target, *, score: str = "logit",
                      batch_size: int | None = None) -> torch.Tensor:
     """Gradient times input (Shrikumar et al. 2016), ``(N, C, H, W)``."""
@@ -46,6 +60,7 @@ def normalize_per_image(maps: torch.Tensor) -> torch.Tensor:
     return (maps - lo.reshape(shape)) / span.reshape(shape)
 
 
+@checked_keywords
 def saliency(model: nn.Module, x: torch.Tensor, target, *, loss: str = "logit", normalize: bool = False,
              batch_size: int | None = None) -> torch.Tensor:
     """Vanilla-gradient saliency (Simonyan et al. 2014): max over channels of |d score / d x|.
@@ -83,10 +98,16 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target, samples: int = 50, sig
     """
     x, t, bs = prepare(model, x, target, batch_size)
     check_positive_int(samples, "samples")
-    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma >= 0:
-        raise PellucidError(f"sigma must be a number >= 0 (relative to the input range), got {sigma!r}")
+    sigma = check_number(sigma, "sigma", 0, hint=" (noise std relative to the input range)")
     if not callable(method):
         raise PellucidError(f"method must be a function (model, x, target, **kw), got {type(method).__name__}")
+    theirs = keyword_names(method)  # the extra keywords go to method: unknown ones are named here, before any work
+    if theirs is not None and kwargs:
+        name, own = getattr(method, "__name__", "method"), option_names(smoothgrad)
+        error = unknown_keyword(kwargs, (*theirs, *own), f"smoothgrad (with method {name})",
+                                [*own, *(f"{name}'s {k}" for k in option_names(method) if k not in own)])
+        if error is not None:
+            raise error
     if _accepts(method, "batch_size"):
         kwargs["batch_size"] = bs
     gen = generator(seed, x.device)
@@ -123,6 +144,7 @@ def make_baseline(baseline, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return fill_like(baseline, x, "baseline", ", 'blur' or 'noise'")
 
 
+@checked_keywords
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target, baseline=0.0, steps: int = 50, *,
                          rule: str = "gausslegendre", return_error: bool = False, score: str = "logit",
                          batch_size: int | None = None, seed: int = 0):
@@ -180,6 +202,7 @@ def _guide(module: nn.Module):
     return lambda _m, _i, out: _GuidedReLU.apply(out, upper)
 
 
+@checked_keywords
 def guided_backprop(model: nn.Module, x: torch.Tensor, target, *, score: str = "logit",
                     batch_size: int | None = None) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015): only positive gradients pass ReLU modules.
@@ -199,16 +222,19 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target, *, score: str = "
 # ---------------------------------------------------------------------------------------------
 # records: (N, H, W) maps for the front ends
 
+@forwards(input_x_gradient)
 def _input_x_gradient_map(model, x, target, **kw):
     """Gradient x input, summed over channels (signed)."""
     return input_x_gradient(model, x, target, **kw).sum(1)
 
 
+@forwards(smoothgrad)
 def _smoothgrad_map(model, x, target, **kw):
     """SmoothGrad of the gradient, reduced like saliency: max over channels of |mean gradient|."""
     return smoothgrad(model, x, target, **kw).abs().amax(1)
 
 
+@forwards(integrated_gradients)
 def _ig_map(model, x, target, **kw):
     """Integrated Gradients summed over channels (signed; sums to f(x) - f(baseline))."""
     return integrated_gradients(model, x, target, **kw).sum(1)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError, check_positive_int, fill_like, generator
+from .._checks import PellucidError, check_number, check_positive_int, checked_keywords, fill_like, generator
 from .._grad import perturbation_scores, row_index
 from .._state import model_state
 from .._surrogate import fit_surrogate, random_masks
@@ -33,6 +33,7 @@ def _window_starts(size: int, window: int, stride: int) -> torch.Tensor:
     return torch.arange(math.ceil((size - window) / stride) + 1) * stride
 
 
+@checked_keywords
 def occlusion(model: nn.Module, x: torch.Tensor, target, window=8, stride=4, fill=0.0, *,
               score: str = "logit", batch_size: int | None = None) -> torch.Tensor:
     """Occlusion (Zeiler & Fergus 2014): the drop of the score when a window is set to ``fill``.
@@ -152,6 +153,7 @@ def segmented(x: torch.Tensor, segments: int, segmentation, fill) -> list[Segmen
     return out
 
 
+@checked_keywords
 def lime(model: nn.Module, x: torch.Tensor, target, samples: int = 1000, segments: int = 100, seed: int = 0, *,
          segmentation: torch.Tensor | None = None, fill=0.0, kernel_width: float = 0.25, alpha: float = 1.0,
          score: str = "logit", batch_size: int | None = None, return_details: bool = False):
@@ -165,6 +167,8 @@ def lime(model: nn.Module, x: torch.Tensor, target, samples: int = 1000, segment
     """
     x, t, bs = prepare(model, x, target, batch_size, score)
     check_positive_int(samples, "samples", 2)
+    kernel_width = check_number(kernel_width, "kernel_width", 0, low_open=True, hint=" (of the cosine kernel)")
+    alpha = check_number(alpha, "alpha", 0, low_open=True, hint=" (the ridge penalty)")
     gen = generator(seed, x.device)
     maps, weights, intercepts, r2s, labels = [], [], [], [], []
     with model_state(model):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError, generator
+from .._checks import PellucidError, checked_keywords, forwards, generator
 from .._grad import iter_gradients, row_index
 from .._state import model_state
 from ..registry import Method, register_method
@@ -304,6 +304,7 @@ def _check_complete(model, err: torch.Tensor, total: torch.Tensor, delta: torch.
         "or use pl.integrated_gradients")
 
 
+@checked_keywords
 def deeplift(model: nn.Module, x: torch.Tensor, target, baseline=0.0, *, check: bool = True,
              return_error: bool = False, score: str = "logit", batch_size: int | None = None, seed: int = 0):
     """DeepLIFT with the Rescale rule (Shrikumar et al. 2017), ``(N, C, H, W)``.
@@ -363,6 +364,7 @@ def as_baselines(baselines, x: torch.Tensor, seed: int = 0, count: int = 16) -> 
     return b
 
 
+@checked_keywords
 def deeplift_shap(model: nn.Module, x: torch.Tensor, target, baselines, *, check: bool = True,
                   return_error: bool = False, score: str = "logit", batch_size: int | None = None, seed: int = 0):
     """DeepLIFT-SHAP (Lundberg & Lee 2017): DeepLIFT averaged over a baseline distribution, ``(N, C, H, W)``.
@@ -394,11 +396,13 @@ def deeplift_shap(model: nn.Module, x: torch.Tensor, target, baselines, *, check
 # ---------------------------------------------------------------------------------------------
 # records
 
+@forwards(deeplift)
 def _deeplift_map(model, x, target, **kw):
     """DeepLIFT from a black image, summed over channels (signed; sums to f(x) - f(black))."""
     return deeplift(model, x, target, **kw).sum(1)
 
 
+@forwards(deeplift_shap)
 def _deeplift_shap_map(model, x, target, baselines="noise", **kw):
     """DeepLIFT-SHAP over 16 uniform-noise baselines, summed over channels."""
     return deeplift_shap(model, x, target, baselines, **kw).sum(1)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError, check_positive_int, generator
+from .._checks import check_number, check_positive_int, checked_keywords, forwards, generator
 from .._grad import iter_gradients, perturbation_scores, row_index
 from .._state import model_state
 from ..registry import Method, register_method
@@ -30,6 +30,7 @@ from .reference import as_baselines
 # ---------------------------------------------------------------------------------------------
 # GradientSHAP
 
+@checked_keywords
 def gradient_shap(model: nn.Module, x: torch.Tensor, target, baselines, samples: int = 50, stdevs: float = 0.0,
                   seed=0, *, score: str = "logit", batch_size: int | None = None) -> torch.Tensor:
     """GradientSHAP, i.e. expected gradients (Lundberg & Lee 2017; Erion et al. 2021), ``(N, C, H, W)``.
@@ -43,8 +44,7 @@ def gradient_shap(model: nn.Module, x: torch.Tensor, target, baselines, samples:
     """
     x, t, bs = prepare(model, x, target, batch_size, score)
     check_positive_int(samples, "samples")
-    if isinstance(stdevs, bool) or not isinstance(stdevs, int | float) or not stdevs >= 0:
-        raise PellucidError(f"stdevs must be a number >= 0 (noise std in pixel units), got {stdevs!r}")
+    stdevs = check_number(stdevs, "stdevs", 0, hint=" (noise std in pixel units)")
     gen = generator(seed, x.device)
     refs = as_baselines(baselines, x, seed if isinstance(seed, int) else 0)
     total = len(x) * samples
@@ -170,6 +170,7 @@ def shapley_solve(z: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, base:
     return torch.cat([head, (total - head.sum())[None]])
 
 
+@checked_keywords
 def kernel_shap(model: nn.Module, x: torch.Tensor, target, samples: int = 1000, segments: int = 100, seed=0, *,
                 segmentation: torch.Tensor | None = None, fill=0.0, score: str = "logit",
                 batch_size: int | None = None, return_details: bool = False):
@@ -207,6 +208,7 @@ def kernel_shap(model: nn.Module, x: torch.Tensor, target, samples: int = 1000, 
 # ---------------------------------------------------------------------------------------------
 # records
 
+@forwards(gradient_shap)
 def _gradient_shap_map(model, x, target, baselines="noise", **kw):
     """GradientSHAP over 16 uniform-noise baselines, summed over channels."""
     return gradient_shap(model, x, target, baselines, **kw).sum(1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._checks import PellucidError, check_choice, check_positive_int
+from .._checks import PellucidError, check_choice, check_number, check_positive_int
 from .._progress import bar
 from ..adversarial import MINIMAL_ATTACKS
 from ..dataset import DATASETS, ChunkLoader, Stage, chunks_of, list_items, run_stage
@@ -65,7 +65,7 @@ def explain_dataset(source: str, out, model: str | nn.Module = "digits", methods
     for value, name in ((batch_size, "batch_size"), (ray_workers, "ray_workers"), (max_pixels, "max_pixels")):
         check_positive_int(value, name)
     check_positive_int(num_workers, "num_workers", 0)
-    check_positive_int(metric_steps, "metric_steps", 0)
+    check_number(metric_steps, "metric_steps", 2, integer=True, allow_zero=True, hint=" (0 skips the curves)")
     if attack is not None:
         check_choice(attack, "attack", MINIMAL_ATTACKS)
     if limit is not None:

@@ -8,7 +8,9 @@ import sys
 from collections.abc import Callable
 
 from .._checks import PellucidError
+from .._progress import end_line
 from .attacks import _attack_args, _attack_run, _fool_args, _fool_run, _robustness_args, _robustness_run
+from .common import check_flags
 from .explain import (
     _explain_args,
     _explain_run,
@@ -59,11 +61,21 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with pellucid's errors: one line on stderr (``pellucid CMD: error: ...``), exit code 2."""
+
+    def error(self, message):
+        end_line()
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pellucid", description="See what an image classifier looks at.")
+    parser = Parser(prog="pellucid", description="See what an image classifier looks at.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = {}
     for name, (help_text, add_args, _run) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        parser.commands[name] = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(parser.commands[name])
     return parser
 
 
@@ -74,11 +86,14 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
+        check_flags(parser.commands[args.command], args)  # every numeric flag, before any work
         COMMANDS[args.command][2](args)
     except (PellucidError, FileNotFoundError, OSError) as e:
+        end_line()
         print(f"pellucid {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        end_line()
         print("pellucid: interrupted", file=sys.stderr)
         return 130
     return 0

@@ -3,8 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import re
 
-from .._checks import PellucidError
+from .._checks import PellucidError, check_number
+
+
+def number(p: argparse.ArgumentParser, *flags: str, integer: bool = False, low=None, high=None,
+           low_open: bool = False, allow_zero: bool = False, hint: str = "", **kw) -> argparse.Action:
+    """A numeric flag (an int with ``integer``, else a float) whose range :func:`check_flags` checks, with
+    :func:`~pellucid._checks.check_number`, before the command does any work; the error names the flag."""
+    action = p.add_argument(*flags, type=int if integer else float, **kw)
+    action.pellucid_range = {"low": low, "high": high, "low_open": low_open, "allow_zero": allow_zero,
+                             "integer": integer, "hint": hint}
+    return action
+
+
+def seed_flag(p: argparse.ArgumentParser, **kw) -> argparse.Action:
+    return number(p, "--seed", integer=True, default=0, **kw)
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check every numeric flag of the command (see :func:`number`); a bad value is a PellucidError that
+    names the flag, its range and the value, before anything is loaded or written."""
+    for action in p._actions:
+        span = getattr(action, "pellucid_range", None)
+        value = getattr(args, action.dest, None)
+        if span is None or value is None:
+            continue
+        flag = max(action.option_strings, key=len) if action.option_strings else action.dest
+        for v in value if isinstance(value, list) else [value]:
+            check_number(v, flag, **span)
 
 
 def add_model_args(p: argparse.ArgumentParser, images: bool = True) -> None:
@@ -17,7 +45,7 @@ def add_model_args(p: argparse.ArgumentParser, images: bool = True) -> None:
     p.add_argument("--weights", default=None, help="weights file for torchvision models, or 'random'")
     if images:
         p.add_argument("images", nargs="*", metavar="IMAGE", help="image files; default: the model's samples")
-        p.add_argument("-n", type=int, default=None, help="how many sample images when no IMAGE is given")
+        number(p, "-n", integer=True, low=1, default=None, help="how many sample images when no IMAGE is given")
 
 
 def load_model_and_images(args):
@@ -36,16 +64,19 @@ def load_model_and_images(args):
     return model, x, y
 
 
-def parse_target(value: str | None, model, default):
-    """An int class index, or a class name of the model's labels."""
+def parse_target(value: str | None, model, default, flag: str = "--target"):
+    """An int class index (checked against the model's classes, the error naming ``flag``), or a class name
+    of the model's labels."""
+    from ..targets import as_indices
+
     if value is None:
         return default
-    if value.lstrip("-").isdigit():
-        return int(value)
+    if re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(as_indices(int(value), 1, flag, getattr(model, "num_classes", None))[0])
     labels = [str(lb).lower() for lb in (getattr(model, "labels", None) or [])]
     if value.lower() in labels:
         return labels.index(value.lower())
-    raise PellucidError(f"unknown target {value!r}: give a class index 0..{len(labels) - 1} or a class name")
+    raise PellucidError(f"unknown {flag} {value!r}: give a class index 0..{len(labels) - 1} or a class name")
 
 
 ALSO_IMAGES = 4  # images of each --also report: `make report` stays within 5 minutes on two cores

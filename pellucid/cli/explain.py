@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from .._checks import PellucidError
-from .common import ALSO_IMAGES, TARGET_KINDS, add_model_args, explain_target, load_model_and_images, parse_target
+from .common import (
+    ALSO_IMAGES,
+    TARGET_KINDS,
+    add_model_args,
+    explain_target,
+    load_model_and_images,
+    number,
+    parse_target,
+    seed_flag,
+)
 
 
 def _models_args(p):
@@ -22,8 +31,8 @@ def _models_run(args):
 def _train_args(p):
     p.add_argument("name", choices=["digits", "langid"], help="the built-in model to train")
     p.add_argument("--no-batchnorm", action="store_true", help="train the CNN without BatchNorm layers")
-    p.add_argument("--epochs", type=int, default=None, help="default: 10 for digits, 4 for langid")
-    p.add_argument("--seed", type=int, default=0)
+    number(p, "--epochs", integer=True, low=1, default=None, help="default: 10 for digits, 4 for langid")
+    seed_flag(p)
 
 
 def _train_run(args):
@@ -31,8 +40,6 @@ def _train_run(args):
 
     from ..models.digits import digits_checkpoint, save_checkpoint, train_digits
 
-    if args.epochs is not None and args.epochs < 1:
-        raise PellucidError(f"--epochs must be >= 1, got {args.epochs}")
     if args.name == "langid":
         from ..text.cli import train_langid_command
 
@@ -79,8 +86,8 @@ def _explain_args(p):
                    help="class: a logit (default); multilabel: a class's sigmoid; regression: the single output "
                         "itself; segmentation: a class's pixel logits summed over the pixels predicted as it")
     p.add_argument("--shared-scale", action="store_true", help="one colour scale per method over all images")
-    p.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad noise and LIME samples")
-    p.add_argument("--batch-size", type=int, default=None, help="images per model call (default: automatic)")
+    seed_flag(p, help="seed of SmoothGrad noise and LIME samples")
+    number(p, "--batch-size", integer=True, low=1, default=None, help="images per model call (default: automatic)")
     p.add_argument("--out", default="explain.png", help="output PNG")
 
 
@@ -88,7 +95,13 @@ def _explain_run(args):
     from .._grad import predictions
     from ..attribution import explain
     from ..drawing import render
+    from ..registry import methods
 
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in methods()]
+    if unknown or not names:  # before the model loads
+        what = f"unknown attribution method {unknown[0]!r}" if unknown else "no method given"
+        raise PellucidError(f"--methods: {what}; choose from: {', '.join(methods())}")
     model, x, y = load_model_and_images(args)
     if args.target_kind == "class":
         probs = predictions(model, x)
@@ -103,7 +116,7 @@ def _explain_run(args):
 def _report_args(p):
     add_model_args(p)
     p.add_argument("--out", default="report", help="output folder; the page is OUT/index.html")
-    p.add_argument("--seed", type=int, default=0)
+    seed_flag(p)
     p.add_argument("--also", action="append", default=[], metavar="MODEL",
                    help=f"also report on MODEL (its first {ALSO_IMAGES} samples) in OUT/MODEL/index.html, linked "
                         "from the main page; `make report` adds imagenet")
@@ -115,14 +128,26 @@ def _report_run(args):
     from ..drawing.report import IMAGE_SECTIONS, SECTIONS, build_report, link_section
     from ..models import load_model
     from ..models.data import sample_images
+    from ..registry import models as model_records
 
+    names = list(dict.fromkeys(m for m in args.also if m != args.model))
+    for name in names:
+        if name in model_records() and model_records()[name].kind == "text":
+            raise PellucidError(f"--also {name!r} is a text model; the report explains image models "
+                                f"(use `pellucid explain-text WORD...`)")
     model, x, y = load_model_and_images(args)
-    also = list(dict.fromkeys(m for m in args.also if m != args.model))
+    also = {}  # every --also model is loaded with its samples first: a bad name fails before anything is written
+    for name in names:
+        try:
+            other = load_model(name)
+        except PellucidError as e:
+            raise PellucidError(f"--also {name!r}: {e}") from None
+        if getattr(other, "input_size", None) is None:
+            raise PellucidError(f"--also {name!r} is not an image model; the report explains image models")
+        also[name] = (other, *sample_images(other, n=ALSO_IMAGES))
     links = [link_section([(f"{m}/index.html", m) for m in also], "Also in this report")] if also else []
     print(f"wrote {build_report(model, x, y, args.out, seed=args.seed, sections=[*links, *SECTIONS])}")
-    for name in also:  # each on its first ALSO_IMAGES samples, in OUT/NAME/, linking back; no langid again
-        other = load_model(name)
-        ox, oy = sample_images(other, n=ALSO_IMAGES)
+    for name, (other, ox, oy) in also.items():  # each on its first ALSO_IMAGES samples, in OUT/NAME/, linking back
         back = link_section([("../index.html", args.model)], "Back")
         page = build_report(other, ox, oy, Path(args.out) / name, seed=args.seed, sections=[back, *IMAGE_SECTIONS])
         print(f"wrote {page}")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from .._checks import PellucidError
-from .common import add_model_args, load_model_and_images, parse_target
+from .common import add_model_args, load_model_and_images, number, parse_target, seed_flag
 
 
 def _viz_args(p, steps: int = 100):
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--lr", type=float, default=None, help="step size (default: the method's)")
+    number(p, "--steps", integer=True, low=1, default=steps)
+    number(p, "--lr", low=0, low_open=True, default=None, help="step size (default: the method's)")
     p.add_argument("--param", default="pixel", choices=["pixel", "fourier"],
                    help="optimize pixels (the course) or Lucid's decorrelated Fourier spectrum (large models)")
-    p.add_argument("--seed", type=int, default=0)
+    seed_flag(p)
     p.add_argument("--out", required=True, help="output PNG")
 
 
@@ -20,9 +20,9 @@ def _classviz_args(p):
     p.add_argument("--target", nargs="*", default=None,
                    help="classes (indices or names); default: every class of a model with <= 10 classes")
     _viz_args(p)
-    p.add_argument("--l2", type=float, default=1e-3)
-    p.add_argument("--jitter", type=int, default=16, help="roll in pixels at 224x224 (scaled with the size)")
-    p.add_argument("--blur-every", type=int, default=10)
+    number(p, "--l2", low=0, default=1e-3, help="weight of the L2 penalty on the image")
+    number(p, "--jitter", integer=True, low=0, default=16, help="roll in pixels at 224x224 (scaled with the size)")
+    number(p, "--blur-every", integer=True, low=0, default=10, help="blur every N steps; 0: never")
     p.add_argument("--history", action="store_true", help="write the iteration strip (steps 1, 25, 50, ...)")
 
 
@@ -48,7 +48,7 @@ def _classviz_run(args):
 def _filterviz_args(p):
     add_model_args(p)
     p.add_argument("--layer", default=None, help="layer name (see `pellucid layers`); default: the second conv")
-    p.add_argument("--channel", type=int, nargs="+", default=[0, 1, 2, 3], help="channels to show")
+    number(p, "--channel", integer=True, low=0, nargs="+", default=[0, 1, 2, 3], help="channels to show")
     _viz_args(p)
 
 

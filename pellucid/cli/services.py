@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._checks import PellucidError
-from .common import add_model_args
+from .common import add_model_args, number, seed_flag
 
 
 def _explain_text_args(p):
@@ -16,7 +16,7 @@ def _explain_text_args(p):
                    help=f"comma-separated: {', '.join(names)} (integrated_gradients is accepted for ig)")
     p.add_argument("--target", default=None, help="language to explain (name, code or index); default: predicted")
     p.add_argument("--out", default="text.png", help="output PNG (an .html with the same stem is written too)")
-    p.add_argument("--seed", type=int, default=0)
+    seed_flag(p)
 
 
 def _explain_text_run(args):
@@ -29,8 +29,8 @@ def _attack_text_args(p):
     p.add_argument("word", metavar="WORD", help="the word to attack")
     p.add_argument("--model", default="langid", help="a text model (default langid)")
     p.add_argument("--target", default=None, help="language to reach (name, code or index); default: any other")
-    p.add_argument("--max-edits", type=int, default=3)
-    p.add_argument("--beam", type=int, default=5)
+    number(p, "--max-edits", integer=True, low=1, default=3)
+    number(p, "--beam", integer=True, low=1, default=5)
     p.add_argument("--letters", default=None, help="replacement letters, e.g. 'ascii' for a-z only; default: all")
 
 
@@ -43,8 +43,8 @@ def _attack_text_run(args):
 def _serve_args(p):
     add_model_args(p, images=False)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; default 127.0.0.1 (this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one; default 8000")
-    p.add_argument("--replicas", type=int, default=2, help="model copies computing in parallel; default 2")
+    number(p, "--port", integer=True, low=0, high=65535, default=8000, help="port; 0 picks a free one; default 8000")
+    number(p, "--replicas", integer=True, low=1, default=2, help="model copies computing in parallel; default 2")
 
 
 def _serve_run(args):
@@ -52,8 +52,6 @@ def _serve_run(args):
         from ..web import serve
     except ImportError as e:
         raise PellucidError(f"`pellucid serve` needs the web extra: pip install 'pellucid[web]' ({e})") from e
-    if not 0 <= args.port <= 65535 or args.replicas < 1:
-        raise PellucidError(f"--port must be 0..65535 and --replicas >= 1, got {args.port} and {args.replicas}")
     serve(args.model, args.weights, host=args.host, port=args.port, replicas=args.replicas)
 
 
@@ -64,29 +62,27 @@ def _batch_args(p):
     from ..adversarial import MINIMAL_ATTACKS
 
     p.add_argument("--attack", default=None, choices=MINIMAL_ATTACKS, help="also find the minimal epsilon")
-    p.add_argument("--eps", type=float, default=None, help="largest epsilon the search tries")
-    p.add_argument("--metric-steps", type=int, default=20, help="deletion/insertion steps; 0 skips them")
+    number(p, "--eps", low=0, low_open=True, default=None, hint=" (the largest epsilon the search tries)",
+           help="largest epsilon the search tries")
+    number(p, "--metric-steps", integer=True, low=2, allow_zero=True, default=20,
+           help="deletion/insertion steps; 0 skips them")
     p.add_argument("--out", required=True, help="output folder (rerun with the same arguments to resume)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch: bounds memory")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader processes that load images")
-    p.add_argument("--limit", type=int, default=None, help="only the first N images")
-    p.add_argument("--seed", type=int, default=0, help="seed of random methods (per image)")
+    number(p, "--batch-size", integer=True, low=1, default=32, help="images per batch: bounds memory")
+    number(p, "--num-workers", integer=True, low=0, default=0, help="DataLoader processes that load images")
+    number(p, "--limit", integer=True, low=1, default=None, help="only the first N images")
+    seed_flag(p, help="seed of random methods (per image)")
     p.add_argument("--engine", default="local", choices=["local", "ray"])
-    p.add_argument("--ray-workers", type=int, default=2, help="Ray actors (each loads the model once)")
+    number(p, "--ray-workers", integer=True, low=1, default=2, help="Ray actors (each loads the model once)")
     p.add_argument("--address", default=None, help="Ray cluster address, e.g. ray://head:10001 or auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda (Ray: one GPU per actor)")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="larger images are recorded as failed")
+    number(p, "--max-pixels", integer=True, low=1, default=40_000_000, help="larger images are recorded as failed")
     p.add_argument("--fsync", action="store_true", help="fsync every file (survive power loss, not just kill)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def _batch_run(args):
-    import math
-
     from ..batch import explain_dataset
 
-    if args.eps is not None and not (math.isfinite(args.eps) and args.eps > 0):  # the flag's name, not eps_max
-        raise PellucidError(f"--eps must be a number > 0 (the largest epsilon the search tries), got {args.eps:g}")
     res = explain_dataset(args.input, args.out, args.model, args.methods, weights=args.weights,
                           attack=args.attack, eps=args.eps, metric_steps=args.metric_steps, seed=args.seed,
                           limit=args.limit, batch_size=args.batch_size, num_workers=args.num_workers,

@@ -17,7 +17,7 @@ from torch import nn
 
 from .._args import num_classes
 from .._blur import gaussian_blur
-from .._checks import PellucidError, check_choice, check_positive_int
+from .._checks import PellucidError, check_choice, check_number, check_positive_int, checked_keywords, generator
 from .._grad import _cat, iter_gradients, resolve_batch_size
 from .._progress import bar
 from .._state import model_state
@@ -89,15 +89,15 @@ def _fit(x: torch.Tensor, size) -> torch.Tensor:
 def _check_args(steps, lr, blur_every, blur_sigma, snapshots):
     check_positive_int(steps, "steps")
     check_positive_int(blur_every, "blur_every", minimum=0)
-    if lr is not None and not (isinstance(lr, int | float) and lr > 0):
-        raise PellucidError(f"lr must be a positive number, got {lr!r}")
-    if not (isinstance(blur_sigma, int | float) and blur_sigma >= 0):
-        raise PellucidError(f"blur_sigma must be a number >= 0, got {blur_sigma!r}")
+    if lr is not None:
+        check_number(lr, "lr", 0, low_open=True, hint=" (the step size)")
+    check_number(blur_sigma, "blur_sigma", 0)
     bad = [s for s in snapshots if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= steps]
     if bad:
         raise PellucidError(f"snapshots must be steps in 1..{steps}, got {bad[0]!r}")
 
 
+@checked_keywords
 def visualize(model: nn.Module, objective, *, n: int | None = None, size: Sequence[int] | None = None,
               start: torch.Tensor | None = None, param: str = "pixel", transforms: Transform | None = None,
               steps: int = 100, lr: float | None = None, optimizer: str | None = None, blur_every: int = 0,
@@ -132,7 +132,7 @@ def visualize(model: nn.Module, objective, *, n: int | None = None, size: Sequen
     n = check_positive_int(n, "n")
     if start is not None and len(start) != n:
         raise PellucidError(f"start has {len(start)} images but n={n}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed, "cpu")
     p = make_param(param, start, n, size, model, gen, start.device if start is not None else _model_device(model))
     bind = objective.bind(model, n)
     trackers = {k: as_objective(v).bind(model, n) for k, v in (track or {}).items()}
@@ -201,6 +201,7 @@ def _default_snapshots(steps: int) -> tuple[int, ...]:
     return tuple(sorted({1, *(max(1, steps * q // 4) for q in (1, 2, 3, 4))}))
 
 
+@checked_keywords
 def class_visualization(model: nn.Module, target, steps: int = 100, lr: float | None = 25, l2: float = 1e-3,
                         jitter: int = 16, blur_every: int = 10, blur_sigma: float = 0.5, seed: int = 0, *,
                         param: str = "pixel", snapshots: Sequence[int] | None = None,
@@ -225,6 +226,7 @@ def class_visualization(model: nn.Module, target, steps: int = 100, lr: float | 
     n = len(target) if isinstance(target, Sequence | torch.Tensor) and not isinstance(target, str) else 1
     t = as_target(target, n, num_classes(model))  # range checks before any work
     check_positive_int(jitter, "jitter", minimum=0)
+    l2 = check_number(l2, "l2", 0, hint=" (the weight of the image's squared L2 norm)")
     side = (size or getattr(model, "input_size", None) or (0, 224, 224))[-1]
     jitter = max(1, round(jitter * side / 224)) if jitter else 0  # the course's 16 px at 224; 2 px at 28
     if param != "pixel" and lr == 25:
@@ -237,6 +239,7 @@ def class_visualization(model: nn.Module, target, steps: int = 100, lr: float | 
                      track=track, seed=seed, batch_size=batch_size, progress=progress, callback=callback)
 
 
+@checked_keywords
 def channel_visualization(model: nn.Module, layer: str | nn.Module, channel, steps: int = 100, seed: int = 0,
                           start: torch.Tensor | None = None, *, lr: float | None = None, jitter: int = 2,
                           blur_every: int = 0, blur_sigma: float = 0.5, param: str = "pixel",

@@ -6,6 +6,7 @@ a forward hook); :func:`l2` and :func:`total_variation` are penalties on the ima
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -13,8 +14,8 @@ import torch
 from torch import nn
 
 from .._args import num_classes
-from .._checks import PellucidError
-from ..targets import Target, as_target
+from .._checks import PellucidError, check_number
+from ..targets import Target, as_indices, as_target
 
 
 @dataclass
@@ -75,8 +76,9 @@ class Objective:
         return self._combine(other, -1.0, "-")
 
     def __mul__(self, k) -> Objective:
-        if isinstance(k, bool) or not isinstance(k, int | float):
+        if isinstance(k, bool) or not isinstance(k, numbers.Real):
             raise PellucidError(f"an objective can only be scaled by a number, got {type(k).__name__}")
+        k = check_number(k, "an objective's weight")
         return Objective._sum(tuple((k * w, t) for w, t in self.terms), f"{k:g} * ({self.name})")
 
     __rmul__ = __mul__
@@ -116,16 +118,16 @@ def _layer_key(layer) -> str | nn.Module:
 
 
 def _per_row(value, n: int, name: str) -> torch.Tensor:
-    idx = torch.as_tensor(value)
-    if idx.dtype in (torch.bool,) or idx.is_floating_point() or idx.dim() > 1:
-        raise PellucidError(f"{name} must be an int or a 1-D sequence of ints, got {value!r}")
-    idx = idx.long().reshape(-1)
-    if idx.numel() == 1:
-        idx = idx.expand(n)
-    if idx.numel() != n:
-        raise PellucidError(f"got {idx.numel()} {name}s for {n} images; pass one int, or one per image")
-    if (idx < 0).any():
-        raise PellucidError(f"{name} {int(idx[idx < 0][0])} is negative; indices start at 0")
+    """Indices (a channel): one int for every image, or one per image (a one-element sequence counts as one)."""
+    try:
+        m = 1 if isinstance(value, numbers.Integral) else len(value)
+    except TypeError:  # a 0-dim tensor, or no sequence at all: as_indices says which
+        m = 1
+    idx = as_indices(value, m, name, None, name)
+    if m == 1:
+        return idx.expand(n)
+    if m != n:
+        raise PellucidError(f"got {m} {name}s for {n} images; pass one int, or one per image")
     return idx
 
 

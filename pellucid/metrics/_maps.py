@@ -80,7 +80,9 @@ def is_seeded(name: str, fn) -> bool:
             return True
         fn = fn.func
     record = registered_methods().get(name)
-    if getattr(fn, "seeded", False) or (record is not None and record.fn is fn and record.seeded):
+    if record is not None and record.fn is fn:  # the record says (its signature may list a seed it rarely uses)
+        return record.seeded
+    if getattr(fn, "seeded", False):
         return True
     try:
         return "seed" in inspect.signature(fn).parameters

@@ -11,7 +11,7 @@ from torch import nn
 
 from .._args import prepare
 from .._blur import gaussian_blur
-from .._checks import PellucidError, fill_like
+from .._checks import PellucidError, check_number, checked_keywords, fill_like
 from .._grad import iter_logits
 from .._state import model_state
 from ..targets import Target
@@ -37,9 +37,7 @@ def _ranks(maps: torch.Tensor) -> torch.Tensor:
 
 
 def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise PellucidError(f"steps must be an int >= 2 (the curve's points from 0% to 100%), got {steps!r}")
-    return steps
+    return check_number(steps, "steps", 2, integer=True, hint=" (the curve's points from 0% to 100%)")
 
 
 def blurred(x: torch.Tensor, sigma: float = 5.0, kernel_size: int = 11) -> torch.Tensor:
@@ -74,6 +72,7 @@ def _curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor
     scores = scores.reshape(n, steps)
     return Curve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
 
+@checked_keywords
 def deletion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | MapMethod, *,
              steps: int = 50, baseline: float | torch.Tensor = 0.0, score: str = "softmax",
              batch_size: int | None = None) -> Curve:
@@ -90,6 +89,7 @@ def deletion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tenso
     return _curve(model, x, t, maps, x, fill_like(baseline, x, "baseline"), steps, bs)
 
 
+@checked_keywords
 def insertion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | MapMethod, *,
               steps: int = 50, baseline: float | torch.Tensor | str = "blur", score: str = "softmax",
               batch_size: int | None = None) -> Curve:

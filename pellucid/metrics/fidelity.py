@@ -15,18 +15,12 @@ import torch
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError, check_positive_int
+from .._checks import PellucidError, check_number, check_positive_int, checked_keywords
 from .._grad import chunks, iter_logits
 from .._state import model_state
 from ..targets import Target
 from ._maps import MapMethod, as_map, is_seeded, resolve_method
 from ._random import base_seed, row_noise
-
-
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (value > 0 and value < float("inf")):
-        raise PellucidError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _scores(model: nn.Module, x: torch.Tensor, target: Target, batch_size: int) -> torch.Tensor:
@@ -47,6 +41,7 @@ def _attribution(model, x, target, attribution) -> torch.Tensor:
     return as_map(attribution, x).to(x.dtype)[:, None]
 
 
+@checked_keywords
 def infidelity(model: nn.Module, x: torch.Tensor, target, attribution, noise: float = 0.1, samples: int = 64,
                seed: int | torch.Generator = 0, *, normalize: bool = True, score: str = "logit",
                batch_size: int | None = None) -> torch.Tensor:
@@ -67,7 +62,7 @@ def infidelity(model: nn.Module, x: torch.Tensor, target, attribution, noise: fl
         pl.infidelity(model, x, y, pl.saliency(model, x, y), noise=0.1, samples=64)
     """
     x, t, bs = prepare(model, x, target, batch_size, score)
-    noise = _positive(noise, "noise")
+    noise = check_number(noise, "noise", 0, low_open=True)
     samples = check_positive_int(samples, "samples")
     if not isinstance(normalize, bool):
         raise PellucidError(f"normalize must be True or False, got {normalize!r}")
@@ -96,6 +91,7 @@ def infidelity(model: nn.Module, x: torch.Tensor, target, attribution, noise: fl
     return (value / samples).clamp_min(0).float()
 
 
+@checked_keywords
 def sensitivity(model: nn.Module, x: torch.Tensor, target, method: str | MapMethod = "saliency",
                 radius: float = 0.02, samples: int = 10, seed: int | torch.Generator = 0, *,
                 options: dict | None = None, batch_size: int | None = None) -> torch.Tensor:
@@ -117,7 +113,7 @@ def sensitivity(model: nn.Module, x: torch.Tensor, target, method: str | MapMeth
         pl.sensitivity(model, x, y, "smoothgrad", radius=0.02, samples=10, options={"samples": 20})
     """
     x, t, bs = prepare(model, x, target, batch_size)
-    radius = _positive(radius, "radius")
+    radius = check_number(radius, "radius", 0, low_open=True)
     samples = check_positive_int(samples, "samples")
     seed = base_seed(seed)
     name, fn = resolve_method(method)

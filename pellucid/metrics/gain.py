@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError, fill_like
+from .._checks import PellucidError, checked_keywords, fill_like
 from ._maps import MapMethod, map_of
 from .curves import Curve, _check_steps, _curve, blurred
 from .imputation import impute
@@ -33,6 +33,7 @@ def _imputed(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     return impute(images, removed[:, 0])
 
 
+@checked_keywords
 def srg(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | MapMethod, *,
         fill: str | float | torch.Tensor = "blur", steps: int = 20, score: str = "softmax",
         batch_size: int | None = None) -> RelevanceGain:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError, check_choice
+from .._checks import PellucidError, check_choice, check_number, checked_keywords
 from .._grad import chunks
 from .._state import model_state
 from ._maps import MapMethod, map_of
@@ -116,6 +116,7 @@ def _fractions(fractions) -> torch.Tensor:
     return f
 
 
+@checked_keywords
 def road(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | MapMethod,
          fractions: Sequence[float] = FRACTIONS, order: str = "most", *, noise: float = 0.01,
          score: str = "softmax", seed: int | torch.Generator = 0, batch_size: int | None = None) -> Curve:
@@ -148,8 +149,7 @@ def road(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | 
     """
     check_choice(order, "order", ("most", "least"))
     x, t, bs = prepare(model, x, target, batch_size, score)
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise >= 0:
-        raise PellucidError(f"noise must be a number >= 0 (pixel units), got {noise!r}")
+    noise = check_number(noise, "noise", 0, hint=" (pixel units)")
     seed = base_seed(seed)
     f = _fractions(fractions)
     maps = map_of(model, x, target, attribution)

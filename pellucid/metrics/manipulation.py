@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError, check_positive_int
+from .._checks import PellucidError, check_number, check_positive_int, checked_keywords
 from .._grad import chunks, logits_of, quadrature
 from .._state import ModelState, model_state
 from ..targets import Target
@@ -130,6 +130,7 @@ def _similarity(original: torch.Tensor, maps: torch.Tensor, top) -> MapSimilarit
     return MapSimilarity(spearman(original, maps), t, top_count(top, original[0].numel()))
 
 
+@checked_keywords
 def explanation_attack(model: nn.Module, x: torch.Tensor, target=None, method: str = "saliency",
                        eps: float = 0.05, steps: int = 100, seed: int | torch.Generator = 0, *,
                        top: float | int = 0.1, beta: float = 10.0, alpha: float | None = None,
@@ -152,15 +153,11 @@ def explanation_attack(model: nn.Module, x: torch.Tensor, target=None, method: s
         raise PellucidError(f"explanation_attack differentiates {', '.join(ATTACKABLE)} (through a smooth "
                             f"surrogate); got method {method!r}")
     x, _, bs = prepare(model, x, 0 if target is None else target, batch_size)
-    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps <= 1:
-        raise PellucidError(f"eps must be a number in (0, 1] (L∞ radius in pixel units), got {eps!r}")
+    eps = check_number(eps, "eps", 0, 1, low_open=True, hint=" (L∞ radius in pixel units)")
     steps = check_positive_int(steps, "steps", 0)
     checks = check_positive_int(checks, "checks")
-    if isinstance(beta, bool) or not isinstance(beta, int | float) or not beta > 0:
-        raise PellucidError(f"beta must be a number > 0 (softplus sharpness), got {beta!r}")
-    alpha = 2.5 * eps / max(1, steps) if alpha is None else alpha
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
-        raise PellucidError(f"alpha must be a number > 0, got {alpha!r}")
+    beta = check_number(beta, "beta", 0, low_open=True, hint=" (softplus sharpness)")
+    alpha = 2.5 * eps / max(1, steps) if alpha is None else check_number(alpha, "alpha", 0, low_open=True)
     seed = base_seed(seed)
     n = len(x)
     with model_state(model):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError, generator
+from .._checks import PellucidError, checked_keywords, generator
 from ._maps import MapMethod, as_map, resolve_method
 from .similarity import spearman, ssim
 
@@ -82,6 +82,7 @@ def _absolute_map(fn: MapMethod, model: nn.Module, x: torch.Tensor, target) -> t
     return as_map(a, x, "the method's output").abs()
 
 
+@checked_keywords
 def sanity_check(model: nn.Module, x: torch.Tensor, target, method: str | MapMethod, *,
                  layers: Sequence[str] | None = None, seed: int = 0) -> SanityCheck:
     """Cascading model-randomization test (Adebayo et al. 2018), on a deep copy of ``model``.

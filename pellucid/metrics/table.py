@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._args import prepare
-from .._checks import PellucidError
+from .._checks import PellucidError, checked_keywords
 from ..registry import methods as registered_methods
 from ._maps import MapMethod, as_map, is_seeded, random_attribution, resolve_method
 from .curves import Curve, _check_steps, deletion, insertion
@@ -143,6 +143,7 @@ def _measure(model, x, target, name: str, fn, maps, trust: dict, seed: int, batc
     return values, extra
 
 
+@checked_keywords
 def compare(model: nn.Module, x: torch.Tensor, target, methods: Sequence | dict | None = None, *,
             steps: int = 20, sanity: bool | Sequence[str] = True, sanity_layers: Sequence[str] | None = None,
             trust: bool | Sequence[str] | dict = True, seed: int = 0, batch_size: int | None = None) -> Comparison:

@@ -11,6 +11,8 @@ from fastapi.responses import StreamingResponse
 
 import pellucid
 
+from .._checks import PellucidError
+from ..targets import as_indices
 from .jobs import Cancelled, ModelSlot, Server
 from .schema import VisualAsk
 from .views import as_image, image_png
@@ -35,6 +37,11 @@ def visualize_routes(app: FastAPI, srv: Server) -> None:
         slot = srv.slot(ask.model)
         if ask.kind == "channel" and not ask.layer:
             raise HTTPException(400, "choose a layer for the channel visualization")
+        value, name = (ask.target, "target") if ask.kind == "class" else (ask.channel, "channel")
+        try:  # an index past int64 is a 400 here; one past the model's classes or channels an error in the stream
+            as_indices(value, 1, name, kind=ask.kind)
+        except PellucidError as e:
+            raise HTTPException(400, str(e)) from e
         args = (ask.target,) if ask.kind == "class" else (ask.layer, ask.channel)
         return StreamingResponse(stream_visualization(srv, slot, vis_fn, args, ask), media_type="application/x-ndjson")
 

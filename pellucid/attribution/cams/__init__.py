@@ -13,6 +13,7 @@ layer). Eigen-CAM runs it: it uses no gradient and ignores the target, and the c
 (its map does not change when the layers after the CAM layer are randomized).
 """
 
+from ..._checks import forwards
 from ...registry import Method, register_method
 from .core import GRADIENT_CAMS, METHODS, cam, grad_cam, principal_map
 from .grids import default_layer, describe_grid, grid_kind
@@ -26,6 +27,7 @@ def _variant(method: str):
     def fn(model, x, target, **kw):
         return cam(model, x, target, method, **kw)
 
+    fn = forwards(cam, bound=("method",))(fn)
     fn.__name__ = fn.__qualname__ = f"cam_{method.replace('+', 'p')}"
     fn.__doc__ = f"``pl.cam(model, x, target, {method!r}, ...)``, shape ``(N, H, W)``."
     return fn

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..._args import prepare
-from ..._checks import PellucidError, check_choice
+from ..._checks import PellucidError, check_choice, checked_keywords
 from ..._grad import iter_gradients, iter_logits
 from ..._state import model_state
 from .grids import layer_reshape, resolve
@@ -79,6 +79,7 @@ def principal_map(a: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------
 
+@checked_keywords
 def cam(model: nn.Module, x: torch.Tensor, target, method: str = "gradcam", layer: str | nn.Module | None = None,
         *, reshape: Callable | None = None, smooth: str | None = None, relu: bool = True, score: str = "logit",
         batch_size: int | None = None) -> torch.Tensor:
@@ -155,6 +156,7 @@ def _augmented(model, x, t, method, layer, reshape, relu, bs) -> torch.Tensor:
     return maps.mean(0)
 
 
+@checked_keywords
 def grad_cam(model: nn.Module, x: torch.Tensor, target, layer: str | nn.Module | None = None, *,
              relu: bool = True, score: str = "logit", batch_size: int | None = None) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017): channel-weighted activations of a conv layer.
