@@ -1,0 +1,125 @@
+"""Composites: which rule each layer gets. Built-in ones by name (Zennit 0.5.1's ``composites.py``), or a
+user mapping ``{layer name or module type: rule name or Rule}``.
+
+A composite maps module types to rules, first match wins, with a special map for the first layer the image
+reaches (in the order the layers run). Average pools, unmerged BatchNorms and residual sums are not the
+composite's business: they always divide relevance in proportion to each input's contribution (Zennit's
+``Norm``: the epsilon-stabilized z rule; exact under ``zero``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..._checks import PellucidError
+from .rules import RULES, STABILIZER, Rule, epsilon_divide, exact_divide, make_rule
+
+CONV = (nn.modules.conv._ConvNd,)
+DENSE = (nn.Linear,)
+RULED = CONV + DENSE
+"""Layers a composite must give a rule (any other module passes relevance as its gradient)."""
+
+POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
+
+
+@dataclass(frozen=True)
+class Composite:
+    """``layers``: ``(types, rule name)`` pairs, first match wins; ``first``: the same for the first layer the
+    image reaches; ``exact``: pools, sums and unmerged BatchNorms use LRP-0 rather than a stabilized z rule."""
+
+    name: str
+    layers: tuple
+    first: tuple = ()
+    exact: bool = False
+
+
+COMPOSITES = {c.name: c for c in (
+    Composite("zero", ((RULED, "zero"),), exact=True),
+    Composite("epsilon_plus", ((CONV, "zplus"), (DENSE, "epsilon"))),
+    Composite("epsilon_plus_flat", ((CONV, "zplus"), (DENSE, "epsilon")), first=((RULED, "flat"),)),
+    Composite("epsilon_gamma_box", ((CONV, "gamma"), (DENSE, "epsilon")), first=((CONV, "zbox"),)),
+    Composite("epsilon_alpha2_beta1", ((CONV, "alpha2beta1"), (DENSE, "epsilon"))),
+    Composite("epsilon_alpha2_beta1_flat", ((CONV, "alpha2beta1"), (DENSE, "epsilon")), first=((RULED, "flat"),)),
+)}
+DEFAULT = "epsilon_plus_flat"
+
+
+def assign(composite, modules: Mapping[str, nn.Module], order, *, epsilon: float, gamma: float, low, high,
+           unmerged=()) -> dict[str, Rule]:
+    """``{layer name: Rule}`` for the ruled layers, pools and unmerged BatchNorms of ``modules`` (by name, as
+    the model names them); ``order`` lists the layers in the order they ran (the first is "the first layer")."""
+    made: dict[str, Rule] = {}
+
+    def make(name):
+        if name not in made:
+            made[name] = make_rule(name, epsilon, gamma, low, high)
+        return made[name]
+
+    if composite is None:
+        composite = DEFAULT
+    if isinstance(composite, str):
+        if composite not in COMPOSITES:
+            raise PellucidError(f"unknown LRP composite {composite!r}; choose one of: {', '.join(COMPOSITES)}, or "
+                                "pass a mapping {layer name or module type: rule name}")
+        chosen = COMPOSITES[composite]
+        rules = _from_types(chosen, modules, order, make)
+        exact = chosen.exact
+    elif isinstance(composite, Mapping):
+        rules, exact = _from_mapping(composite, modules, make), False
+    else:
+        raise PellucidError(f"composite must be a name ({', '.join(COMPOSITES)}) or a mapping "
+                            f"{{layer name or module type: rule}}, got {type(composite).__name__}")
+    proportional = Rule("zero" if exact else "norm", make("zero").groups,
+                        exact_divide if exact else epsilon_divide(STABILIZER))
+    for name, m in modules.items():
+        if name not in rules and isinstance(m, POOLS):
+            rules[name] = proportional
+    for name in unmerged:  # a per-channel affine layer: the epsilon rule (LRP-0 under "zero")
+        rules.setdefault(name, proportional if exact else make("epsilon"))
+    return rules
+
+
+def _from_types(chosen: Composite, modules, order, make) -> dict[str, Rule]:
+    rules = {}
+    first = next((n for n in order if isinstance(modules[n], tuple(t for t, _ in chosen.first) or ())), None)
+    for name, m in modules.items():
+        pairs = chosen.first if name == first else chosen.layers
+        rule = next((r for types, r in pairs if isinstance(m, types)), None)
+        if rule is not None:
+            rules[name] = make(rule)
+    return rules
+
+
+def _from_mapping(mapping: Mapping, modules, make) -> dict[str, Rule]:
+    named, typed = {}, []
+    for key, value in mapping.items():
+        rule = value if isinstance(value, Rule) else make(value) if isinstance(value, str) else None
+        if rule is None:
+            raise PellucidError(f"the rule for {key!r} must be a rule name ({', '.join(RULES)}) or a Rule, "
+                                f"got {value!r}")
+        if isinstance(key, str):
+            if key not in modules:
+                close = difflib.get_close_matches(key, list(modules), n=4, cutoff=0.5)
+                raise PellucidError(f"no layer {key!r} runs in this model (a rule goes on a layer without sub-layers)"
+                                    + (f"; close matches: {', '.join(close)}" if close else "")
+                                    + " (`pellucid layers --model M` lists the names)")
+            named[key] = rule
+        elif isinstance(key, type) and issubclass(key, nn.Module):
+            typed.append((key, rule))
+        else:
+            raise PellucidError(f"LRP mapping keys are layer names or module types (nn.Conv2d), got {key!r}")
+    rules = {}
+    for name, m in modules.items():
+        rule = named.get(name) or next((r for t, r in typed if isinstance(m, t)), None)
+        if rule is not None:
+            rules[name] = rule
+        elif isinstance(m, RULED):
+            raise PellucidError(f"layer {name!r} ({type(m).__name__}) has no LRP rule in the mapping; add it by "
+                                f"name ({{{name!r}: 'epsilon'}}) or by type ({{nn.{type(m).__name__}: 'zplus'}}), "
+                                f"with a rule from: {', '.join(RULES)}")
+    return rules
