@@ -252,13 +252,21 @@ def test_lrp_has_no_side_effects(digits_model, digits_batch):
     check_side_effects(lambda m, xx: pl.lrp(m, xx, y, "epsilon_gamma_box", layers=["conv2", "bn2"]), digits_model, x)
 
 
-def test_the_record(digits_model, digits_batch):
+def test_the_record_and_the_cli(digits_model, digits_batch, tmp_path):
     from pellucid import registry
+    from pellucid.cli import main
 
     x, y = digits_batch[0][:2], digits_batch[1][:2]
     record = registry.method("lrp")
     assert record.signed and record.cost == "cheap"
     assert torch.equal(record(digits_model, x, y), pl.lrp(digits_model, x, y).sum(1))
+    maps = pl.explain(digits_model, x, y, "saliency,lrp", options={"lrp": {"composite": "zero"}})
+    assert torch.equal(maps["lrp"], pl.lrp(digits_model, x, y, "zero").sum(1))
+    with pytest.raises(PellucidError, match="options given for 'lrp', which is not among the methods run"):
+        pl.explain(digits_model, x, y, "saliency", options={"lrp": {"composite": "zero"}})
+    out = tmp_path / "lrp.png"
+    assert main(["explain", "--methods", "lrp", "--composite", "epsilon_gamma_box", "-n", "2", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
 
 
 @pytest.mark.parametrize("kwargs, message", [
