@@ -1,6 +1,8 @@
 """One home for modified backward passes: a rule per module, applied through forward hooks.
 
-A rule is any object with ``backward(module, inp, out, grad) -> grad for inp``. :func:`apply_rules`
+A rule is any object with ``backward(module, inp, out, grad) -> grad for inp`` (and, optionally,
+``reads_output = False`` when it never reads ``out``'s values: the module's output then goes on without a
+copy, and an in-place op further on may change it). :func:`apply_rules`
 registers, through the state manager, one forward hook per ruled module; the hook swaps the module's
 output for an autograd node of the same value whose backward calls the rule instead of the module's own
 derivative. ``inp`` and ``out`` keep their graph, so a rule may differentiate the module itself
@@ -29,18 +31,19 @@ class BackwardRule(Protocol):
 
 
 class _RuleNode(torch.autograd.Function):
-    """The value of ``out``; backward calls ``call(grad)`` for the gradient of ``inp``."""
+    """The value of ``out`` (``box[0]``); backward calls ``call(grad)`` for the gradient of ``inp``."""
 
     @staticmethod
-    def forward(ctx, inp, value, call):
+    def forward(ctx, inp, box, call, copy):
         ctx.call = call
-        # its own storage: an in-place op further on (a ReLU) cannot change the output the rule reads
-        return value.clone()
+        # a copy has its own storage: an in-place op further on (a ReLU) cannot change the output a rule reads;
+        # without one, the value (not an input of this node) becomes the node's output as it is
+        return box[0].clone() if copy else box[0]
 
     @staticmethod
     def backward(ctx, grad):
         with torch.enable_grad():
-            return ctx.call(grad), None, None
+            return ctx.call(grad), None, None, None
 
 
 def _hook(rule: BackwardRule) -> Callable:
@@ -48,7 +51,8 @@ def _hook(rule: BackwardRule) -> Callable:
         inp = inputs[0] if inputs else None
         if not isinstance(inp, torch.Tensor) or not isinstance(output, torch.Tensor) or not inp.requires_grad:
             return None  # off the gradient path (or not one tensor in, one out): the module's own backward
-        return _RuleNode.apply(inp, output.detach(), partial(rule.backward, module, inp, output))
+        return _RuleNode.apply(inp, [output.detach()], partial(rule.backward, module, inp, output),
+                               getattr(rule, "reads_output", True))
 
     return hook
 

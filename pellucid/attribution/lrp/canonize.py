@@ -26,6 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..._state import ModelState
+from .rules import divide
 
 HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
               "_forward_hooks_always_called", "_backward_pre_hooks", "_backward_hooks")
@@ -202,19 +203,20 @@ def mirror_hooks(state: ModelState, original: nn.Module, canon: Canonical) -> No
 # residual sums
 
 class _Sum(torch.autograd.Function):
-    """``a + sign * b``; backward splits relevance ``R`` as ``a * R / z`` and ``sign * b * R / z``."""
+    """``a + sign * b``; backward splits relevance ``R`` as ``a * R / z`` and ``sign * b * R / z`` (``z`` stabilized
+    by ``epsilon``, exact if ``None``)."""
 
     @staticmethod
-    def forward(ctx, a, b, sign, divide):
+    def forward(ctx, a, b, sign, epsilon):
         z = a + sign * b if sign != 1 else a + b
         ctx.save_for_backward(a, b, z)
-        ctx.sign, ctx.divide = sign, divide
+        ctx.sign, ctx.epsilon = sign, epsilon
         return z
 
     @staticmethod
     def backward(ctx, r):
         a, b, z = ctx.saved_tensors
-        s = ctx.divide(r, z)
+        s = divide(r, z, ctx.epsilon)
         ra, rb = (a * s).sum_to_size(a.shape), (ctx.sign * b * s).sum_to_size(b.shape)
         return ra, rb, None, None
 
@@ -228,9 +230,9 @@ class Residuals(TorchFunctionMode):
     """During the LRP forward pass: sums of two tensors that both carry relevance become :class:`_Sum` nodes
     (in-place ones too, computed out of place), and ``inplace=True`` arguments are dropped."""
 
-    def __init__(self, divide):
+    def __init__(self, epsilon: float | None):
         super().__init__()
-        self.divide = divide
+        self.epsilon = epsilon
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -240,5 +242,5 @@ class Residuals(TorchFunctionMode):
             a, b = args
             if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.requires_grad and b.requires_grad \
                     and a.is_floating_point() and b.is_floating_point():
-                return _Sum.apply(a, b, -1.0 if func in SUBS else 1.0, self.divide)
+                return _Sum.apply(a, b, -1.0 if func in SUBS else 1.0, self.epsilon)
         return func(*args, **kwargs)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..._checks import PellucidError
-from .rules import RULES, STABILIZER, Rule, epsilon_divide, exact_divide, make_rule
+from .rules import RULES, STABILIZER, Rule, make_rule
 
 CONV = (nn.modules.conv._ConvNd,)
 DENSE = (nn.Linear,)
@@ -74,8 +74,7 @@ def assign(composite, modules: Mapping[str, nn.Module], order, *, epsilon: float
     else:
         raise PellucidError(f"composite must be a name ({', '.join(COMPOSITES)}) or a mapping "
                             f"{{layer name or module type: rule}}, got {type(composite).__name__}")
-    proportional = Rule("zero" if exact else "norm", make("zero").groups,
-                        exact_divide if exact else epsilon_divide(STABILIZER))
+    proportional = Rule("zero" if exact else "norm", make("zero").groups, None if exact else STABILIZER)
     for name, m in modules.items():
         if name not in rules and isinstance(m, POOLS):
             rules[name] = proportional

@@ -25,9 +25,7 @@ from ...registry import Method, register_method
 from ..rulemap import apply_rules, tap
 from .canonize import Residuals, canonical, mirror_hooks
 from .composites import COMPOSITES, assign
-from .rules import Rule, epsilon_divide, exact_divide
-
-STABILIZER = 1e-6
+from .rules import STABILIZER, Rule
 
 
 @dataclass(frozen=True)
@@ -64,11 +62,11 @@ class _Seed(torch.autograd.Function):
 class _Relevance:
     """A callable for :func:`iter_gradients`: the canonical network with residual sums split, seeded."""
 
-    def __init__(self, net: nn.Module, divide):
-        self.net, self.divide = net, divide
+    def __init__(self, net: nn.Module, epsilon: float | None):
+        self.net, self.epsilon = net, epsilon
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with Residuals(self.divide):
+        with Residuals(self.epsilon):
             out = self.net(x)
         if not isinstance(out, torch.Tensor):
             raise PellucidError(f"LRP needs a model that returns a tensor of logits, got {type(out).__name__}")
@@ -80,6 +78,7 @@ class _Ruled:
 
     def __init__(self, rule: Rule, note=None):
         self.rule, self.note = rule, note
+        self.reads_output = rule.reads_output
 
     def backward(self, module, inp, out, grad):
         r_in, absorbed = self.rule.relevance(module, inp, out, grad, absorbed=self.note is not None)
@@ -124,7 +123,6 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
         find_layer(net, name)  # a clear error for an unknown name
     canon = canonical(net, xn[:1])
     exact = isinstance(composite, str) and composite in COMPOSITES and COMPOSITES[composite].exact
-    divide = exact_divide if exact else epsilon_divide(STABILIZER)
     with canon.lock, model_state(canon.net) as state:
         running = {n: canon.modules[n] for n in canon.order}
         rules = assign(composite, running, canon.order, epsilon=epsilon, gamma=gamma, low=low, high=high,
@@ -136,7 +134,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
         for name in names:
             _note(state, canon.modules[name], notes[name])
         grads, scores = [], []
-        for _, g, s in iter_gradients(_Relevance(canon.net, divide), xn, len(xn), t, bs):
+        for _, g, s in iter_gradients(_Relevance(canon.net, None if exact else STABILIZER), xn, len(xn), t, bs):
             grads.append(g)
             scores.append(s)
     relevance = grads[0] if len(grads) == 1 else torch.cat(grads)

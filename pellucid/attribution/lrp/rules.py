@@ -72,17 +72,15 @@ def gamma_minus(gamma: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda p: p + gamma * p.clamp(max=0)
 
 
-# stabilizers: (R, z) -> R / stabilized z
-def epsilon_divide(epsilon: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``R / (z + epsilon * sign(z))``, the sign of 0 taken as +1 (Zennit's ``Stabilizer``)."""
-    def divide(r: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return r / torch.where(z >= 0, epsilon, -epsilon).to(z).add_(z)
-    return divide
-
-
-def exact_divide(r: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``R / z`` where ``z != 0``, 0 elsewhere (LRP-0: no stabilizer, no division by zero)."""
-    return (r / z).masked_fill_(z == 0, 0)
+def divide(r: torch.Tensor, z: torch.Tensor, epsilon: float | None, sign: float | None = None) -> torch.Tensor:
+    """``R / (z + epsilon * sign(z))``, the sign of 0 taken as +1 (Zennit's ``Stabilizer``); ``sign``: the sign
+    every ``z`` is known to have (+1, -1), which saves a pass. ``epsilon=None``: LRP-0, ``R / z`` where
+    ``z != 0`` and 0 elsewhere (no stabilizer, no division by zero)."""
+    if epsilon is None:
+        return (r / z).masked_fill_(z == 0, 0)
+    if sign is not None:
+        return r / (z + sign * epsilon)
+    return r / torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z).add_(z)
 
 
 @dataclass(frozen=True)
@@ -103,20 +101,27 @@ class Part:
 @dataclass(frozen=True)
 class Group:
     """Parts whose outputs add up to one denominator; ``weight`` scales the group's relevance (alpha, -beta);
-    ``where(z)`` restricts it to some outputs of the unmodified layer (gamma: ``z > 0`` or ``z < 0``)."""
+    ``where(z)`` restricts it to some outputs of the unmodified layer (gamma: ``z > 0`` or ``z < 0``); ``sign``
+    is the sign the denominator always has (z+: +1), which spares the stabilizer a pass."""
 
     parts: tuple[Part, ...]
     weight: float = 1.0
     where: Callable[[torch.Tensor], torch.Tensor] | None = None
+    sign: float | None = None  # the sign the parts' sum always has (z+ >= 0), if any
 
 
 @dataclass(frozen=True)
 class Rule:
-    """An LRP rule: groups of parts and how ``R`` is divided by their sum (see the module docstring)."""
+    """An LRP rule: groups of parts and the stabilizer ``epsilon`` of their sum (``None``: none, LRP-0)."""
 
     name: str
     groups: tuple[Group, ...]
-    divide: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = epsilon_divide(STABILIZER)
+    epsilon: float | None = STABILIZER
+
+    @property
+    def reads_output(self) -> bool:
+        """Whether the rule reads the forward pass's output (the module's output must then stay unchanged)."""
+        return any(p.plain for g in self.groups for p in g.parts) or any(g.where for g in self.groups)
 
     def relevance(self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor, r: torch.Tensor,
                   absorbed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -125,14 +130,14 @@ class Rule:
         ``inp`` and ``out`` are the forward pass's tensors (with their graph: a plain part differentiates it).
         """
         x = inp.detach()
-        nonneg = None if not _skippable(self) else bool((x >= 0).all())
+        nonneg = None if not _skippable(self) else bool(_flat(x).min() >= 0)
         zs, xs, seeds, scale = [], [], [], []
         entering = r.flatten(1).sum(1) if absorbed else None
         leaving = torch.zeros_like(entering) if absorbed else None
         for group in self.groups:
             if group.weight == 0:
                 continue
-            parts = []
+            parts, shift = [], 0.0  # shift: the stabilizer, when a part's bias carried it
             for part in group.parts:
                 if nonneg and part.inputs is negative and not part.bias:
                     continue  # x has no negative values: this part's input and output are all zeros
@@ -141,20 +146,24 @@ class Rule:
                     continue
                 xp = (x if part.inputs is positive and nonneg else part.inputs(x) if part.inputs else x)
                 xp = xp.detach().requires_grad_(True)
-                parts.append((part, xp, _run(module, part, xp)))
+                fold = 0.0 if shift or group.sign is None or self.epsilon is None or part.sign != 1 \
+                    else group.sign * self.epsilon
+                zp, folded = _run(module, part, xp, fold)
+                shift = shift or (fold if folded else 0.0)
+                parts.append((part, xp, zp))
             if not parts:
                 continue
-            z = _signed_sum([(p.sign, zp.detach()) for p, _, zp in parts])
+            z = _signed_sum([(p.sign, zp.detach()) for p, _, zp in parts])  # stabilized if shift
             seen = r if group.where is None else r * group.where(out.detach())
-            s = self.divide(seen, z)
+            s = seen / z if shift else divide(seen, z, self.epsilon, group.sign)
             for part, xp, zp in parts:
                 zs.append(zp)
                 xs.append(xp)
                 seeds.append(s)
                 scale.append(group.weight * part.sign)
             if absorbed:
-                bias = _signed_sum([(p.sign, _run(module, p, torch.zeros_like(xp)).detach()) for p, xp, _ in parts])
-                leaving += group.weight * (s * (z - bias)).flatten(1).sum(1)
+                bias = _signed_sum([(p.sign, _run(module, p, torch.zeros_like(xp))[0].detach()) for p, xp, _ in parts])
+                leaving += group.weight * (s * (z - shift - bias)).flatten(1).sum(1)
         grads = torch.autograd.grad(zs, xs, seeds) if zs else ()
         r_in = _signed_sum([(k, xp.detach() * g) for k, xp, g in zip(scale, xs, grads)])
         if r_in is None:  # every part skipped or zero-weighted: nothing passes
@@ -175,20 +184,33 @@ def _signed_sum(terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor | None:
     return total
 
 
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """``x``'s values as one dense row, without the copy a reduction makes of a channels-last tensor."""
+    if x.is_contiguous() or x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x.as_strided((x.numel(),), (1,))
+    return x
+
+
 def _skippable(rule: Rule) -> bool:
     return any(p.inputs is negative and not p.bias for g in rule.groups for p in g.parts)
 
 
-def _run(module: nn.Module, part: Part, x: torch.Tensor) -> torch.Tensor:
-    """``module.forward(x)`` with its own parameters modified by ``part`` (no hooks run)."""
+def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0) -> tuple[torch.Tensor, bool]:
+    """``module.forward(x)`` with its own parameters modified by ``part`` (no hooks run), and whether ``shift``
+    went into its bias (the stabilizer rides along in the layer's own bias add: a pass saved)."""
     saved = dict(module._parameters)
+    folded = False
     try:
         for name, p in saved.items():
             if p is None:
                 continue
             new = part.params(p) if part.params is not None else p
-            module._parameters[name] = torch.zeros_like(p) if name == "bias" and not part.bias else new
-        return module.forward(x)
+            if name == "bias":
+                new = new if part.bias else torch.zeros_like(p)
+                if shift:
+                    new, folded = new + shift, True
+            module._parameters[name] = new
+        return module.forward(x), folded
     finally:
         module._parameters.update(saved)
 
@@ -201,8 +223,8 @@ RULES = ("zero", "epsilon", "gamma", "alpha2beta1", "alpha1beta0", "zplus", "fla
 
 def _alpha_beta(name: str, alpha: float, beta: float) -> Rule:
     return Rule(name, (
-        Group((Part(positive, plus), Part(negative, minus, bias=False)), alpha),
-        Group((Part(positive, minus), Part(negative, plus, bias=False)), -beta),
+        Group((Part(positive, plus), Part(negative, minus, bias=False)), alpha, sign=1.0),
+        Group((Part(positive, minus), Part(negative, plus, bias=False)), -beta, sign=-1.0),
     ))
 
 
@@ -225,11 +247,11 @@ def make_rule(name: str, epsilon: float = 1e-6, gamma: float = 0.25, low=0.0, hi
     if name == "gamma":
         check_number(gamma, "gamma", strict=False)
     if name == "zero":
-        return Rule("zero", (Group((Part(),)),), exact_divide)
+        return Rule("zero", (Group((Part(),)),), None)
     if name == "epsilon":
-        return Rule("epsilon", (Group((Part(),)),), epsilon_divide(epsilon))
+        return Rule("epsilon", (Group((Part(),)),), epsilon)
     if name == "zplus":
-        return Rule("zplus", (Group((Part(positive, plus), Part(negative, minus, bias=False))),))
+        return Rule("zplus", (Group((Part(positive, plus), Part(negative, minus, bias=False)), sign=1.0),))
     if name == "alpha2beta1":
         return _alpha_beta(name, 2.0, 1.0)
     if name == "alpha1beta0":
@@ -241,9 +263,9 @@ def make_rule(name: str, epsilon: float = 1e-6, gamma: float = 0.25, low=0.0, hi
             Group((Part(positive, down), Part(negative, up, bias=False)), where=lambda z: (z < 0).to(z)),
         ))
     if name == "flat":
-        return Rule("flat", (Group((Part(ones, torch.ones_like, bias=False),)),))
+        return Rule("flat", (Group((Part(ones, torch.ones_like, bias=False),), sign=1.0),))
     if name == "wsquare":
-        return Rule("wsquare", (Group((Part(ones, square),)),))
+        return Rule("wsquare", (Group((Part(ones, square),), sign=1.0),))
     if name == "zbox":
         low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
         return Rule("zbox", (Group((Part(), Part(constant(low), plus, sign=-1.0),
