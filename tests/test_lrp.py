@@ -123,12 +123,13 @@ def test_a_batchnorm_after_a_relu_gets_its_own_rule():
 # conservation
 
 class Residual(nn.Module):
-    """Bias-free: convolutions, residual sums (``+`` and ``+=``), a concatenation, max and average pools."""
+    """Bias-free: convolutions, residual sums (``+``, ``+=``, ``torch.sub``), a concatenation, max and average
+    pools."""
 
     def __init__(self):
         super().__init__()
         conv = lambda i, o: nn.Conv2d(i, o, 3, padding=1, bias=False)  # noqa: E731
-        self.stem, self.a, self.b, self.c = conv(3, 8), conv(8, 8), conv(8, 8), conv(16, 8)
+        self.stem, self.a, self.b, self.c, self.d = conv(3, 8), conv(8, 8), conv(8, 8), conv(16, 8), conv(8, 8)
         self.relu, self.pool, self.avg = nn.ReLU(), nn.MaxPool2d(2), nn.AvgPool2d(2)
         self.head, self.gap = nn.Linear(8, 10, bias=False), nn.AdaptiveAvgPool2d(1)
 
@@ -137,6 +138,7 @@ class Residual(nn.Module):
         y = self.relu(self.a(x)) + x
         z = self.relu(self.b(y))
         z += y
+        z = torch.sub(z, self.relu(self.d(z)))
         x = self.avg(self.relu(self.c(torch.cat([y, z], 1))))
         return self.head(self.gap(x).flatten(1))
 
