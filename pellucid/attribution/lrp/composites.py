@@ -10,13 +10,13 @@ composite's business: they always divide relevance in proportion to each input's
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from torch import nn
 
 from ..._checks import PellucidError
-from .rules import RULES, STABILIZER, Rule, make_rule
+from .rules import RULES, STABILIZER, Group, Part, Rule, make_rule
 
 CONV = (nn.modules.conv._ConvNd,)
 DENSE = (nn.Linear,)
@@ -49,13 +49,26 @@ COMPOSITES = {c.name: c for c in (
 DEFAULT = "epsilon_plus_flat"
 
 
-def assign(composite, modules: Mapping[str, nn.Module], order, *, epsilon: float, gamma: float, low, high,
-           unmerged=()) -> dict[str, Rule]:
-    """``{layer name: Rule}`` for the ruled layers, pools and unmerged BatchNorms of ``modules`` (by name, as
-    the model names them); ``order`` lists the layers in the order they ran (the first is "the first layer")."""
+@dataclass(frozen=True)
+class Plan:
+    """A composite turned into rules, before it meets a model (every argument checked): ``layers`` and
+    ``first`` are ``(types, Rule)`` pairs, ``named`` maps layer names to rules (a user mapping; ``strict``:
+    every convolution and dense layer must then be covered), ``exact``: LRP-0 for pools, sums and unmerged
+    BatchNorms, and ``fallback`` makes the per-channel epsilon rule of an unmerged BatchNorm."""
+
+    layers: tuple
+    first: tuple
+    named: dict
+    strict: bool
+    exact: bool
+    fallback: Callable[[], Rule]
+
+
+def plan(composite, *, epsilon: float, gamma: float, low, high) -> Plan:
+    """Check ``composite`` (a name, a mapping or ``None`` for the default) and make its rules."""
     made: dict[str, Rule] = {}
 
-    def make(name):
+    def make(name: str) -> Rule:
         if name not in made:
             made[name] = make_rule(name, epsilon, gamma, low, high)
         return made[name]
@@ -66,59 +79,53 @@ def assign(composite, modules: Mapping[str, nn.Module], order, *, epsilon: float
         if composite not in COMPOSITES:
             raise PellucidError(f"unknown LRP composite {composite!r}; choose one of: {', '.join(COMPOSITES)}, or "
                                 "pass a mapping {layer name or module type: rule name}")
-        chosen = COMPOSITES[composite]
-        rules = _from_types(chosen, modules, order, make)
-        exact = chosen.exact
-    elif isinstance(composite, Mapping):
-        rules, exact = _from_mapping(composite, modules, make), False
-    else:
+        c = COMPOSITES[composite]
+        layers = tuple((types, make(rule)) for types, rule in c.layers)
+        first = tuple((types, make(rule)) for types, rule in c.first)
+        return Plan(layers, first, {}, False, c.exact, lambda: make("zero" if c.exact else "epsilon"))
+    if not isinstance(composite, Mapping):
         raise PellucidError(f"composite must be a name ({', '.join(COMPOSITES)}) or a mapping "
                             f"{{layer name or module type: rule}}, got {type(composite).__name__}")
-    proportional = Rule("zero" if exact else "norm", make("zero").groups, None if exact else STABILIZER)
-    for name, m in modules.items():
-        if name not in rules and isinstance(m, POOLS):
-            rules[name] = proportional
-    for name in unmerged:  # a per-channel affine layer: the epsilon rule (LRP-0 under "zero")
-        rules.setdefault(name, proportional if exact else make("epsilon"))
-    return rules
-
-
-def _from_types(chosen: Composite, modules, order, make) -> dict[str, Rule]:
-    rules = {}
-    first = next((n for n in order if isinstance(modules[n], tuple(t for t, _ in chosen.first) or ())), None)
-    for name, m in modules.items():
-        pairs = chosen.first if name == first else chosen.layers
-        rule = next((r for types, r in pairs if isinstance(m, types)), None)
-        if rule is not None:
-            rules[name] = make(rule)
-    return rules
-
-
-def _from_mapping(mapping: Mapping, modules, make) -> dict[str, Rule]:
     named, typed = {}, []
-    for key, value in mapping.items():
+    for key, value in composite.items():
         rule = value if isinstance(value, Rule) else make(value) if isinstance(value, str) else None
         if rule is None:
             raise PellucidError(f"the rule for {key!r} must be a rule name ({', '.join(RULES)}) or a Rule, "
                                 f"got {value!r}")
         if isinstance(key, str):
-            if key not in modules:
-                close = difflib.get_close_matches(key, list(modules), n=4, cutoff=0.5)
-                raise PellucidError(f"no layer {key!r} runs in this model (a rule goes on a layer without sub-layers)"
-                                    + (f"; close matches: {', '.join(close)}" if close else "")
-                                    + " (`pellucid layers --model M` lists the names)")
             named[key] = rule
         elif isinstance(key, type) and issubclass(key, nn.Module):
             typed.append((key, rule))
         else:
             raise PellucidError(f"LRP mapping keys are layer names or module types (nn.Conv2d), got {key!r}")
+    return Plan(tuple(typed), (), named, True, False, lambda: make("epsilon"))
+
+
+def assign(plan: Plan, modules: Mapping[str, nn.Module], order, unmerged=()) -> dict[str, Rule]:
+    """``{layer name: Rule}`` for the ruled layers, pools and unmerged BatchNorms of ``modules`` (the layers
+    that ran, by name); ``order`` lists them in the order they ran (the first is "the first layer")."""
+    for key in plan.named:
+        if key not in modules:
+            close = difflib.get_close_matches(key, list(modules), n=4, cutoff=0.5)
+            raise PellucidError(f"no layer {key!r} runs in this model (a rule goes on a layer without sub-layers)"
+                                + (f"; close matches: {', '.join(close)}" if close else "")
+                                + " (`pellucid layers --model M` lists the names)")
+    first = next((n for n in order if isinstance(modules[n], tuple(t for t, _ in plan.first))), None)
     rules = {}
     for name, m in modules.items():
-        rule = named.get(name) or next((r for t, r in typed if isinstance(m, t)), None)
+        pairs = plan.first if name == first else plan.layers
+        rule = plan.named.get(name) or next((r for types, r in pairs if isinstance(m, types)), None)
         if rule is not None:
             rules[name] = rule
-        elif isinstance(m, RULED):
+        elif plan.strict and isinstance(m, RULED):
             raise PellucidError(f"layer {name!r} ({type(m).__name__}) has no LRP rule in the mapping; add it by "
                                 f"name ({{{name!r}: 'epsilon'}}) or by type ({{nn.{type(m).__name__}: 'zplus'}}), "
                                 f"with a rule from: {', '.join(RULES)}")
+    proportional = Rule("zero" if plan.exact else "norm", (Group((Part(),)),), None if plan.exact else STABILIZER)
+    for name, m in modules.items():
+        if name not in rules and isinstance(m, POOLS):
+            rules[name] = proportional
+    for name in unmerged:  # a per-channel affine layer: the epsilon rule (LRP-0 under "zero")
+        if name not in rules:
+            rules[name] = plan.fallback()
     return rules

@@ -24,7 +24,7 @@ from ...models.layers import find_layer
 from ...registry import Method, register_method
 from ..rulemap import apply_rules, tap
 from .canonize import Residuals, canonical, mirror_hooks
-from .composites import COMPOSITES, assign
+from .composites import assign, plan
 from .rules import STABILIZER, Rule
 
 
@@ -118,15 +118,13 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
     """
     x, t, bs = prepare(model, x, target, batch_size)
     net, xn, low, high = _normalization(model, x)
+    chosen = plan(composite, epsilon=epsilon, gamma=gamma, low=low, high=high)
     names = list(layers or ())
     for name in names:
         find_layer(net, name)  # a clear error for an unknown name
     canon = canonical(net, xn[:1])
-    exact = isinstance(composite, str) and composite in COMPOSITES and COMPOSITES[composite].exact
     with canon.lock, model_state(canon.net) as state:
-        running = {n: canon.modules[n] for n in canon.order}
-        rules = assign(composite, running, canon.order, epsilon=epsilon, gamma=gamma, low=low, high=high,
-                       unmerged=canon.unmerged)
+        rules = assign(chosen, {n: canon.modules[n] for n in canon.order}, canon.order, canon.unmerged)
         notes = {n: {"out": [], "in": [], "absorbed": []} for n in names}
         mirror_hooks(state, net, canon)
         apply_rules(state, {canon.modules[n]: _Ruled(r, notes[n]["absorbed"].append if n in notes else None)
@@ -134,7 +132,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
         for name in names:
             _note(state, canon.modules[name], notes[name])
         grads, scores = [], []
-        for _, g, s in iter_gradients(_Relevance(canon.net, None if exact else STABILIZER), xn, len(xn), t, bs):
+        for _, g, s in iter_gradients(_Relevance(canon.net, None if chosen.exact else STABILIZER), xn, len(xn), t, bs):
             grads.append(g)
             scores.append(s)
     relevance = grads[0] if len(grads) == 1 else torch.cat(grads)
