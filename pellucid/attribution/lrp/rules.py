@@ -72,14 +72,11 @@ def gamma_minus(gamma: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda p: p + gamma * p.clamp(max=0)
 
 
-def divide(r: torch.Tensor, z: torch.Tensor, epsilon: float | None, sign: float | None = None) -> torch.Tensor:
-    """``R / (z + epsilon * sign(z))``, the sign of 0 taken as +1 (Zennit's ``Stabilizer``); ``sign``: the sign
-    every ``z`` is known to have (+1, -1), which saves a pass. ``epsilon=None``: LRP-0, ``R / z`` where
-    ``z != 0`` and 0 elsewhere (no stabilizer, no division by zero)."""
+def divide(r: torch.Tensor, z: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+    """``R / (z + epsilon * sign(z))``, the sign of 0 taken as +1 (Zennit's ``Stabilizer``); ``epsilon=None``:
+    LRP-0, ``R / z`` where ``z != 0`` and 0 elsewhere (no stabilizer, no division by zero)."""
     if epsilon is None:
         return (r / z).masked_fill_(z == 0, 0)
-    if sign is not None:
-        return r / (z + sign * epsilon)
     return r / torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z).add_(z)
 
 
@@ -102,7 +99,7 @@ class Part:
 class Group:
     """Parts whose outputs add up to one denominator; ``weight`` scales the group's relevance (alpha, -beta);
     ``where(z)`` restricts it to some outputs of the unmodified layer (gamma: ``z > 0`` or ``z < 0``); ``sign``
-    is the sign the denominator always has (z+: +1), which spares the stabilizer a pass."""
+    is the sign the denominator always has (z+: +1): the stabilizer then rides in the layer's bias add."""
 
     parts: tuple[Part, ...]
     weight: float = 1.0
@@ -155,7 +152,11 @@ class Rule:
                 continue
             z = _signed_sum([(p.sign, zp.detach()) for p, _, zp in parts])  # stabilized if shift
             seen = r if group.where is None else r * group.where(out.detach())
-            s = seen / z if shift else divide(seen, z, self.epsilon, group.sign)
+            if shift:  # z already carries the stabilizer; the clamp only guards against rounding (a conv's sum of
+                # non-negative terms may come out a hair below 0 in some algorithms), as Zennit's sign rule does
+                s = seen / (z.clamp_min(shift) if shift > 0 else z.clamp_max(shift))
+            else:
+                s = divide(seen, z, self.epsilon)
             for part, xp, zp in parts:
                 zs.append(zp)
                 xs.append(xp)
