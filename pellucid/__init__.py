@@ -23,6 +23,7 @@ from .attribution import (
     attribution_map, cam, deeplift, deeplift_shap, explain, grad_cam, gradient, gradient_shap, guided_backprop,
     guided_grad_cam, input_x_gradient, integrated_gradients, kernel_shap, lime, occlusion, saliency, smoothgrad,
 )
+from .attribution.lrp import lrp, LRPResult
 
 # outputs other than one class (regression: target=None; multi-label: score="sigmoid")
 from .targets import segmentation_target, similarity_target
@@ -63,7 +64,8 @@ __all__ = [
     "deepfool", "deeplift", "deeplift_shap", "deletion", "explain", "explain_dataset", "explain_text",
     "explanation_attack", "fab", "fgsm", "fooling_image", "grad_cam", "gradient", "gradient_shap", "guided_backprop",
     "guided_grad_cam", "hotflip", "infidelity", "input_x_gradient", "insertion", "integrated_gradients", "jitter",
-    "kernel_shap", "l2", "layer_names", "lime", "list_models", "load_image", "load_images", "load_model",
+    "kernel_shap", "l2", "layer_names", "lime", "list_models", "load_image", "load_images", "load_model", "lrp",
+    "LRPResult",
     "minimal_epsilon", "neuron", "Objective", "occlusion", "pad", "PellucidError", "pgd", "PHOTOS", "PixelModel",
     "random_rotate", "random_scale", "read_results", "road", "robustness_curve", "roll", "saliency", "sample_images",
     "sanity_check", "save_image", "segmentation_target", "sensitivity", "similarity_target", "smoothgrad", "square",

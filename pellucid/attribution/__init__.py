@@ -5,6 +5,8 @@
 - ``cams``: the CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM,
   Ablation-CAM, Eigen-CAM) for CNNs and transformers, and guided Grad-CAM;
 - ``perturbation``: occlusion and LIME;
+- ``lrp``: Layer-wise Relevance Propagation (rules, composites, canonization) on ``rulemap``, the one home
+  for modified backward passes;
 - ``by_name``: maps by method name, read from the records in :mod:`pellucid.registry`.
 
 Many-pass methods (IG steps, SmoothGrad samples, occlusion windows, LIME samples) describe their rows
@@ -24,6 +26,7 @@ from .gradients import (
     saliency,
     smoothgrad,
 )
+from .lrp import LRPResult  # pl.lrp is pellucid.attribution.lrp.lrp: the package keeps its name
 from .perturbation import LimeResult, lime, occlusion, slic_segments
 from .reference import deeplift, deeplift_shap
 from .shap import ShapResult, gradient_shap, kernel_shap
@@ -33,4 +36,4 @@ __all__ = [
     "input_x_gradient", "integrated_gradients", "lime", "make_baseline", "normalize_per_image", "occlusion",
     "saliency", "slic_segments", "smoothgrad",
 ]
-__all__ += ["ShapResult", "deeplift", "deeplift_shap", "gradient_shap", "kernel_shap"]
+__all__ += ["LRPResult", "ShapResult", "deeplift", "deeplift_shap", "gradient_shap", "kernel_shap"]

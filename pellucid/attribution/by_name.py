@@ -35,18 +35,26 @@ def _names(value) -> list[str]:
 
 @checked_keywords
 def explain(model: nn.Module, x: torch.Tensor, target, methods=None, *, seed: int = 0,
-            batch_size: int | None = None, quick: bool = False, progress: bool = False) -> dict[str, torch.Tensor]:
+            batch_size: int | None = None, quick: bool = False, progress: bool = False,
+            options: dict[str, dict] | None = None) -> dict[str, torch.Tensor]:
     """``{name: (N, H, W) map}`` for each method name (default: the registered grid methods).
 
     ``methods`` is a list of names or one comma-separated string (``"saliency,ig"``). Each method runs
-    with the defaults its record gives for these images (``quick`` cuts samples on large images).
+    with the defaults its record gives for these images (``quick`` cuts samples on large images), updated
+    by ``options[name]`` (``{"lrp": {"composite": "epsilon_gamma_box"}}``).
     """
     names = _names(methods)
+    options = options or {}
+    unused = [m for m in options if m not in names]
+    if unused:
+        raise PellucidError(f"options given for {', '.join(map(repr, unused))}, which is not among the methods run "
+                            f"({', '.join(names)})")
     maps = {}
     with bar(len(names), "explaining", progress) as b:
         for name in names:
             b.set_postfix_str(name)
             record = method(name)
-            maps[name] = record(model, x, target, batch_size=batch_size, **record.defaults(x, seed, quick))
+            kw = {**record.defaults(x, seed, quick), **options.get(name, {})}
+            maps[name] = record(model, x, target, batch_size=batch_size, **kw)
             b.update()
     return maps

@@ -76,6 +76,7 @@ def _saliency_run(args):
 
 
 def _explain_args(p):
+    from ..attribution.lrp.composites import COMPOSITES, DEFAULT
     from ..registry import grid_methods, methods
 
     add_model_args(p)
@@ -88,6 +89,8 @@ def _explain_args(p):
     p.add_argument("--shared-scale", action="store_true", help="one colour scale per method over all images")
     seed_flag(p, help="seed of SmoothGrad noise and LIME samples")
     number(p, "--batch-size", integer=True, low=1, default=None, help="images per model call (default: automatic)")
+    p.add_argument("--composite", default=None, choices=list(COMPOSITES),
+                   help=f"the LRP composite of --methods lrp (default {DEFAULT})")
     p.add_argument("--out", default="explain.png", help="output PNG")
 
 
@@ -108,7 +111,9 @@ def _explain_run(args):
         target, titles = parse_target(args.target, model, probs.argmax(1)), render.image_row_titles(model, probs, y)
     else:
         target, titles = explain_target(args.target_kind, args.target, model, x)
-    maps = explain(model, x, target, args.methods, seed=args.seed, batch_size=args.batch_size, progress=True)
+    options = {"lrp": {"composite": args.composite}} if args.composite else None
+    maps = explain(model, x, target, args.methods, seed=args.seed, batch_size=args.batch_size, progress=True,
+                   options=options)
     png = render.attribution_grid(x, maps, titles, shared_scale=args.shared_scale)
     print(f"wrote {render.write_png(png, args.out)}")
 

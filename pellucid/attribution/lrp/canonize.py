@@ -1,0 +1,246 @@
+"""Canonization for any model, no per-architecture code: a cached copy with BatchNorm merged, and residual
+sums split in proportion.
+
+- **BatchNorm** is merged into the convolution or linear layer that feeds it. The pairs are found by tracing
+  a probe forward pass of a private deep copy: forward hooks on every leaf module note which layer produced
+  each tensor, and a ``TorchFunctionMode`` counts every other use of it, so a BatchNorm is merged only into a
+  layer it alone reads (run once each). The merge happens on the copy, which is cached per model (weakly: it
+  goes with the model) and rebuilt when any parameter or buffer changes (their ``_version`` counters and
+  storage), so it costs nothing per call after the first. The caller's model is never modified.
+- **Residual sums** (``x + y``, ``torch.add``, ``+=`` on two tensors that carry relevance) are intercepted by a
+  ``TorchFunctionMode`` during the LRP forward pass and become nodes that split the relevance of the sum in
+  proportion to each summand (never copied to both).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import weakref
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..._state import ModelState
+from .rules import divide
+
+HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
+              "_forward_hooks_always_called", "_backward_pre_hooks", "_backward_hooks")
+_MERGEABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclass
+class Canonical:
+    """A model's private copy: BatchNorm merged (the BatchNorm's name now holds an ``nn.Identity``), eval mode,
+    frozen, no hooks, no in-place modules; ``order`` lists the leaf layers in the order they ran."""
+
+    net: nn.Module
+    modules: dict[str, nn.Module]
+    order: tuple[str, ...]
+    merged: dict[str, str]
+    unmerged: tuple[str, ...]
+    signature: tuple
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def signature(net: nn.Module) -> tuple:
+    """What a cached copy depends on: the modules, and every parameter's and buffer's storage and version."""
+    tensors = [*net.parameters(), *net.buffers()]
+    return (tuple(map(id, net.modules())),
+            tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
+
+
+def canonical(net: nn.Module, probe: torch.Tensor) -> Canonical:
+    """The cached canonical copy of ``net`` (built on ``probe``, one input row, when missing or stale)."""
+    sig = signature(net)
+    found = _CACHE.get(net)
+    if found is None or found.signature != sig:
+        found = _CACHE[net] = _build(net, probe, sig)
+    return found
+
+
+def _build(net: nn.Module, probe: torch.Tensor, sig: tuple) -> Canonical:
+    memo = {id(getattr(m, d)): type(getattr(m, d))() for m in net.modules() for d in HOOK_DICTS if hasattr(m, d)}
+    net_copy = copy.deepcopy(net, memo)  # the caller's hooks are not copied
+    for m in net_copy.modules():
+        if isinstance(getattr(m, "inplace", None), bool):
+            m.inplace = False
+    net_copy.eval()
+    for p in net_copy.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    order, pairs = _probe(net_copy, probe)
+    modules = dict(net_copy.named_modules())
+    merged = {}
+    for layer, bn in pairs:
+        _merge(modules[layer], modules[bn])
+        parent, _, child = bn.rpartition(".")
+        setattr(net_copy.get_submodule(parent), child, nn.Identity())
+        merged[bn] = layer
+    modules = dict(net_copy.named_modules())
+    unmerged = tuple(n for n in order if isinstance(modules[n], nn.modules.batchnorm._BatchNorm))
+    return Canonical(net_copy, modules, tuple(order), merged, unmerged, sig)
+
+
+def _merge(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """Fold ``bn`` (eval mode) into ``layer``: ``W' = s W``, ``b' = s (b - mean) + beta``, ``s = gamma / std``."""
+    with torch.no_grad():
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale + (bn.bias if bn.bias is not None else 0)
+        w = layer.weight
+        layer.weight.copy_(w * scale.reshape(-1, *([1] * (w.dim() - 1))).to(w))
+        bias = shift.to(w) if layer.bias is None else layer.bias * scale.to(w) + shift.to(w)
+        if layer.bias is None:
+            layer.bias = nn.Parameter(bias, requires_grad=False)
+        else:
+            layer.bias.copy_(bias)
+
+
+def _tensors(value) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+class _Uses(TorchFunctionMode):
+    """Counts the uses of watched tensors by torch functions outside the leaf module that received them."""
+
+    def __init__(self, watched: dict, uses: Counter, stack: list):
+        super().__init__()
+        self.watched, self.uses, self.stack = watched, uses, stack
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(True for _ in _tensors(out)):  # .shape, .dim(): reading a size is no use of the values
+            inside = self.stack[-1] if self.stack else ()
+            for t in _tensors((args, kwargs)):
+                if id(t) in self.watched and id(t) not in inside:
+                    self.uses[id(t)] += 1
+        return out
+
+
+def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, str]]]:
+    """Run ``net`` once; return its leaf layers in call order and the (layer, BatchNorm) pairs to merge."""
+    produced: dict[int, str] = {}  # id(output) -> mergeable layer that produced it
+    uses: Counter = Counter()
+    calls: Counter = Counter()
+    bn_input: dict[str, int] = {}
+    stack: list[set] = []
+    alive: list[torch.Tensor] = []  # keeps the watched tensors alive, so their ids stay theirs
+    order: list[str] = []
+    handles = []
+
+    def before(name):
+        def hook(module, inputs):
+            calls[name] += 1
+            if calls[name] == 1:
+                order.append(name)
+            ids = {id(t) for t in _tensors(inputs)}
+            for i in ids & produced.keys():
+                uses[i] += 1
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and inputs and isinstance(inputs[0], torch.Tensor):
+                bn_input[name] = id(inputs[0])
+            stack.append(ids)
+        return hook
+
+    def after(name):
+        def hook(module, inputs, output):
+            stack.pop()
+            if isinstance(module, _MERGEABLE) and isinstance(output, torch.Tensor):
+                produced[id(output)] = name
+                alive.append(output)
+        return hook
+
+    try:
+        for name, m in net.named_modules():
+            if not any(True for _ in m.children()):
+                handles += [m.register_forward_pre_hook(before(name)), m.register_forward_hook(after(name))]
+        with torch.no_grad(), _Uses(produced, uses, stack):
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    modules = dict(net.named_modules())
+    pairs = []
+    for bn, i in bn_input.items():
+        layer = produced.get(i)
+        if layer is None or calls[bn] != 1 or calls[layer] != 1 or uses[i] != 1:
+            continue
+        b, m = modules[bn], modules[layer]
+        if b.running_mean is not None and b.running_var is not None and m.weight.shape[0] == b.num_features:
+            pairs.append((layer, bn))
+    return order, pairs
+
+
+def mirror_hooks(state: ModelState, original: nn.Module, canon: Canonical) -> None:
+    """Give the copy's modules the hooks the caller's modules have now (until ``state`` exits): a hook on the
+    model runs in LRP's forward pass as in any other method's (one on a merged BatchNorm runs on its output)."""
+    for name, m in original.named_modules():
+        twin = canon.modules.get(name)
+        if twin is None:
+            continue
+        for d in HOOK_DICTS:
+            hooks = getattr(m, d, None)
+            if hooks:
+                state.set_attr(twin, d, type(hooks)(hooks))
+
+
+# ---------------------------------------------------------------------------------------------
+# residual sums
+
+class _Sum(torch.autograd.Function):
+    """``a + sign * b``; backward splits relevance ``R`` as ``a * R / z`` and ``sign * b * R / z`` (``z`` stabilized
+    by ``epsilon``, exact if ``None``)."""
+
+    @staticmethod
+    def forward(ctx, a, b, sign, epsilon):
+        z = a + sign * b if sign != 1 else a + b
+        ctx.save_for_backward(a, b, z)
+        ctx.sign, ctx.epsilon = sign, epsilon
+        return z
+
+    @staticmethod
+    def backward(ctx, r):
+        a, b, z = ctx.saved_tensors
+        s = divide(r, z, ctx.epsilon)
+        ra, rb = (a * s).sum_to_size(a.shape), (ctx.sign * b * s).sum_to_size(b.shape)
+        return ra, rb, None, None
+
+
+ADDS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__iadd__,
+        torch.Tensor.add_}
+SUBS = {torch.sub, torch.subtract, torch.Tensor.sub, torch.Tensor.__sub__, torch.Tensor.__isub__, torch.Tensor.sub_}
+
+
+class Residuals(TorchFunctionMode):
+    """During the LRP forward pass: sums of two tensors that both carry relevance become :class:`_Sum` nodes
+    (in-place ones too, computed out of place), and ``inplace=True`` arguments are dropped."""
+
+    def __init__(self, epsilon: float | None):
+        super().__init__()
+        self.epsilon = epsilon
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if kwargs.get("inplace") is True:
+            kwargs = {**kwargs, "inplace": False}
+        if (func in ADDS or func in SUBS) and len(args) == 2 and kwargs.get("alpha", 1) == 1:
+            a, b = args
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.requires_grad and b.requires_grad \
+                    and a.is_floating_point() and b.is_floating_point():
+                return _Sum.apply(a, b, -1.0 if func in SUBS else 1.0, self.epsilon)
+        return func(*args, **kwargs)

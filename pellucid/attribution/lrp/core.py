@@ -1,0 +1,179 @@
+"""``pl.lrp``: Layer-wise Relevance Propagation (Bach et al. 2015; Montavon et al. 2019) on the gradient primitive.
+
+The relevance at the output starts as the target's score (the logit: ``z * d score / d z``); every ruled
+layer's backward maps the relevance at its output to its input with its rule (:mod:`.rules`, assigned by a
+composite, :mod:`.composites`), every other module passes it on as its gradient (ReLU, max-pool to the
+winner, dropout, flatten, padding, concatenation by slices). So the "input gradient" of one batched backward
+pass (:func:`pellucid._grad.iter_gradients`, chunked by ``batch_size``) is the relevance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..._args import prepare
+from ..._checks import PellucidError
+from ..._grad import iter_gradients
+from ..._state import model_state
+from ...models.base import PixelModel
+from ...models.layers import find_layer
+from ...registry import Method, register_method
+from ..rulemap import apply_rules, tap
+from .canonize import Residuals, canonical, mirror_hooks
+from .composites import assign, plan
+from .rules import STABILIZER, Rule
+
+
+@dataclass(frozen=True)
+class LRPResult:
+    """What ``pl.lrp(..., layers=[...])`` returns.
+
+    ``input``: the relevance of each input value ``(N, C, H, W)``; ``score``: the target's score ``(N,)`` (the
+    relevance at the output); per named layer: ``layers[name]`` the relevance at its output (what enters it
+    from above), ``passed[name]`` the relevance it passes to its input, ``absorbed[name]`` ``(N,)`` what its
+    bias and stabilizer keep, so that ``layers[name].sum() == passed[name].sum() + absorbed[name].sum()``.
+    """
+
+    input: torch.Tensor
+    score: torch.Tensor
+    layers: dict[str, torch.Tensor] = field(default_factory=dict)
+    passed: dict[str, torch.Tensor] = field(default_factory=dict)
+    absorbed: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class _Seed(torch.autograd.Function):
+    """The logits; backward multiplies ``d score / d logits`` by the logits: the relevance starts as the score."""
+
+    @staticmethod
+    def forward(ctx, logits):
+        ctx.save_for_backward(logits)
+        return logits.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (logits,) = ctx.saved_tensors
+        return grad * logits
+
+
+class _Relevance:
+    """A callable for :func:`iter_gradients`: the canonical network with residual sums split, seeded."""
+
+    def __init__(self, net: nn.Module, epsilon: float | None):
+        self.net, self.epsilon = net, epsilon
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with Residuals(self.epsilon):
+            out = self.net(x)
+        if not isinstance(out, torch.Tensor):
+            raise PellucidError(f"LRP needs a model that returns a tensor of logits, got {type(out).__name__}")
+        return _Seed.apply(out)
+
+
+class _Ruled:
+    """A rule on one module, noting the absorbed relevance of a named layer."""
+
+    def __init__(self, rule: Rule, note=None):
+        self.rule, self.note = rule, note
+        self.reads_output = rule.reads_output
+
+    def backward(self, module, inp, out, grad):
+        r_in, absorbed = self.rule.relevance(module, inp, out, grad, absorbed=self.note is not None)
+        if self.note is not None:
+            self.note(absorbed)
+        return r_in
+
+
+def _normalization(model: nn.Module, x: torch.Tensor):
+    """The network that reads normalized input, the normalized images, and z^B's bounds (pixels 0 and 1)."""
+    if isinstance(model, PixelModel):
+        mean = model.mean if model.mean is not None else torch.zeros(())
+        std = model.std if model.std is not None else torch.ones(())
+        mean, std = mean.to(x), std.to(x)
+        return model.net, (x - mean) / std, (0 - mean) / std, (1 - mean) / std
+    return model, x, torch.zeros((), device=x.device), torch.ones((), device=x.device)
+
+
+def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: float = 1e-6, gamma: float = 0.25,
+        layers: Sequence[str] | None = None, batch_size: int | None = None):
+    """Layer-wise Relevance Propagation: ``(N, C, H, W)`` relevance, or an :class:`LRPResult` with ``layers``.
+
+    ``composite``: ``"epsilon_plus_flat"`` (default: flat on the first layer, z+ on convolutions, epsilon on
+    dense layers), ``"epsilon_plus"``, ``"epsilon_gamma_box"`` (z^B first, with bounds the pixel range [0, 1]
+    through the model's normalization), ``"epsilon_alpha2_beta1"``, ``"epsilon_alpha2_beta1_flat"``, ``"zero"``
+    (LRP-0 everywhere: gradient x input of the normalized input on ReLU networks), or a mapping
+    ``{layer name or module type: rule name or Rule}`` (names first) that must cover every convolution and
+    dense layer; rules: zero, epsilon, gamma, alpha2beta1, alpha1beta0, zplus, flat, wsquare, zbox. As in
+    Zennit 0.5.1: ``epsilon`` is the epsilon rule's, ``gamma`` the gamma rule's; the other rules use 1e-6.
+
+    The model is canonized on a private cached copy (:mod:`.canonize`): BatchNorm merged into the layer that
+    feeds it (a BatchNorm that follows no convolution or linear layer gets the per-channel epsilon rule),
+    residual sums split in proportion, average pools by the z rule. Relevance is computed for the normalized
+    input of a ``PixelModel``'s ``net`` and returned as the pixel-space map (the same values). It sums to the
+    score minus what biases and stabilizers absorb. ``layers=["layer4", ...]``: an :class:`LRPResult`.
+    Example: ``r = pl.lrp(model, x, 3, "epsilon_gamma_box")``.
+    """
+    x, t, bs = prepare(model, x, target, batch_size)
+    net, xn, low, high = _normalization(model, x)
+    chosen = plan(composite, epsilon=epsilon, gamma=gamma, low=low, high=high)
+    names = list(layers or ())
+    for name in names:
+        find_layer(net, name)  # a clear error for an unknown name
+    canon = canonical(net, xn[:1])
+    with canon.lock, model_state(canon.net) as state:
+        rules = assign(chosen, {n: canon.modules[n] for n in canon.order}, canon.order, canon.unmerged)
+        notes = {n: {"out": [], "in": [], "absorbed": []} for n in names}
+        mirror_hooks(state, net, canon)
+        apply_rules(state, {canon.modules[n]: _Ruled(r, notes[n]["absorbed"].append if n in notes else None)
+                            for n, r in rules.items()})
+        for name in names:
+            _note(state, canon.modules[name], notes[name])
+        grads, scores = [], []
+        for _, g, s in iter_gradients(_Relevance(canon.net, None if chosen.exact else STABILIZER), xn, len(xn), t, bs):
+            grads.append(g)
+            scores.append(s)
+    relevance = grads[0] if len(grads) == 1 else torch.cat(grads)
+    if not names:
+        return relevance
+    return _result(relevance, torch.cat(scores), notes, len(grads))
+
+
+def _note(state, module: nn.Module, note: dict) -> None:
+    """Hooks that record the relevance entering ``module`` (at its output) and leaving it (at its input)."""
+    def before(_m, inputs):
+        if inputs and isinstance(inputs[0], torch.Tensor):
+            return (tap(inputs[0], note["in"].append), *inputs[1:])
+        return None
+
+    def after(_m, _inputs, output):  # a node, not a tensor hook: the rules' own grad calls must not fire it
+        return tap(output, note["out"].append) if isinstance(output, torch.Tensor) else None
+
+    state.forward_pre_hook(module, before)
+    state.forward_hook(module, after)
+
+
+def _result(relevance, score, notes: dict, chunks: int) -> LRPResult:
+    layers, passed, absorbed = {}, {}, {}
+    for name, note in notes.items():
+        if len(note["out"]) != chunks or len(note["in"]) != chunks:
+            raise PellucidError(f"layer {name!r} ran {len(note['out']) // max(chunks, 1)} times per forward pass or "
+                                "is not on the way from the input to the output; name a layer that runs once")
+        layers[name], passed[name] = torch.cat(note["out"]), torch.cat(note["in"])
+        if note["absorbed"]:
+            absorbed[name] = torch.cat(note["absorbed"])
+        else:  # no rule of its own: what did not pass
+            absorbed[name] = layers[name].flatten(1).sum(1) - passed[name].flatten(1).sum(1)
+    return LRPResult(relevance, score, layers, passed, absorbed)
+
+
+def _lrp_map(model, x, target, **kw):
+    """LRP (epsilon-plus-flat by default), summed over channels (signed)."""
+    return lrp(model, x, target, **kw).sum(1)
+
+
+register_method(Method("lrp", "LRP (epsilon-plus-flat)", _lrp_map, signed=True, cost="cheap",
+                       summary="layer-wise relevance propagation: flat first layer, z+ convolutions, epsilon dense "
+                               "layers; summed over channels"))

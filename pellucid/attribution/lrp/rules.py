@@ -1,0 +1,274 @@
+"""LRP rules as data: each is a few parts, each part an input modifier and a parameter modifier.
+
+A rule maps the relevance ``R`` at a layer's output to the relevance at its input. Each part ``p`` runs the
+layer with modified parameters on a modified input, ``z_p = layer[params_p](x_p)``; the parts of a group
+add up (with their signs) to the group's denominator ``z_g``; then ``s_g = R / stabilize(z_g)`` (only where
+the group's ``where`` holds) and ``R_in = sum_g weight_g sum_p sign_p * x_p * d z_p / d x_p^T s_g``. The
+definitions follow Zennit 0.5.1's ``rules.py`` (``Epsilon``, ``Gamma``, ``ZPlus``, ``AlphaBeta``, ``ZBox``,
+``Flat``, ``WSquare``), biases and stabilizers included, so that Zennit is an oracle.
+
+Every conservative rule gives ``sum(R_in) = sum(R) - absorbed``, where ``absorbed`` is what the biases and
+the stabilizer keep (:meth:`Rule.relevance` computes it in closed form when asked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..._checks import PellucidError
+
+STABILIZER = 1e-6
+"""The stabilizer of every rule but epsilon (Zennit's ``stabilizer``): ``z + 1e-6 * sign(z)``."""
+
+
+# input modifiers
+def positive(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(min=0)
+
+
+def negative(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(max=0)
+
+
+def ones(x: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(x)
+
+
+def constant(value: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An input modifier giving ``value`` broadcast to the input (z^B's bounds)."""
+    def fill(x: torch.Tensor) -> torch.Tensor:
+        v = value.to(x)
+        try:
+            return v.expand(x.shape).clone()
+        except RuntimeError:
+            raise PellucidError(f"the zbox bounds have shape {tuple(v.shape)} (one per image channel) but the layer's "
+                                f"input has shape {tuple(x.shape)}: zbox belongs on the layer that reads the "
+                                "image; map this layer to another rule") from None
+    return fill
+
+
+# parameter modifiers: param -> modified param (applied to the weight and, unless the part drops it, the bias)
+def plus(p: torch.Tensor) -> torch.Tensor:
+    return p.clamp(min=0)
+
+
+def minus(p: torch.Tensor) -> torch.Tensor:
+    return p.clamp(max=0)
+
+
+def square(p: torch.Tensor) -> torch.Tensor:
+    return p * p
+
+
+def gamma_plus(gamma: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda p: p + gamma * p.clamp(min=0)
+
+
+def gamma_minus(gamma: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda p: p + gamma * p.clamp(max=0)
+
+
+def divide(r: torch.Tensor, z: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+    """``R / (z + epsilon * sign(z))``, the sign of 0 taken as +1 (Zennit's ``Stabilizer``); ``epsilon=None``:
+    LRP-0, ``R / z`` where ``z != 0`` and 0 elsewhere (no stabilizer, no division by zero)."""
+    if epsilon is None:
+        return (r / z).masked_fill_(z == 0, 0)
+    return r / torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z).add_(z)
+
+
+@dataclass(frozen=True)
+class Part:
+    """The layer run on ``inputs(x)`` with each parameter through ``params``; ``bias=False`` zeroes the bias.
+    ``None`` means unchanged (a part with neither reuses the forward pass's own graph)."""
+
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None = None
+    params: Callable[[torch.Tensor], torch.Tensor] | None = None
+    bias: bool = True
+    sign: float = 1.0
+
+    @property
+    def plain(self) -> bool:
+        return self.inputs is None and self.params is None and self.bias
+
+
+@dataclass(frozen=True)
+class Group:
+    """Parts whose outputs add up to one denominator; ``weight`` scales the group's relevance (alpha, -beta);
+    ``where(z)`` restricts it to some outputs of the unmodified layer (gamma: ``z > 0`` or ``z < 0``); ``sign``
+    is the sign the denominator always has (z+: +1): the stabilizer then rides in the layer's bias add."""
+
+    parts: tuple[Part, ...]
+    weight: float = 1.0
+    where: Callable[[torch.Tensor], torch.Tensor] | None = None
+    sign: float | None = None  # the sign the parts' sum always has (z+ >= 0), if any
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An LRP rule: groups of parts and the stabilizer ``epsilon`` of their sum (``None``: none, LRP-0)."""
+
+    name: str
+    groups: tuple[Group, ...]
+    epsilon: float | None = STABILIZER
+
+    @property
+    def reads_output(self) -> bool:
+        """Whether the rule reads the forward pass's output (the module's output must then stay unchanged)."""
+        return any(p.plain for g in self.groups for p in g.parts) or any(g.where for g in self.groups)
+
+    def relevance(self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor, r: torch.Tensor,
+                  absorbed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(R_in, absorbed per image or None)`` for relevance ``r`` at ``module``'s output ``out``.
+
+        ``inp`` and ``out`` are the forward pass's tensors (with their graph: a plain part differentiates it).
+        """
+        x = inp.detach()
+        nonneg = None if not _skippable(self) else bool(_flat(x).min() >= 0)
+        zs, xs, seeds, scale = [], [], [], []
+        entering = r.flatten(1).sum(1) if absorbed else None
+        leaving = torch.zeros_like(entering) if absorbed else None
+        for group in self.groups:
+            if group.weight == 0:
+                continue
+            parts, shift = [], 0.0  # shift: the stabilizer, when a part's bias carried it
+            for part in group.parts:
+                if nonneg and part.inputs is negative and not part.bias:
+                    continue  # x has no negative values: this part's input and output are all zeros
+                if part.plain:
+                    parts.append((part, inp, out))
+                    continue
+                xp = (x if part.inputs is positive and nonneg else part.inputs(x) if part.inputs else x)
+                xp = xp.detach().requires_grad_(True)
+                fold = 0.0 if shift or group.sign is None or self.epsilon is None or part.sign != 1 \
+                    else group.sign * self.epsilon
+                zp, folded = _run(module, part, xp, fold)
+                shift = shift or (fold if folded else 0.0)
+                parts.append((part, xp, zp))
+            if not parts:
+                continue
+            z = _signed_sum([(p.sign, zp.detach()) for p, _, zp in parts])  # stabilized if shift
+            seen = r if group.where is None else r * group.where(out.detach())
+            if shift:  # z already carries the stabilizer; the clamp only guards against rounding (a conv's sum of
+                # non-negative terms may come out a hair below 0 in some algorithms), as Zennit's sign rule does
+                s = seen / (z.clamp_min(shift) if shift > 0 else z.clamp_max(shift))
+            else:
+                s = divide(seen, z, self.epsilon)
+            for part, xp, zp in parts:
+                zs.append(zp)
+                xs.append(xp)
+                seeds.append(s)
+                scale.append(group.weight * part.sign)
+            if absorbed:
+                bias = _signed_sum([(p.sign, _run(module, p, torch.zeros_like(xp))[0].detach()) for p, xp, _ in parts])
+                leaving += group.weight * (s * (z - shift - bias)).flatten(1).sum(1)
+        grads = torch.autograd.grad(zs, xs, seeds) if zs else ()
+        r_in = _signed_sum([(k, xp.detach() * g) for k, xp, g in zip(scale, xs, grads)])
+        if r_in is None:  # every part skipped or zero-weighted: nothing passes
+            r_in = torch.zeros_like(x)
+        return r_in, (entering - leaving if absorbed else None)
+
+
+def _signed_sum(terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor | None:
+    """``sum(k * t)`` without a copy for a single term of weight 1 (these tensors are whole activations)."""
+    total = None
+    for k, t in terms:
+        if total is None:
+            total = t if k == 1 else k * t
+        elif k == 1:
+            total = total + t
+        else:
+            total = total.add(t, alpha=k)
+    return total
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """``x``'s values as one dense row, without the copy a reduction makes of a channels-last tensor."""
+    if x.is_contiguous() or x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x.as_strided((x.numel(),), (1,))
+    return x
+
+
+def _skippable(rule: Rule) -> bool:
+    return any(p.inputs is negative and not p.bias for g in rule.groups for p in g.parts)
+
+
+def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0) -> tuple[torch.Tensor, bool]:
+    """``module.forward(x)`` with its own parameters modified by ``part`` (no hooks run), and whether ``shift``
+    went into its bias (the stabilizer rides along in the layer's own bias add: a pass saved)."""
+    saved = dict(module._parameters)
+    folded = False
+    try:
+        for name, p in saved.items():
+            if p is None:
+                continue
+            new = part.params(p) if part.params is not None else p
+            if name == "bias":
+                new = new if part.bias else torch.zeros_like(p)
+                if shift:
+                    new, folded = new + shift, True
+            module._parameters[name] = new
+        return module.forward(x), folded
+    finally:
+        module._parameters.update(saved)
+
+
+# ---------------------------------------------------------------------------------------------
+# the rules by name
+
+RULES = ("zero", "epsilon", "gamma", "alpha2beta1", "alpha1beta0", "zplus", "flat", "wsquare", "zbox")
+
+
+def _alpha_beta(name: str, alpha: float, beta: float) -> Rule:
+    return Rule(name, (
+        Group((Part(positive, plus), Part(negative, minus, bias=False)), alpha, sign=1.0),
+        Group((Part(positive, minus), Part(negative, plus, bias=False)), -beta, sign=-1.0),
+    ))
+
+
+def check_number(value, name: str, strict: bool) -> float:
+    """A number > 0 (``strict``) or >= 0; the message names the value and why."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    if not ok or (value <= 0 if strict else value < 0):
+        why = ("; the epsilon rule divides by z + epsilon * sign(z), so 0 would divide by zero (composite='zero' is "
+               "LRP-0 without a stabilizer)") if name == "epsilon" else ""
+        raise PellucidError(f"{name} must be a number {'>' if strict else '>='} 0, got {value!r}{why}")
+    return float(value)
+
+
+def make_rule(name: str, epsilon: float = 1e-6, gamma: float = 0.25, low=0.0, high=1.0) -> Rule:
+    """The rule called ``name`` (one of :data:`RULES`); ``low``/``high`` are z^B's bounds on the layer's input."""
+    if not isinstance(name, str) or name not in RULES:
+        raise PellucidError(f"unknown LRP rule {name!r}; choose one of: {', '.join(RULES)} (or pass a Rule)")
+    if name == "epsilon":
+        check_number(epsilon, "epsilon", strict=True)
+    if name == "gamma":
+        check_number(gamma, "gamma", strict=False)
+    if name == "zero":
+        return Rule("zero", (Group((Part(),)),), None)
+    if name == "epsilon":
+        return Rule("epsilon", (Group((Part(),)),), epsilon)
+    if name == "zplus":
+        return Rule("zplus", (Group((Part(positive, plus), Part(negative, minus, bias=False)), sign=1.0),))
+    if name == "alpha2beta1":
+        return _alpha_beta(name, 2.0, 1.0)
+    if name == "alpha1beta0":
+        return _alpha_beta(name, 1.0, 0.0)
+    if name == "gamma":
+        up, down = gamma_plus(gamma), gamma_minus(gamma)
+        return Rule("gamma", (
+            Group((Part(positive, up), Part(negative, down, bias=False)), where=lambda z: (z > 0).to(z)),
+            Group((Part(positive, down), Part(negative, up, bias=False)), where=lambda z: (z < 0).to(z)),
+        ))
+    if name == "flat":
+        return Rule("flat", (Group((Part(ones, torch.ones_like, bias=False),), sign=1.0),))
+    if name == "wsquare":
+        return Rule("wsquare", (Group((Part(ones, square),), sign=1.0),))
+    if name == "zbox":
+        low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+        return Rule("zbox", (Group((Part(), Part(constant(low), plus, sign=-1.0),
+                                    Part(constant(high), minus, sign=-1.0))),))
+    raise PellucidError(f"unknown LRP rule {name!r}; choose one of: {', '.join(RULES)} (or pass a Rule)")

@@ -1,0 +1,286 @@
+"""LRP against closed forms and Zennit: LRP-0 is gradient x input of the normalized input on piecewise-linear
+networks, conservative composites sum to the logit on bias-free networks, every layer keeps its books
+(entering = leaving + absorbed), and Zennit 0.5.1 with its own canonizers is the oracle for the composites."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import check_side_effects
+from torch import nn
+
+import pellucid as pl
+from pellucid._checks import PellucidError
+from pellucid._grad import predictions
+from pellucid.attribution.lrp import canonize, make_rule
+from pellucid.models.base import seeded
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CONSERVATIVE = ("zero", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box")
+
+
+def corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1])
+
+
+def gradient_x_input(model, x, target) -> torch.Tensor:
+    """Gradient x input of the normalized input ``(x - mean) / std`` (the input LRP explains), from pixel space:
+    ``(x - mean) / std * std * d f / d x``, i.e. ``pl.input_x_gradient`` less ``mean * gradient``."""
+    return pl.input_x_gradient(model, x, target) - model.mean * pl.gradient(model, x, target)
+
+
+def assert_close(ours: torch.Tensor, want: torch.Tensor, min_corr: float = 0.9999, max_err: float = 1e-2):
+    for a, b in zip(ours, want):
+        assert corr(a, b) >= min_corr
+        assert float((a - b).abs().max()) <= max_err * float(b.abs().max())
+
+
+def random_batchnorm(net: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters, seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(0.5 * torch.randn(n, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                m.bias.copy_(0.5 * torch.randn(n, generator=gen))
+    return net.eval()
+
+
+def torchvision_net(arch: str) -> nn.Module:
+    """A torchvision net with seeded random weights and BatchNorm statistics. vgg11_bn is torchvision's VGG with
+    vgg11_bn's features and a small classifier (its own holds 120M weights that would only slow the test)."""
+    import torchvision
+    from torchvision.models import vgg
+
+    if arch == "resnet18":
+        return random_batchnorm(seeded(lambda: torchvision.models.resnet18(num_classes=10)))
+
+    def build():
+        net = vgg.VGG.__new__(vgg.VGG)
+        nn.Module.__init__(net)
+        net.features, net.avgpool = vgg.make_layers(vgg.cfgs["A"], batch_norm=True), nn.AdaptiveAvgPool2d((7, 7))
+        net.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 64), nn.ReLU(True), nn.Dropout(), nn.Linear(64, 64),
+                                       nn.ReLU(True), nn.Dropout(), nn.Linear(64, 10))
+        return net
+
+    return random_batchnorm(seeded(build))
+
+
+@pytest.fixture(scope="module")
+def photos64():
+    return pl.sample_images("photos", n=2, size=64)[0]
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return pl.wrap(torchvision_net("resnet18"), MEAN, STD)
+
+
+# ---------------------------------------------------------------------------------------------
+# LRP-0 is gradient x input on piecewise-linear networks
+
+def test_lrp0_is_gradient_x_input_on_digits(digits_model, digits_batch):
+    x, y = digits_batch[0][:4], digits_batch[1][:4]
+    assert_close(pl.lrp(digits_model, x, y, "zero"), gradient_x_input(digits_model, x, y))
+    canon = canonize._CACHE[digits_model.net]
+    assert canon.merged == {"bn1": "conv1", "bn2": "conv2", "bn3": "conv3"} and not canon.unmerged
+    plain = pl.wrap(digits_model.net)  # no normalization: exactly pl.input_x_gradient
+    assert_close(pl.lrp(plain, x, y, "zero"), pl.input_x_gradient(plain, x, y))
+
+
+def test_lrp0_is_gradient_x_input_on_resnet18_with_batchnorm(resnet, photos64):
+    t = torch.tensor([3, 7])
+    assert_close(pl.lrp(resnet, photos64, t, "zero"), gradient_x_input(resnet, photos64, t))
+    assert len(canonize._CACHE[resnet.net].merged) == 20  # every BatchNorm, downsample ones included
+
+
+def test_lrp0_is_gradient_x_input_on_efficientnet():
+    """Depthwise convolutions, ReLU6 (saturated units absorb relevance, as the gradient does), residual sums."""
+    model = pl.load_model("imagenet")
+    x = pl.sample_images("photos", n=2)[0]
+    t = predictions(model, x).argmax(1)
+    assert_close(pl.lrp(model, x, t, "zero"), gradient_x_input(model, x, t))
+    assert len(canonize._CACHE[model.net].merged) == 49
+
+
+def test_a_batchnorm_after_a_relu_gets_its_own_rule():
+    net = seeded(lambda: nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 12 * 12, 5)))
+    model = pl.wrap(random_batchnorm(net), MEAN, STD)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert_close(pl.lrp(model, x, 1, "zero"), gradient_x_input(model, x, 1))
+    canon = canonize._CACHE[net]
+    assert canon.merged == {"4": "3"} and canon.unmerged == ("2",)
+
+
+# ---------------------------------------------------------------------------------------------
+# conservation
+
+class Residual(nn.Module):
+    """Bias-free: convolutions, residual sums (``+``, ``+=``, ``torch.sub``), a concatenation, max and average
+    pools."""
+
+    def __init__(self):
+        super().__init__()
+        conv = lambda i, o: nn.Conv2d(i, o, 3, padding=1, bias=False)  # noqa: E731
+        self.stem, self.a, self.b, self.c, self.d = conv(3, 8), conv(8, 8), conv(8, 8), conv(16, 8), conv(8, 8)
+        self.relu, self.pool, self.avg = nn.ReLU(), nn.MaxPool2d(2), nn.AvgPool2d(2)
+        self.head, self.gap = nn.Linear(8, 10, bias=False), nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.stem(x)))
+        y = self.relu(self.a(x)) + x
+        z = self.relu(self.b(y))
+        z += y
+        z = torch.sub(z, self.relu(self.d(z)))
+        x = self.avg(self.relu(self.c(torch.cat([y, z], 1))))
+        return self.head(self.gap(x).flatten(1))
+
+
+@pytest.mark.parametrize("composite", CONSERVATIVE)
+def test_conservative_composites_sum_to_the_logit_on_bias_free_networks(composite):
+    model = pl.wrap(seeded(Residual), MEAN, STD)
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0, 4, 9])
+    relevance = pl.lrp(model, x, t, composite)
+    logits = model(x).detach().gather(1, t[:, None]).flatten()
+    assert torch.allclose(relevance.flatten(1).sum(1), logits, rtol=1e-3, atol=1e-3 * float(logits.abs().max()))
+
+
+def books(result, name):
+    entering = result.layers[name].flatten(1).sum(1)
+    leaving = result.passed[name].flatten(1).sum(1)
+    return entering, leaving, result.absorbed[name]
+
+
+def test_every_layer_keeps_its_books_on_efficientnet():
+    """entering = leaving + absorbed, absorbed in closed form (bias and stabilizer shares of the rule)."""
+    model = pl.load_model("imagenet")
+    x = pl.sample_images("photos", n=1)[0]
+    names = ["_fc", "_conv_head", "_blocks.15._project_conv", "_blocks.9._depthwise_conv", "_blocks.1._expand_conv",
+             "_conv_stem", "_avg_pooling"]
+    result = pl.lrp(model, x, 1, layers=names)
+    for name in names:
+        entering, leaving, absorbed = books(result, name)
+        scale = float(entering.abs().max() + leaving.abs().max())
+        assert torch.allclose(entering, leaving + absorbed, atol=1e-4 * scale), name
+    assert torch.allclose(result.layers["_fc"].sum(1), result.score, rtol=1e-5)
+    assert torch.allclose(result.input, pl.lrp(model, x, 1), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("which", ["digits", "resnet18"])
+def test_relevance_at_the_input_is_the_score_less_what_the_layers_absorbed(which, digits_model, digits_batch,
+                                                                           resnet, photos64):
+    """On ReLU networks nothing else absorbs: the score is the input's relevance plus every ruled layer's bias
+    and stabilizer shares (convolutions, dense layers, average pools), each in closed form."""
+    model, x = (digits_model, digits_batch[0][:2]) if which == "digits" else (resnet, photos64)
+    ruled = [n for n, m in model.net.named_modules() if isinstance(m, nn.Conv2d | nn.Linear | nn.AdaptiveAvgPool2d)]
+    result = pl.lrp(model, x, 1, layers=ruled)
+    absorbed = sum(result.absorbed.values())
+    total = result.input.flatten(1).sum(1) + absorbed
+    assert torch.allclose(total, result.score, rtol=1e-3, atol=1e-3 * float(result.score.abs().max()))
+    for name in ruled:
+        entering, leaving, kept = books(result, name)
+        assert torch.allclose(entering, leaving + kept, atol=1e-4 * float(entering.abs().max() + 1e-3)), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Zennit as the oracle
+
+def _zennit(net, composite, xn, t):
+    from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+
+    canonizer = ResNetCanonizer() if hasattr(net, "layer1") else VGGCanonizer()
+    mean, std = torch.tensor(MEAN).reshape(1, 3, 1, 1), torch.tensor(STD).reshape(1, 3, 1, 1)
+    made = {"epsilon_plus_flat": lambda: EpsilonPlusFlat(canonizers=[canonizer]),
+            "epsilon_gamma_box": lambda: EpsilonGammaBox(low=-mean / std, high=(1 - mean) / std,
+                                                         canonizers=[canonizer]),
+            "epsilon_alpha2_beta1_flat": lambda: EpsilonAlpha2Beta1Flat(canonizers=[canonizer])}[composite]()
+    with made.context(net) as modified:
+        xi = xn.clone().requires_grad_(True)
+        out = modified(xi)
+        return torch.autograd.grad(out, xi, nn.functional.one_hot(t, out.shape[1]) * out)[0]
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn"])
+def test_composites_match_zennit(arch, photos64):
+    pytest.importorskip("zennit")
+    net = torchvision_net(arch)
+    model = pl.wrap(net, MEAN, STD)
+    t = torch.tensor([2, 5])
+    xn = (photos64 - model.mean) / model.std
+    for composite in ("epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"):
+        ours = pl.lrp(model, photos64, t, composite)
+        ref = _zennit(copy.deepcopy(net), composite, xn, t)
+        for a, b in zip(ours, ref):
+            assert corr(a, b) >= 0.99, composite
+
+
+# ---------------------------------------------------------------------------------------------
+# mappings, layers, the cache, side effects, bad input
+
+def test_a_user_mapping_names_before_types(digits_model, digits_batch):
+    x, y = digits_batch[0][:2], digits_batch[1][:2]
+    mapping = {nn.Conv2d: "zplus", nn.Linear: "epsilon", "conv1": "flat"}
+    assert torch.equal(pl.lrp(digits_model, x, y, mapping), pl.lrp(digits_model, x, y))
+    rule = make_rule("zero")
+    assert torch.equal(pl.lrp(digits_model, x, y, {nn.Conv2d: rule, nn.Linear: rule}),
+                       pl.lrp(digits_model, x, y, "zero"))
+
+
+def test_the_canonical_copy_is_cached_until_a_weight_changes(digits_model, digits_batch):
+    x, y = digits_batch[0][:2], digits_batch[1][:2]
+    model = copy.deepcopy(digits_model)
+    before = pl.lrp(model, x, y)
+    canon = canonize._CACHE[model.net]
+    assert torch.equal(pl.lrp(model, x, y), before) and canonize._CACHE[model.net] is canon
+    with torch.no_grad():
+        model.net.bn2.running_var.mul_(4)
+    after = pl.lrp(model, x, y)
+    assert canonize._CACHE[model.net] is not canon and not torch.allclose(after, before)
+    assert torch.equal(after, pl.lrp(copy.deepcopy(model), x, y))
+
+
+def test_lrp_has_no_side_effects(digits_model, digits_batch):
+    x, y = digits_batch[0][:2], digits_batch[1][:2]
+    check_side_effects(lambda m, xx: pl.lrp(m, xx, y), digits_model, x)
+    check_side_effects(lambda m, xx: pl.lrp(m, xx, y, "epsilon_gamma_box", layers=["conv2", "bn2"]), digits_model, x)
+
+
+def test_the_record_and_the_cli(digits_model, digits_batch, tmp_path):
+    from pellucid import registry
+    from pellucid.cli import main
+
+    x, y = digits_batch[0][:2], digits_batch[1][:2]
+    record = registry.method("lrp")
+    assert record.signed and record.cost == "cheap"
+    assert torch.equal(record(digits_model, x, y), pl.lrp(digits_model, x, y).sum(1))
+    maps = pl.explain(digits_model, x, y, "saliency,lrp", options={"lrp": {"composite": "zero"}})
+    assert torch.equal(maps["lrp"], pl.lrp(digits_model, x, y, "zero").sum(1))
+    with pytest.raises(PellucidError, match="options given for 'lrp', which is not among the methods run"):
+        pl.explain(digits_model, x, y, "saliency", options={"lrp": {"composite": "zero"}})
+    out = tmp_path / "lrp.png"
+    assert main(["explain", "--methods", "lrp", "--composite", "epsilon_gamma_box", "-n", "2", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"composite": "epsilon_pluss"}, r"unknown LRP composite 'epsilon_pluss'; choose one of: zero, epsilon_plus, "),
+    ({"composite": {nn.Conv2d: "zplus"}}, r"layer 'fc' \(Linear\) has no LRP rule.*'fc': 'epsilon'.*nn.Linear"),
+    ({"composite": {nn.Conv2d: "zplsu", nn.Linear: "epsilon"}}, r"unknown LRP rule 'zplsu'; choose one of: zero, "),
+    ({"composite": {"conv9": "flat"}}, r"no layer 'conv9' runs in this model.*conv1"),
+    ({"epsilon": 0}, r"epsilon must be a number > 0, got 0; .*divide by zero"),
+    ({"composite": "epsilon_gamma_box", "gamma": -0.5}, r"gamma must be a number >= 0, got -0.5"),
+    ({"layers": ["fcc"]}, r"unknown layer 'fcc'"),
+    ({"composite": 3}, r"composite must be a name"),
+])
+def test_bad_input(digits_model, digits_batch, kwargs, message):
+    with pytest.raises(PellucidError, match=message):
+        pl.lrp(digits_model, digits_batch[0][:1], 1, **kwargs)
