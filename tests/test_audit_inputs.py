@@ -54,7 +54,10 @@ def test_similarity_target_refuses_what_is_not_a_finite_vector(embedding):
         pl.similarity_target(embedding)
 
 
-def test_cli_class_number_past_int64_is_one_line(tmp_path, capsys, digits_model):
+def test_cli_class_number_past_int64_is_one_line(tmp_path, capsys, monkeypatch, digits_model):
+    from pellucid import _progress
+
+    monkeypatch.setattr(_progress, "_drawn", False)  # no bar of an earlier test left on this (captured) line
     assert cli.main(["saliency", "-n", "2", "--target", "123456789012345678901234", "--out",
                      str(tmp_path / "s.png")]) == 2
     err = capsys.readouterr().err
