@@ -118,9 +118,10 @@ def iter_logits(
     """Yield ``(rows, logits)`` chunk by chunk, without building a graph.
 
     ``follow_layout``: hand built rows to the model in its own memory format (channels-last rows to a
-    channels-last model). Rows built by masking or pasting come out contiguous; a channels-last network
-    then reorders them in its first convolution, or worse, every convolution's weights (a third of
-    Score-CAM's time on a torchvision resnet18). The perturbation methods follow the layout.
+    channels-last model). Rows whose layout differs from the weights' can make every convolution reorder
+    its weights (a third of Score-CAM's time on a torchvision resnet18), so Score-CAM follows the layout.
+    Occlusion, LIME and KernelSHAP do not: on a quiet machine following it measured 0.95-1.06x their time
+    on channels-last EfficientNet-Lite0 and resnet18 (``benchmarks/layout.py``), no gain.
     """
     make = _rows(source)
     layout = memory_format(model) if follow_layout else None
@@ -214,13 +215,14 @@ def path_integral(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, tar
     return total
 
 
-def perturbation_scores(model: nn.Module, make_rows, total: int, target: Target, batch_size: int) -> torch.Tensor:
+def perturbation_scores(model: nn.Module, make_rows, total: int, target: Target, batch_size: int,
+                        follow_layout: bool = False) -> torch.Tensor:
     """Scores ``(total,)`` of perturbed inputs built chunk by chunk by ``make_rows(slice)``.
 
-    ``target`` must already be laid out per row (e.g. ``target.repeat_interleave(samples)``). Rows go to
-    the model in its memory format (:func:`iter_logits`).
+    ``target`` must already be laid out per row (e.g. ``target.repeat_interleave(samples)``);
+    ``follow_layout`` as :func:`iter_logits`.
     """
-    out = [target(logits, rows) for rows, logits in iter_logits(model, make_rows, total, batch_size, True)]
+    out = [target(logits, rows) for rows, logits in iter_logits(model, make_rows, total, batch_size, follow_layout)]
     return torch.cat(out)
 
 

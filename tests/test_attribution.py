@@ -374,9 +374,10 @@ def test_report_has_the_attribution_grid(tmp_path, digits_model, digits_batch):
     assert "Where does it look" in page and "data:image/png;base64," in page
 
 
-def test_perturbation_methods_hand_rows_in_the_models_memory_format(resnet_small, photo1):
-    """Occlusion, LIME and KernelSHAP build their rows by masking; the forward-only primitive lays them out
-    as the model's weights are (channels-last here), and the maps do not depend on the layout."""
+def test_score_cam_hands_rows_in_the_models_memory_format_and_the_others_need_not(resnet_small, photo1):
+    """Score-CAM lays its masked images out as the model's weights are (channels-last here): a mismatch made
+    every convolution reorder its weights. Occlusion, LIME and KernelSHAP gain nothing from it
+    (benchmarks/layout.py) and keep their rows; every map is the same either way."""
     import copy
 
     x, t = photo1
@@ -385,11 +386,12 @@ def test_perturbation_methods_hand_rows_in_the_models_memory_format(resnet_small
     hook = last.net.conv1.register_forward_pre_hook(
         lambda m, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
     try:
-        for name, kw in (("occlusion", {"window": 16, "stride": 16}), ("lime", {"samples": 16}),
+        for name, kw in (("scorecam", {}), ("occlusion", {"window": 16, "stride": 16}), ("lime", {"samples": 16}),
                          ("kernel_shap", {"samples": 16})):
             seen.clear()
             got = pl.attribution_map(name, last, x, t, **kw)
-            assert seen and all(seen), name
+            if name == "scorecam":
+                assert len(seen) > 1 and seen[-1], name  # the masked passes come last (after the plain ones)
             assert torch.allclose(got, pl.attribution_map(name, resnet_small, x, t, **kw), rtol=1e-3, atol=1e-4)
     finally:
         hook.remove()

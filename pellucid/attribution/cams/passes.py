@@ -39,9 +39,9 @@ def score_weights(model: nn.Module, x: torch.Tensor, t: Target, acts: torch.Tens
         lo = up.amin((2, 3), keepdim=True)
         hi = up.amax((2, 3), keepdim=True)
         mask = (up - lo) / (hi - lo + 1e-8) * (k >= 0).to(up).reshape(-1, 1, 1, 1)
-        return x[i] * mask  # in the model's memory format: perturbation_scores sees to it
+        return x[i] * mask
 
-    scores = perturbation_scores(model, make, len(img), t.select(img), bs).to(acts.dtype)
+    scores = perturbation_scores(model, make, len(img), t.select(img), bs, follow_layout=True).to(acts.dtype)
     table = torch.empty(n, c, dtype=acts.dtype, device=acts.device)
     if len(dead):
         table[dead] = scores[len(pairs):, None]
