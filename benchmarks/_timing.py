@@ -77,6 +77,17 @@ def ratio_quartiles(times: dict[str, list[float]], base: str) -> dict[str, tuple
     return out
 
 
+def report(title: str, times: dict[str, list[float]], base: str) -> None:
+    """Print a markdown table of each contender's median seconds and its per-round ratio to ``base``."""
+    q = ratio_quartiles(times, base)
+    print(f"\n{title}")
+    print(f"| contender | median s | ratio to {base} (quartiles over rounds) |")
+    print("|---|---|---|")
+    for name, t in times.items():
+        lo, mid, hi = q[name]
+        print(f"| {name} | {statistics.median(t):.3f} | {mid:.2f}x ({lo:.2f}-{hi:.2f}) |")
+
+
 def raw_passes(model, xs, classes, bs: int, gradients: bool = True, repeat: int = 1) -> None:
     """The limit every benchmark compares with: ``repeat`` times, every row of ``xs`` through the model
     once in chunks of ``bs``, in plain PyTorch (no pellucid code): a forward pass, or with ``gradients``

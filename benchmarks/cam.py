@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import statistics
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's pellucid, not an installed one
 
 import torch  # noqa: E402
-from _timing import interleaved_runs, ratio_quartiles  # noqa: E402
+from _timing import interleaved_runs, report  # noqa: E402
 
 import pellucid as pl  # noqa: E402
 from pellucid._grad import default_batch_size  # noqa: E402
@@ -65,16 +64,6 @@ def layer_gradient_limit(model, layer, x, classes, bs):
             for p, f in zip(model.parameters(), flags):
                 p.requires_grad_(f)
     return run
-
-
-def report(title, times, base):
-    q = ratio_quartiles(times, base)
-    print(f"\n{title}")
-    print(f"| contender | median s | ratio to {base} (quartiles over rounds) |")
-    print("|---|---|---|")
-    for name, t in times.items():
-        lo, mid, hi = q[name]
-        print(f"| {name} | {statistics.median(t):.3f} | {mid:.2f}x ({lo:.2f}-{hi:.2f}) |")
 
 
 def main():

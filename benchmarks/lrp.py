@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's pellucid, not an installed one
 
 import torch  # noqa: E402
-from _timing import interleaved_runs, ratio_quartiles, settle  # noqa: E402
+from _timing import interleaved_runs, report, settle  # noqa: E402
 
 import pellucid as pl  # noqa: E402
 from pellucid.attribution.lrp import canonize  # noqa: E402
@@ -70,16 +69,6 @@ def first_call(model, x, classes) -> str:
         pl.lrp(model, x, classes)
         times.append(time.perf_counter() - start)
     return f"{times[0]:.3f} s with the canonical copy built, {times[1]:.3f} s cached"
-
-
-def report(title, times, base):
-    q = ratio_quartiles(times, base)
-    print(f"\n{title}")
-    print(f"| contender | median s | ratio to {base} (quartiles over rounds) |")
-    print("|---|---|---|")
-    for name, t in times.items():
-        lo, mid, hi = q[name]
-        print(f"| {name} | {statistics.median(t):.3f} | {mid:.2f}x ({lo:.2f}-{hi:.2f}) |")
 
 
 def main():
