@@ -7,14 +7,13 @@ rotate), so that the optimized image does not rely on one exact pixel grid.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .._blur import gaussian_blur
-from .._checks import PellucidError, check_positive_int
+from .._checks import PellucidError, check_number, check_positive_int
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -36,14 +35,6 @@ def compose(*transforms: Transform) -> Transform:
         return x
 
     return apply
-
-
-def _number(value, name: str, accepted: str, positive: bool = False) -> float:
-    """A finite real number (> 0 if ``positive``), else a clear error."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (positive and value <= 0):
-        raise PellucidError(f"{name} must be {accepted}, got {value!r}")
-    return float(value)
 
 
 def roll(pixels: int) -> Transform:
@@ -90,14 +81,14 @@ def random_scale(scales: Sequence[float] = (0.9, 1.1)) -> Transform:
     accepted = "a range of zoom factors > 0 such as (0.9, 1.1)"
     if isinstance(scales, str) or not isinstance(scales, Sequence) or not scales:
         raise PellucidError(f"scales must be {accepted}, got {scales!r}")
-    values = [_number(s, "each scale", f"a number > 0 ({accepted})", positive=True) for s in scales]
+    values = [check_number(s, "each scale", 0, low_open=True, hint=f" ({accepted})") for s in scales]
     lo, hi = min(values), max(values)
     return lambda x, gen: _affine(x, _uniform(gen, lo, hi), 0.0)
 
 
 def random_rotate(degrees: float = 10.0) -> Transform:
     """Rotate by an angle drawn uniformly from ``[-degrees, degrees]``, keeping the size."""
-    _number(degrees, "degrees", "a finite number of degrees (the range is [-degrees, degrees])")
+    check_number(degrees, "degrees", hint=" (angles are drawn from [-degrees, degrees])")
     return lambda x, gen: _affine(x, 1.0, math.radians(_uniform(gen, -degrees, degrees)))
 
 
