@@ -36,10 +36,13 @@ from .adversarial import (
 
 # what has it learned
 from .featureviz import (
-    activations, blur, channel, channel_visualization, class_logit, class_visualization, compose, jitter, l2,
-    layer_names, neuron, Objective, pad, random_rotate, random_scale, roll, standard_transforms, total_variation,
+    activations, blur, channel, channel_visualization, class_logit, class_visualization, compose, direction, jitter,
+    l2, layer_names, neuron, Objective, pad, random_rotate, random_scale, roll, standard_transforms, total_variation,
     Visualization, visualize,
 )
+
+# what concepts it uses
+from .concept import cav, CAV, Concept, concepts, Concepts, tcav, TCAVResult
 
 # can we trust it
 from .metrics import (
@@ -71,4 +74,5 @@ __all__ = [
     "sanity_check", "save_image", "segmentation_target", "sensitivity", "similarity_target", "smoothgrad", "square",
     "srg", "standard_transforms", "text_input_x_gradient", "text_integrated_gradients", "text_lime", "text_occlusion",
     "total_variation", "Visualization", "visualize", "wrap",
+    "cav", "CAV", "Concept", "concepts", "Concepts", "direction", "tcav", "TCAVResult",
 ]

@@ -232,3 +232,35 @@ def predictions(model: nn.Module, x: torch.Tensor, batch_size: int | None = None
 
     with model_state(model):
         return logits_of(model, x, len(x), resolve_batch_size(batch_size, x, model)).softmax(1)
+
+
+class LayerSwap:
+    """The layers after ``module`` run on outputs given for it: a forward hook (registered through ``state``,
+    so removed with it) hands back the held output instead of the computed one.
+
+    :meth:`scores` runs the layers before ``module`` once on the one image ``x1`` and the layers after it on
+    ``m`` given outputs (the batch-1 tensors broadcast against them); a model where that fails runs ``x1``
+    ``m`` times. Ablation-CAM ablates channels this way and CRAFT masks concepts.
+    """
+
+    def __init__(self, state, module: nn.Module):
+        self._held: dict = {}
+        self._shared = True
+        state.forward_hook(module, lambda _m, _i, out: self._held.get("out", out))
+
+    def scores(self, model: nn.Module, x1: torch.Tensor, out: torch.Tensor, target: Target) -> torch.Tensor:
+        """``target``'s ``(m,)`` scores with ``module``'s output replaced by ``out`` (``m`` rows)."""
+        m = len(out)
+        self._held["out"] = out
+        try:
+            if self._shared:
+                try:
+                    found = target(model(x1))
+                except Exception:  # noqa: BLE001 - a batch-1 tensor met the given rows badly: run it whole
+                    found = None
+                if found is not None and found.shape == (m,):
+                    return found
+                self._shared = False
+            return target(model(x1.expand(m, *x1.shape[1:])))
+        finally:
+            self._held.clear()

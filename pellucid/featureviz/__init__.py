@@ -14,13 +14,13 @@ from __future__ import annotations
 from .figures import learned_figures
 from .layer_outputs import activations, filter_layer, filter_maps, layer_names
 from .loop import Visualization, channel_visualization, class_visualization, visualize
-from .objectives import Capture, Objective, as_objective, channel, class_logit, l2, neuron, total_variation
+from .objectives import Capture, Objective, as_objective, channel, class_logit, direction, l2, neuron, total_variation
 from .params import FourierParam, PixelParam, make_param
 from .transforms import Transform, blur, compose, jitter, pad, random_rotate, random_scale, roll, standard_transforms
 
 __all__ = [
     "visualize", "Visualization", "class_visualization", "channel_visualization",
-    "Objective", "Capture", "as_objective", "class_logit", "channel", "neuron", "l2", "total_variation",
+    "Objective", "Capture", "as_objective", "class_logit", "channel", "direction", "neuron", "l2", "total_variation",
     "Transform", "compose", "roll", "pad", "jitter", "random_scale", "random_rotate", "blur", "standard_transforms",
     "PixelParam", "FourierParam", "make_param",
     "activations", "layer_names", "filter_layer", "filter_maps", "learned_figures",

@@ -1,7 +1,7 @@
 """Objectives: a score per image to maximize, composable with ``+``, ``-`` and scalar ``*``.
 
-:func:`class_logit`, :func:`channel` and :func:`neuron` read the model's logits or a layer (captured by
-a forward hook); :func:`l2` and :func:`total_variation` are penalties on the image the model sees.
+:func:`class_logit`, :func:`channel`, :func:`neuron` and :func:`direction` read the model's logits or a layer
+(captured by a forward hook); :func:`l2` and :func:`total_variation` are penalties on the image the model sees.
 """
 
 from __future__ import annotations
@@ -174,6 +174,38 @@ def neuron(layer: str | nn.Module, index, y: int | None = None, x: int | None = 
         return fn
 
     return Objective(bind, f"neuron[{layer}:{index}@{y},{x}]", [key])
+
+
+def direction(layer: str | nn.Module, vector) -> Objective:
+    """The activation of ``layer`` along ``vector``: a CAV, an NMF concept, any direction.
+
+    A vector of the layer's channel count ``C`` is a direction in channel space, scored at every position
+    and averaged (an NMF concept of :func:`pellucid.concepts`); a vector of the layer's whole flattened size
+    is dotted with the flattened activations (a CAV of :func:`pellucid.cav`). ``vector`` may also be such a
+    result itself (its ``.vector``). Example: ``pl.visualize(model, pl.direction("layer3", cav))``.
+    """
+    key = _layer_key(layer)
+    v = getattr(vector, "vector", vector)
+    if not isinstance(v, torch.Tensor) or not v.is_floating_point() or v.numel() == 0:
+        raise PellucidError(f"vector must be a float tensor (a direction in {layer!r}'s activations) or a result "
+                            f"with a .vector such as pl.cav's, got {type(vector).__name__}")
+    if not torch.isfinite(v).all():
+        raise PellucidError("vector contains NaN or infinite values")
+    v = v.detach().flatten()
+
+    def score(cap):
+        out = cap.layers[key]
+        if not isinstance(out, torch.Tensor) or out.dim() < 2:
+            raise PellucidError(f"layer {layer!r} does not output a (N, C, ...) tensor; pick another layer")
+        w = v.to(out)
+        if len(w) == out[0].numel():
+            return out.flatten(1) @ w
+        if len(w) == out.shape[1]:
+            return torch.einsum("nc...,c->n...", out, w).reshape(len(out), -1).mean(1)
+        raise PellucidError(f"vector has {len(w)} values but layer {layer!r} outputs {tuple(out.shape[1:])}: give "
+                            f"{out.shape[1]} (a channel direction) or {out[0].numel()} (the flattened output)")
+
+    return Objective(lambda m, n: score, f"direction[{layer}]", [key])
 
 
 def l2() -> Objective:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..._grad import chunks, perturbation_scores
+from ..._grad import LayerSwap, chunks, perturbation_scores
 from ...targets import Target
 
 
@@ -55,9 +55,8 @@ def ablation_weights(model: nn.Module, state, module: nn.Module, x: torch.Tensor
 
     ``raw`` is the layer's output ``(N, ...)`` and ``to_map`` turns it into ``(N, C, h, w)``; channel
     ``k``'s entries in ``raw`` are found by passing an index tensor through ``to_map``, so token layers
-    are ablated in place. The layer's output is replaced by a forward hook. The layers before it run
-    once per chunk on the one image, the layers after it on ``batch_size`` ablated copies (batch-1
-    tensors broadcast against them); a model where that fails runs the whole image ``batch_size`` times.
+    are ablated in place. The layer's output is replaced by :class:`~pellucid._grad.LayerSwap`: the layers
+    before it run once per chunk on the one image, the layers after it on ``batch_size`` ablated copies.
     Since a row costs only the layers after the CAM layer, the caller passes a larger default ``bs``.
     Returns weights ``(N, C)``.
     """
@@ -65,28 +64,14 @@ def ablation_weights(model: nn.Module, state, module: nn.Module, x: torch.Tensor
     index = torch.arange(raw[:1].numel(), device=raw.device).reshape(raw[:1].shape)
     positions = to_map(index)[0].flatten(1)             # (C, h*w): channel k's entries in one row of raw
     c = len(positions)
-    held: dict = {}
-    state.forward_hook(module, lambda _m, _i, out: held.get("out", out))
+    swap = LayerSwap(state, module)
     scores = torch.empty(n, c, dtype=base.dtype, device=base.device)
-    shared = True
     with torch.no_grad():
         for i in range(n):
             for rows in chunks(c, bs):
                 m = rows.stop - rows.start
                 ablated = raw[i:i + 1].expand(m, *raw.shape[1:]).contiguous()
                 ablated.view(m, -1).scatter_(1, positions[rows], 0)
-                held["out"] = ablated
                 ti = t.select(torch.full((m,), i, dtype=torch.long))
-                out = None
-                if shared:
-                    try:
-                        out = ti(model(x[i:i + 1]))
-                    except Exception:  # noqa: BLE001 - a batch-1 tensor met the ablated copies badly: run it whole
-                        out = None
-                    if out is None or out.shape != (m,):
-                        shared, out = False, None
-                if out is None:
-                    out = ti(model(x[i:i + 1].expand(m, *x.shape[1:])))
-                scores[i, rows] = out.to(base.dtype)
-    held.clear()
+                scores[i, rows] = swap.scores(model, x[i:i + 1], ablated, ti).to(base.dtype)
     return (base[:, None] - scores) / base[:, None]
