@@ -121,7 +121,7 @@ def _fit_nmf(acts: torch.Tensor, n: int, seed: int):
         raise PellucidError(f"the layer's activations go down to {low:.3g}; CRAFT factorizes non-negative activations:"
                             " pass layer= a layer after a ReLU (leave layer=None to pick one)")
     a = acts.clamp_min(0).double().cpu().numpy()
-    nmf = NMF(n_components=n, init="nndsvda", max_iter=500, random_state=seed)
+    nmf = NMF(n_components=n, init="nndsvda", max_iter=2000, random_state=seed)
     u = nmf.fit_transform(a)
     error = float(((a - u @ nmf.components_) ** 2).sum() ** 0.5 / max((a ** 2).sum() ** 0.5, 1e-12))
     return nmf, torch.as_tensor(u, dtype=acts.dtype), error

@@ -24,7 +24,7 @@ from .vectors import (
     KINDS,
     draw_seed,
     fit_cav,
-    fit_direction,
+    fit_directions,
     flat_activations,
     image_set,
     layer_gradients,
@@ -97,19 +97,15 @@ def tcav_runs(grads: torch.Tensor, concept: torch.Tensor, random: torch.Tensor, 
     """Concept scores, random-vs-random scores and the concept runs' CAVs, from flattened layer gradients
     ``(N, D)`` and activations of the concept and random images (the core of :func:`tcav`, no model pass)."""
     share = len(concept) // runs
-    order = torch.randperm(len(concept), generator=gen)
+    mine = torch.randperm(len(concept), generator=gen)[: runs * share].reshape(runs, share)
     draws = _Draws(len(random), gen)
-    vectors = torch.empty(runs, concept.shape[1], dtype=concept.dtype, device=concept.device)
-    nulls = torch.empty(runs, dtype=grads.dtype, device=grads.device)
-    for i in range(runs):
-        mine = concept[order[i * share:(i + 1) * share]]
-        vectors[i] = fit_direction(mine, random[draws.take(share)], kind, draw_seed(gen))[0]
-    for i in range(runs):
-        pair = random[draws.take(2 * share)]
-        v = fit_direction(pair[:share], pair[share:], kind, draw_seed(gen))[0]
-        nulls[i] = ((grads @ v.to(grads)) > 0).float().mean()
+    theirs = torch.stack([draws.take(share) for _ in range(runs)])
+    pairs = torch.stack([draws.take(2 * share) for _ in range(runs)])
+    seeds = [draw_seed(gen) for _ in range(2 * runs)]
+    vectors = fit_directions(concept[mine], random[theirs], kind, seeds[:runs])[0]
+    nulls = fit_directions(random[pairs[:, :share]], random[pairs[:, share:]], kind, seeds[runs:])[0]
     scores = ((grads @ vectors.to(grads).T) > 0).float().mean(0)
-    return scores, nulls, vectors
+    return scores, ((grads @ nulls.to(grads).T) > 0).float().mean(0), vectors
 
 
 @checked_keywords

@@ -86,23 +86,34 @@ def layer_gradients(model: nn.Module, x: torch.Tensor, target: Target, layer, ba
 
 
 def fit_direction(pos: torch.Tensor, neg: torch.Tensor, kind: str, seed: int) -> tuple[torch.Tensor, float]:
-    """The unit normal and intercept of a linear boundary with ``pos`` on its positive side.
+    """The unit normal and intercept of a linear boundary with ``pos`` on its positive side (see
+    :func:`fit_directions`)."""
+    w, b = fit_directions(pos[None], neg[None], kind, [seed])
+    return w[0], float(b[0])
+
+
+def fit_directions(pos: torch.Tensor, neg: torch.Tensor, kind: str, seeds) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit normals ``(R, D)`` and intercepts ``(R,)`` of ``R`` boundaries, each with ``pos[r]`` ``(P, D)`` on
+    its positive side and ``neg[r]`` ``(Q, D)`` on the other.
 
     ``"mean"`` is FastCAV: centred on the mean ``mu`` of all rows, the normal is the concept rows' mean minus
-    ``mu`` (for sets of one size, half the difference of the two means) and the boundary passes through ``mu``.
-    ``"svm"`` is :func:`linear_svm` (its coordinate order seeded with ``seed``).
+    ``mu`` (for sets of one size, half the difference of the two means) and the boundary passes through
+    ``mu``; all ``R`` at once. ``"svm"`` is :func:`linear_svm`, its coordinate order seeded with ``seeds[r]``.
     """
     if kind == "mean":
-        mu = torch.cat([pos, neg]).mean(0)
-        w = pos.mean(0) - mu
-        b = -float(w @ mu)
+        mean_pos = pos.mean(1)
+        mu = (pos.shape[1] * mean_pos + neg.shape[1] * neg.mean(1)) / (pos.shape[1] + neg.shape[1])
+        w = mean_pos - mu
+        b = -(w * mu).sum(1)
     else:
-        w, b = linear_svm(pos, neg, seed)
-    norm = float(w.norm())
-    if norm == 0 or norm != norm:
+        fits = [linear_svm(p, q, seed) for p, q, seed in zip(pos, neg, seeds)]
+        w = torch.stack([f[0] for f in fits])
+        b = torch.tensor([f[1] for f in fits], dtype=w.dtype, device=w.device)
+    norm = w.norm(dim=1)
+    if not (norm > 0).all():
         raise PellucidError("the concept and the other images give one mean activation at this layer: no direction "
                             "separates them (pick another layer, or concept images that differ from the others)")
-    return w / norm, b / norm
+    return w / norm[:, None], b / norm
 
 
 def linear_svm(pos: torch.Tensor, neg: torch.Tensor, seed: int, tol: float = 1e-4,

@@ -1,0 +1,276 @@
+"""Concepts (issue #28): CAVs against liblinear, TCAV against Captum and calibrated on random concepts, FastCAV
+against the SVM on ImageNet features, CRAFT's Sobol indices against their closed form, the direction objective."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import check_side_effects
+
+import pellucid as pl
+from pellucid.concept import discovery, significance, vectors
+from pellucid.concept.crops import cut, random_boxes
+from pellucid.featureviz.objectives import Capture
+from pellucid.models.data import digits
+from pellucid.models.layers import find_layer
+from pellucid.targets import as_target
+
+CLS = 3
+
+
+@pytest.fixture(scope="module")
+def digit_sets():
+    """Held-out digits: 24 threes (x), 40 zeros (a concept), 120 other digits (random images)."""
+    x, y = digits("test")
+    return x[y == CLS][:24], x[y == 0][:40], x[(y != CLS) & (y != 0)][:120]
+
+
+def test_tcav_scores_match_captum_on_the_same_cavs(digits_model, digit_sets, tmp_path):
+    pytest.importorskip("captum")
+    from captum.concept import TCAV, Concept
+    from captum.concept._utils.classifier import Classifier
+    from torch.utils.data import DataLoader
+
+    x, concept_x, random_x = digit_sets
+    result = pl.tcav(digits_model, x, CLS, "relu2", concept_x, random_x=random_x, runs=5, kind="svm", seed=1)
+    assert result.scores.shape == (5,) and result.share == 8
+
+    class Given(Classifier):  # hands Captum pellucid's CAVs, one per experimental set, in order
+        def __init__(self, vectors):
+            self.left = list(vectors)
+
+        def train_and_eval(self, dataloader, **kwargs):
+            self.current = self.left.pop(0)
+            self.ids = torch.cat([labels for _, labels in dataloader]).unique().tolist()  # [0, random set's id]
+            return {"accs": torch.tensor(1.0)}
+
+        def weights(self):
+            return torch.stack([self.current, -self.current])  # row 0: the concept (id 0), row 1: the random set
+
+        def classes(self):
+            return self.ids
+
+    sets = [[Concept(0, "concept", DataLoader(concept_x[:8], batch_size=8)),
+             Concept(1 + i, f"random{i}", DataLoader(random_x[8 * i: 8 * i + 8], batch_size=8))] for i in range(5)]
+    for s in sets[1:]:
+        s[0] = sets[0][0]  # one Concept instance per id, as Captum requires
+    captum = TCAV(digits_model, ["net.relu2"], classifier=Given(result.vectors), save_path=str(tmp_path))
+    out = captum.interpret(x, sets, target=CLS)
+    theirs = torch.stack([out[f"0-{1 + i}"]["net.relu2"]["sign_count"][0] for i in range(5)])
+    assert torch.allclose(result.scores, theirs.to(result.scores), atol=0.02), (result.scores, theirs)
+
+
+def test_the_svm_is_liblinears_solution(digit_sets, digits_model):
+    """kind="svm" solves the linear SVM exactly: the same normal as scikit-learn's liblinear on the same rows."""
+    from sklearn.svm import LinearSVC
+
+    _, concept_x, random_x = digit_sets
+    acts = vectors.flat_activations(digits_model, torch.cat([concept_x[:20], random_x[:30]]), "relu3", None)
+    pos, neg = acts[:20], acts[20:]
+    w, b = vectors.linear_svm(pos, neg, seed=0)
+    rows = acts - acts.mean(0)
+    ref = LinearSVC(loss="hinge", C=1 / (vectors.SVM_ALPHA * len(acts)), tol=1e-6, max_iter=200_000)
+    ref.fit(rows.double().numpy(), [1] * 20 + [0] * 30)
+    cosine = float(torch.nn.functional.cosine_similarity(w.double(), torch.as_tensor(ref.coef_[0]), dim=0))
+    assert cosine > 0.999
+    sides = (acts @ w + b > 0).numpy()
+    assert (sides == ref.predict(rows.double().numpy()).astype(bool)).mean() == 1
+
+
+def test_cav_finds_the_concept_and_holds_out_images(digits_model, digit_sets):
+    _, concept_x, random_x = digit_sets
+    for kind in ("svm", "mean"):
+        v = pl.cav(digits_model, "relu2", concept_x, random_x, kind=kind, seed=0)
+        assert v.accuracy >= 0.8 and v.kind == kind and v.layer == "relu2" and v.shape == (32, 28, 28)
+        assert math.isclose(float(v.vector.norm()), 1, rel_tol=1e-5)
+        # held out: a third of each set (13 + 40 rows), so the accuracy is a multiple of 1/53
+        assert math.isclose(v.accuracy * 53, round(v.accuracy * 53), abs_tol=1e-6)
+        # the direction points to the concept: zeros project higher than other digits, on average
+        acts = vectors.flat_activations(digits_model, torch.cat([concept_x, random_x]), "relu2", None)
+        assert float((acts[:40] @ v.vector).mean()) > float((acts[40:] @ v.vector).mean())
+    same = pl.cav(digits_model, "relu2", concept_x, random_x, kind="svm", seed=0)
+    assert torch.equal(same.vector, pl.cav(digits_model, "relu2", concept_x, random_x, kind="svm", seed=0).vector)
+
+
+@pytest.fixture(scope="module")
+def null_pool(digits_model):
+    """Layer gradients of 40 threes and activations of 600 other digits at relu3: computed once for 100 trials."""
+    x, y = digits("all")
+    threes, others = x[y == CLS][:40], x[y != CLS][:600]
+    grads = vectors.layer_gradients(digits_model, threes, as_target(CLS, 40, 10), "relu3", 40)
+    return grads, vectors.flat_activations(digits_model, others, "relu3", None)
+
+
+def test_tcav_is_calibrated_on_random_concepts(null_pool):
+    """A "concept" of random digits is significant at alpha = 0.05 in at most 10 of 100 seeded trials (Kim et al.'s
+    reuse of one concept set in every run made most of them significant: benchmarks/concepts.py, README.md)."""
+    grads, pool = null_pool
+    hits, threads = 0, torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: on a busy 2-core machine two threads' hand-offs cost 50x
+    try:
+        for trial in range(100):
+            gen = torch.Generator().manual_seed(trial)
+            order = torch.randperm(len(pool), generator=gen)
+            scores, nulls, _ = significance.tcav_runs(grads, pool[order[:40]], pool[order[40:]], 20, "mean", gen)
+            hits += significance.t_test(scores, nulls) < 0.05
+    finally:
+        torch.set_num_threads(threads)
+    assert hits <= 10, hits
+
+
+def test_tcav_result_and_random_crops(digits_model, digit_sets):
+    x, concept_x, _ = digit_sets
+    r = pl.tcav(digits_model, x, CLS, "relu2", concept_x, runs=4, kind="mean", seed=3)
+    assert r.scores.shape == r.random_scores.shape == (4,) and r.vectors.shape == (4, 32 * 28 * 28)
+    assert ((r.scores >= 0) & (r.scores <= 1)).all() and math.isclose(r.score, float(r.scores.mean()))
+    assert 0 <= r.p_value <= 1 and r.significant == (r.p_value < 0.05) and r.share == 10
+    again = pl.tcav(digits_model, x, CLS, "relu2", concept_x, runs=4, kind="mean", seed=3)
+    assert torch.equal(r.scores, again.scores) and r.p_value == again.p_value
+    strict = pl.tcav(digits_model, x, CLS, "relu2", concept_x, runs=4, kind="mean", seed=3, bonferroni=10 ** 6)
+    assert strict.p_value == r.p_value and not strict.significant
+
+
+def test_t_test_is_scipys_student_test():
+    from scipy import stats
+
+    a, b = torch.tensor([0.9, 1.0, 0.8, 0.95], dtype=torch.float64), torch.tensor([0.2, 0.7, 0.5, 0.1]).double()
+    assert math.isclose(significance.t_test(a, b), stats.ttest_ind(a.numpy(), b.numpy()).pvalue, rel_tol=1e-9)
+    assert significance.t_test(torch.ones(3), torch.ones(3)) == 1 and significance.t_test(torch.ones(3),
+                                                                                          torch.zeros(3)) == 0
+
+
+def test_bad_concept_arguments_are_clear(digits_model, digit_sets, resnet_small):
+    x, concept_x, random_x = digit_sets
+    with pytest.raises(pl.PellucidError, match="runs must be an int >= 2"):
+        pl.tcav(digits_model, x, CLS, "relu2", concept_x, runs=1)
+    with pytest.raises(pl.PellucidError, match="concept_x has 1 image"):
+        pl.tcav(digits_model, x, CLS, "relu2", concept_x[:1], runs=2)
+    with pytest.raises(pl.PellucidError, match="concept_x has 1 image"):
+        pl.cav(digits_model, "relu2", concept_x[:1], random_x)
+    with pytest.raises(pl.PellucidError, match="runs <= the number of concept images"):
+        pl.tcav(digits_model, x, CLS, "relu2", concept_x[:5], runs=6)
+    with pytest.raises(pl.PellucidError, match="random_x has 3 images"):
+        pl.tcav(digits_model, x, CLS, "relu2", concept_x[:10], random_x=random_x[:3], runs=2)
+    with pytest.raises(pl.PellucidError, match="unknown kind"):
+        pl.cav(digits_model, "relu2", concept_x, random_x, kind="lda")
+    with pytest.raises(pl.PellucidError, match="unknown layer"):
+        pl.cav(digits_model, "relu9", concept_x, random_x)
+    photos = torch.rand(4, 3, 64, 64)
+    with pytest.raises(pl.PellucidError, match=r"concept_x images are \(3, 48, 48\)"):
+        pl.tcav(resnet_small, photos, 0, "layer3", torch.rand(4, 3, 48, 48), runs=2)
+    with pytest.raises(pl.PellucidError, match="not a spatial map"):
+        pl.concepts(digits_model, x, layer="fc")
+    with pytest.raises(pl.PellucidError, match="non-negative"):
+        pl.concepts(digits_model, x, layer="conv2", n=3, crops=4)
+    with pytest.raises(pl.PellucidError, match="one class index"):
+        pl.concepts(digits_model, x, target=[1, 2])
+
+
+def test_concept_methods_leave_no_trace(digits_model, digit_sets):
+    x, concept_x, random_x = digit_sets
+    calls = [lambda m, xx: pl.tcav(m, xx, CLS, "relu2", concept_x[:8], random_x=random_x[:20], runs=2, kind="mean"),
+             lambda m, xx: pl.cav(m, "relu2", xx, random_x[:10], kind="mean"),
+             lambda m, xx: pl.concepts(m, xx, CLS, n=3, crops=4, designs=4)]
+    for call in calls:
+        check_side_effects(call, digits_model, x[:6])
+
+
+# ---------------------------------------------------------------------------------------------
+# FastCAV against the SVM on the real ImageNet model
+
+
+def test_fastcav_points_where_the_svm_does_on_imagenet_features():
+    model = pl.load_model("imagenet")
+    photos, _ = pl.sample_images("photos")
+    gen = torch.Generator().manual_seed(0)
+    concept = cut(photos, random_boxes(photos, torch.zeros(16, dtype=torch.long), gen, (0.4, 0.8)))
+    others = cut(photos, random_boxes(photos, torch.arange(1, len(photos)).repeat(3)[:16], gen, (0.4, 0.8)))
+    assert discovery.concept_layer(model, photos[:1]) == "_relu1"
+    svm = pl.cav(model, "_relu1", concept, others, kind="svm")
+    mean = pl.cav(model, "_relu1", concept, others, kind="mean")
+    assert float(svm.vector @ mean.vector) >= 0.9
+    assert svm.accuracy >= 0.8 and mean.accuracy >= 0.8
+
+
+# ---------------------------------------------------------------------------------------------
+# CRAFT
+
+
+def test_sobol_indices_of_the_layers_after_are_their_closed_form(digits_model, digit_sets):
+    """After pool3 the digits CNN is linear (flatten, fc), so the class score of masked concepts is
+    ``b + sum_k m_k c_k`` and concept k's total Sobol index is ``c_k^2 / sum_j c_j^2`` (masks iid uniform)."""
+    x = digit_sets[0][:6]
+    gen = torch.Generator().manual_seed(0)
+    coeffs, w = torch.rand(6, 7, 7, 4, generator=gen), torch.rand(4, 64, generator=gen)
+    coeffs[..., 3] *= 0.2
+    t = as_target(CLS, 6, 10)
+    module = find_layer(digits_model, "pool3")
+    got = discovery._importance(digits_model, x, t, module, coeffs, w, 64, gen)
+    fc = digits_model.net.fc.weight[CLS].reshape(64, 7, 7)
+    c = torch.einsum("nhwk,kc,chw->nk", coeffs, w, fc)
+    exact = (c ** 2 / (c ** 2).sum(1, keepdim=True)).mean(0)
+    assert torch.allclose(got, exact.float(), atol=0.03), (got, exact)
+
+
+@pytest.fixture(scope="module")
+def craft(digits_model, digit_sets):
+    return pl.concepts(digits_model, digit_sets[0], n=5, crops=8, designs=32, top=6, seed=0)
+
+
+def test_concepts_are_seeded_ranked_and_sum_sensibly(digits_model, digit_sets, craft):
+    x = digit_sets[0]
+    assert craft.layer == "pool3" and craft.target == CLS and len(craft.concepts) == 5
+    again = pl.concepts(digits_model, x, n=5, crops=8, designs=32, top=6, seed=0)
+    for a, b in zip(craft.concepts, again.concepts):
+        assert a.index == b.index and a.importance == b.importance and torch.equal(a.vector, b.vector)
+        assert torch.equal(a.boxes, b.boxes) and torch.equal(a.maps, b.maps)
+    other = pl.concepts(digits_model, x, n=5, crops=8, designs=32, top=6, seed=1)
+    assert not torch.equal(other.boxes, craft.boxes)
+    imp = [c.importance for c in craft.concepts]
+    assert imp == sorted(imp, reverse=True) and min(imp) >= 0
+    # the layers after pool3 are linear (see above): total indices of an additive function sum to 1
+    assert abs(sum(imp) - 1) < 0.1, imp
+
+
+def test_concepts_report_their_reconstruction_error_crops_and_maps(digits_model, digit_sets, craft):
+    from pellucid.concept.crops import crop_activations
+
+    x = digit_sets[0]
+    acts = crop_activations(digits_model, x, craft.boxes, "pool3", None, reduce=lambda a: a.mean((2, 3)))
+    w = torch.stack([c.vector for c in sorted(craft.concepts, key=lambda c: c.index)])
+    error = float((acts - craft.coefficients @ w).norm() / acts.norm())
+    assert 0 < craft.error < 0.5 and math.isclose(craft.error, error, rel_tol=1e-3)
+    assert craft.boxes.shape == (24 * 8, 5) and (craft.boxes[:, 3] == round(0.3 * 28)).all()
+    for c in craft.concepts:
+        assert c.crops.shape == (6, 1, 28, 28) and c.maps.shape == (24, 28, 28) and (c.maps >= 0).all()
+        # its crops are those that hold most of it
+        best = craft.coefficients[:, c.index].argsort(descending=True)[:6]
+        assert torch.equal(c.boxes, craft.boxes[best]) and torch.equal(c.crops, cut(x, craft.boxes[best]))
+
+
+# ---------------------------------------------------------------------------------------------
+# the direction objective
+
+
+def test_direction_objective_scores_the_projection(digits_model, digit_sets):
+    x = digit_sets[0][:4]
+    acts = pl.activations(digits_model, x, "relu2")
+    logits = digits_model(x)
+    cap = Capture(logits, x, {"relu2": acts}, slice(0, 4))
+    channel_dir = torch.randn(32)
+    got = pl.direction("relu2", channel_dir).bind(digits_model, 4)(cap)
+    assert torch.allclose(got, torch.einsum("nchw,c->n", acts, channel_dir) / (28 * 28), atol=1e-4)
+    v = pl.cav(digits_model, "relu2", digit_sets[1], digit_sets[2], kind="mean")
+    got = pl.direction("relu2", v).bind(digits_model, 4)(cap)
+    assert torch.allclose(got, acts.flatten(1) @ v.vector, atol=1e-4)
+    with pytest.raises(pl.PellucidError, match="32 .* or 25088"):
+        pl.direction("relu2", torch.randn(5)).bind(digits_model, 4)(cap)
+    with pytest.raises(pl.PellucidError, match="float tensor"):
+        pl.direction("relu2", [1, 2])
+    start = x[:1]
+    viz = pl.visualize(digits_model, pl.direction("relu2", v), start=start, steps=15, seed=0)
+    along = [float(vectors.flat_activations(digits_model, img, "relu2", None)[0] @ v.vector)
+             for img in (start, viz.image)]
+    assert along[1] > along[0] + 1, along
