@@ -62,21 +62,22 @@ def test_tcav_scores_match_captum_on_the_same_cavs(digits_model, digit_sets, tmp
     assert torch.allclose(result.scores, theirs.to(result.scores), atol=0.02), (result.scores, theirs)
 
 
-def test_the_svm_is_liblinears_solution(digit_sets, digits_model):
-    """kind="svm" solves the linear SVM exactly: the same normal as scikit-learn's liblinear on the same rows."""
-    from sklearn.svm import LinearSVC
+def test_the_svm_is_libsvms_solution(digit_sets, digits_model):
+    """kind="svm" solves the linear SVM exactly: the normal and intercept of scikit-learn's SVC (LIBSVM, on the
+    Gram matrix) with C = 1 / (alpha n), for a large set and for a run's share of two images each."""
+    from sklearn.svm import SVC
 
     _, concept_x, random_x = digit_sets
-    acts = vectors.flat_activations(digits_model, torch.cat([concept_x[:20], random_x[:30]]), "relu3", None)
-    pos, neg = acts[:20], acts[20:]
-    w, b = vectors.linear_svm(pos, neg, seed=0)
-    rows = acts - acts.mean(0)
-    ref = LinearSVC(loss="hinge", C=1 / (vectors.SVM_ALPHA * len(acts)), tol=1e-6, max_iter=200_000)
-    ref.fit(rows.double().numpy(), [1] * 20 + [0] * 30)
-    cosine = float(torch.nn.functional.cosine_similarity(w.double(), torch.as_tensor(ref.coef_[0]), dim=0))
-    assert cosine > 0.999
-    sides = (acts @ w + b > 0).numpy()
-    assert (sides == ref.predict(rows.double().numpy()).astype(bool)).mean() == 1
+    acts = vectors.flat_activations(digits_model, torch.cat([concept_x[:20], random_x[:30]]), "relu3", None).double()
+    for pos, neg in ((acts[:20], acts[20:]), (acts[:2], acts[20:22])):
+        rows = torch.cat([pos, neg])
+        w, b = vectors.linear_svm(pos, neg)
+        ref = SVC(kernel="precomputed", C=1 / (vectors.SVM_ALPHA * len(rows)), tol=1e-6)
+        ref.fit((rows @ rows.T).numpy(), [1] * len(pos) + [0] * len(neg))
+        normal = torch.as_tensor(ref.dual_coef_[0]) @ rows[ref.support_]
+        assert float(torch.nn.functional.cosine_similarity(w, normal, dim=0)) > 0.9999
+        assert math.isclose(b / float(w.norm()), float(ref.intercept_[0]) / float(normal.norm()), rel_tol=1e-3,
+                            abs_tol=1e-4)
 
 
 def test_cav_finds_the_concept_and_holds_out_images(digits_model, digit_sets):
@@ -274,3 +275,31 @@ def test_direction_objective_scores_the_projection(digits_model, digit_sets):
     along = [float(vectors.flat_activations(digits_model, img, "relu2", None)[0] @ v.vector)
              for img in (start, viz.image)]
     assert along[1] > along[0] + 1, along
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def test_cli_tcav_and_concepts_read_folders(digit_sets, tmp_path, capsys):
+    from pellucid import cli
+
+    x, concept_x, random_x = digit_sets
+    for name, images in (("threes", x[:8]), ("zeros", concept_x[:12]), ("others", random_x[:12])):
+        (tmp_path / name).mkdir()
+        for i, img in enumerate(images):
+            pl.save_image(img, tmp_path / name / f"{i:02d}.png")
+    assert cli.main(["tcav", "--layer", "relu2", "--target", "3", "--concept", str(tmp_path / "zeros"), "--random",
+                     str(tmp_path / "others"), "--runs", "3", "--kind", "mean", str(tmp_path / "threes")]) == 0
+    out = capsys.readouterr().out
+    assert "TCAV of 12 concept images for class 3 at layer relu2 (8 images, 3 runs of 4" in out and "p = " in out
+    png = tmp_path / "concepts.png"
+    assert cli.main(["concepts", "--concepts", "3", "--crops", "4", "--out", str(png), str(tmp_path / "threes")]) == 0
+    out = capsys.readouterr().out
+    assert "3 concepts of class 3 at layer pool3 from 8 images (32 crops" in out and png.stat().st_size > 0
+    for argv, message in ((["tcav", "--concept", str(tmp_path / "zeros"), str(tmp_path / "threes")], "--layer"),
+                          (["tcav", "--layer", "relu2", "--runs", "1", "--concept", str(tmp_path)], "--runs"),
+                          (["concepts", "--layer", "fc", str(tmp_path / "threes")], "spatial")):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err

@@ -11,6 +11,7 @@ from .._checks import PellucidError
 from .._progress import end_line
 from .attacks import _attack_args, _attack_run, _fool_args, _fool_run, _robustness_args, _robustness_run
 from .common import check_flags
+from .concepts import _concepts_args, _concepts_run, _tcav_args, _tcav_run
 from .explain import (
     _explain_args,
     _explain_run,
@@ -53,6 +54,10 @@ COMMANDS: dict[str, Command] = {
     "layers": ("list the layer names that layer= accepts, with output shapes", _layers_args, _layers_run),
     "classviz": ("write class visualizations (gradient ascent from noise)", _classviz_args, _classviz_run),
     "filterviz": ("write channel visualizations beside their activation maps", _filterviz_args, _filterviz_run),
+    "tcav": ("does a concept (a folder of example images) matter for a class? TCAV with a t-test against random "
+             "concepts", _tcav_args, _tcav_run),
+    "concepts": ("the concepts a class is made of (CRAFT): NMF of crops' activations, ranked by Sobol importance",
+                 _concepts_args, _concepts_run),
     "fool": ("write fooling images: the smallest steps that make the model predict a target", _fool_args, _fool_run),
     "attack": ("attack images (FGSM, PGD, APGD, FAB, Square, AutoAttack, CW, DeepFool) and show original | "
                "adversarial | difference", _attack_args, _attack_run),

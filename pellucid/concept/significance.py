@@ -12,6 +12,7 @@ the null hypothesis both groups of runs are independent draws of one distributio
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,6 @@ from .._checks import PellucidError, check_choice, check_number, checked_keyword
 from .crops import crop_activations, random_boxes
 from .vectors import (
     KINDS,
-    draw_seed,
     fit_cav,
     fit_directions,
     flat_activations,
@@ -75,7 +75,9 @@ def t_test(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double().cpu().numpy(), b.double().cpu().numpy()
     if a.std() == 0 and b.std() == 0:
         return 1.0 if a.mean() == b.mean() else 0.0
-    return float(stats.ttest_ind(a, b).pvalue)
+    with warnings.catch_warnings():  # scores of nearly one value: scipy warns of precision, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b).pvalue)
 
 
 class _Draws:
@@ -101,9 +103,8 @@ def tcav_runs(grads: torch.Tensor, concept: torch.Tensor, random: torch.Tensor, 
     draws = _Draws(len(random), gen)
     theirs = torch.stack([draws.take(share) for _ in range(runs)])
     pairs = torch.stack([draws.take(2 * share) for _ in range(runs)])
-    seeds = [draw_seed(gen) for _ in range(2 * runs)]
-    vectors = fit_directions(concept[mine], random[theirs], kind, seeds[:runs])[0]
-    nulls = fit_directions(random[pairs[:, :share]], random[pairs[:, share:]], kind, seeds[runs:])[0]
+    vectors = fit_directions(concept[mine], random[theirs], kind)[0]
+    nulls = fit_directions(random[pairs[:, :share]], random[pairs[:, share:]], kind)[0]
     scores = ((grads @ vectors.to(grads).T) > 0).float().mean(0)
     return scores, ((grads @ nulls.to(grads).T) > 0).float().mean(0), vectors
 
