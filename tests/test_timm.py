@@ -140,9 +140,6 @@ def test_without_timm_nothing_is_listed_and_loading_says_how_to_install():
 # ---------------------------------------------------------------------------------------------
 # CAM layers and token grids, against pytorch-grad-cam given the same layer and reshape
 
-pgc = pytest.importorskip("pytorch_grad_cam")
-from test_cam import assert_close_maps, reference  # noqa: E402
-
 CASES = {  # architecture: (input side, the default layer, the module pytorch-grad-cam gets, its reshape)
     "vit_small_patch16_224": (224, "blocks.11.norm1", lambda n: n.blocks[-1].norm1,
                               lambda t: t[:, 1:].reshape(len(t), 14, 14, -1).permute(0, 3, 1, 2)),
@@ -159,6 +156,9 @@ CASES = {  # architecture: (input side, the default layer, the module pytorch-gr
 
 @pytest.mark.parametrize("arch", list(CASES))
 def test_default_cam_layers_and_token_grids_match_pytorch_grad_cam(arch, photo224):
+    pytest.importorskip("pytorch_grad_cam")
+    from test_cam import assert_close_maps, reference
+
     side, layer, module, reshape = CASES[arch]
     model = pl.load_model(f"timm:{arch}", weights="random")
     x = torch.nn.functional.interpolate(photo224, size=side, mode="bilinear", antialias=True).clamp(0, 1)
