@@ -164,7 +164,7 @@ def test_bad_concept_arguments_are_clear(digits_model, digit_sets, resnet_small)
     with pytest.raises(pl.PellucidError, match="not a spatial map"):
         pl.concepts(digits_model, x, layer="fc")
     with pytest.raises(pl.PellucidError, match="non-negative"):
-        pl.concepts(digits_model, x, layer="conv2", n=3, crops=4)
+        pl.concepts(digits_model, x, layer="conv2", n=3)
     with pytest.raises(pl.PellucidError, match="one class index"):
         pl.concepts(digits_model, x, target=[1, 2])
 
@@ -173,7 +173,7 @@ def test_concept_methods_leave_no_trace(digits_model, digit_sets):
     x, concept_x, random_x = digit_sets
     calls = [lambda m, xx: pl.tcav(m, xx, CLS, "relu2", concept_x[:8], random_x=random_x[:20], runs=2, kind="mean"),
              lambda m, xx: pl.cav(m, "relu2", xx, random_x[:10], kind="mean"),
-             lambda m, xx: pl.concepts(m, xx, CLS, n=3, crops=4, designs=4)]
+             lambda m, xx: pl.concepts(m, xx, CLS, n=3, crop_size=0.5, designs=4)]
     for call in calls:
         check_side_effects(call, digits_model, x[:6])
 
@@ -217,18 +217,18 @@ def test_sobol_indices_of_the_layers_after_are_their_closed_form(digits_model, d
 
 @pytest.fixture(scope="module")
 def craft(digits_model, digit_sets):
-    return pl.concepts(digits_model, digit_sets[0], n=5, crops=8, designs=32, top=6, seed=0)
+    return pl.concepts(digits_model, digit_sets[0][:16], n=5, designs=32, top=6, seed=0)
 
 
 def test_concepts_are_seeded_ranked_and_sum_sensibly(digits_model, digit_sets, craft):
-    x = digit_sets[0]
+    x = digit_sets[0][:16]
     assert craft.layer == "pool3" and craft.target == CLS and len(craft.concepts) == 5
-    again = pl.concepts(digits_model, x, n=5, crops=8, designs=32, top=6, seed=0)
+    again = pl.concepts(digits_model, x, n=5, designs=32, top=6, seed=0)
     for a, b in zip(craft.concepts, again.concepts):
         assert a.index == b.index and a.importance == b.importance and torch.equal(a.vector, b.vector)
         assert torch.equal(a.boxes, b.boxes) and torch.equal(a.maps, b.maps)
-    other = pl.concepts(digits_model, x, n=5, crops=8, designs=32, top=6, seed=1)
-    assert not torch.equal(other.boxes, craft.boxes)
+    other = pl.concepts(digits_model, x, n=5, designs=32, top=6, seed=1)  # other Sobol' scrambles
+    assert [c.importance for c in other.concepts] != [c.importance for c in craft.concepts]
     imp = [c.importance for c in craft.concepts]
     assert imp == sorted(imp, reverse=True) and min(imp) >= 0
     # the layers after pool3 are linear (see above): total indices of an additive function sum to 1
@@ -238,14 +238,16 @@ def test_concepts_are_seeded_ranked_and_sum_sensibly(digits_model, digit_sets, c
 def test_concepts_report_their_reconstruction_error_crops_and_maps(digits_model, digit_sets, craft):
     from pellucid.concept.crops import crop_activations
 
-    x = digit_sets[0]
+    x = digit_sets[0][:16]
     acts = crop_activations(digits_model, x, craft.boxes, "pool3", None, reduce=lambda a: a.mean((2, 3)))
     w = torch.stack([c.vector for c in sorted(craft.concepts, key=lambda c: c.index)])
     error = float((acts - craft.coefficients @ w).norm() / acts.norm())
     assert 0 < craft.error < 0.5 and math.isclose(craft.error, error, rel_tol=1e-3)
-    assert craft.boxes.shape == (24 * 8, 5) and (craft.boxes[:, 3] == round(0.3 * 28)).all()
+    # CRAFT's grid: 8-pixel squares 6 apart, the last flush with the border: at 0, 6, 12, 18, 20
+    assert craft.boxes.shape == (16 * 25, 5) and (craft.boxes[:, 3:] == 8).all()
+    assert sorted(set(craft.boxes[:, 1].tolist())) == [0, 6, 12, 18, 20] == sorted(set(craft.boxes[:, 2].tolist()))
     for c in craft.concepts:
-        assert c.crops.shape == (6, 1, 28, 28) and c.maps.shape == (24, 28, 28) and (c.maps >= 0).all()
+        assert c.crops.shape == (6, 1, 28, 28) and c.maps.shape == (16, 28, 28) and (c.maps >= 0).all()
         # its crops are those that hold most of it
         best = craft.coefficients[:, c.index].argsort(descending=True)[:6]
         assert torch.equal(c.boxes, craft.boxes[best]) and torch.equal(c.crops, cut(x, craft.boxes[best]))
@@ -294,9 +296,10 @@ def test_cli_tcav_and_concepts_read_folders(digit_sets, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "TCAV of 12 concept images for class 3 at layer relu2 (8 images, 3 runs of 4" in out and "p = " in out
     png = tmp_path / "concepts.png"
-    assert cli.main(["concepts", "--concepts", "3", "--crops", "4", "--out", str(png), str(tmp_path / "threes")]) == 0
+    argv = ["concepts", "--concepts", "3", "--crop-size", "0.5", "--out", str(png), str(tmp_path / "threes")]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "3 concepts of class 3 at layer pool3 from 8 images (32 crops" in out and png.stat().st_size > 0
+    assert "3 concepts of class 3 at layer pool3 from 8 images (72 crops" in out and png.stat().st_size > 0
     for argv, message in ((["tcav", "--concept", str(tmp_path / "zeros"), str(tmp_path / "threes")], "--layer"),
                           (["tcav", "--layer", "relu2", "--runs", "1", "--concept", str(tmp_path)], "--runs"),
                           (["concepts", "--layer", "fc", str(tmp_path / "threes")], "spatial")):

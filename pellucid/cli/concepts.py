@@ -85,7 +85,8 @@ def _tcav_run(args):
 def _concepts_args(p):
     _common(p, "default: the last spatial layer before pooling")
     number(p, "--concepts", integer=True, low=1, default=10, help="how many concepts to find")
-    number(p, "--crops", integer=True, low=1, default=16, help="random crops per image")
+    number(p, "--crop-size", low=0, high=1, low_open=True, default=0.3,
+           help="side of the crops, a fraction of the image side (a grid overlapping by 20%%)")
     number(p, "--top", integer=True, low=1, default=6, help="crops shown per concept")
     p.add_argument("--out", default=None, help="write a PNG of each concept's top crops (rows by importance)")
 
@@ -95,7 +96,8 @@ def _concepts_run(args):
 
     model, x, _ = _batch(args)
     target = _target(args, model, x)
-    c = concepts(model, x, target, layer=args.layer, n=args.concepts, crops=args.crops, top=args.top, seed=args.seed)
+    c = concepts(model, x, target, layer=args.layer, n=args.concepts, crop_size=args.crop_size,
+                 top=args.top, seed=args.seed)
     print(f"{len(c.concepts)} concepts of class {model.label(target)} at layer {c.layer} from {len(x)} images "
           f"({len(c.boxes)} crops; NMF relative reconstruction error {c.error:.3f})")
     print("rank  concept  importance  images of its top crops")

@@ -1,5 +1,5 @@
-"""Random crops of a batch, each resized to the batch's image size: TCAV's random images when none are given
-and CRAFT's pieces of images. A crop is a box ``(image, top, left, height, width)`` in pixels."""
+"""Crops of a batch, each resized to the batch's image size: random ones are TCAV's random images when none are
+given, a grid of them CRAFT's pieces of images. A crop is a box ``(image, top, left, height, width)`` in pixels."""
 
 from __future__ import annotations
 
@@ -22,6 +22,24 @@ def random_boxes(x: torch.Tensor, image: torch.Tensor, gen: torch.Generator, sid
     top = (torch.rand(count, generator=gen) * (height - h + 1)).long()
     left = (torch.rand(count, generator=gen) * (width - w + 1)).long()
     return torch.stack([image, top, left, h, w], 1)
+
+
+def grid_boxes(x: torch.Tensor, side: float, overlap: float = 0.2) -> torch.Tensor:
+    """CRAFT's crops: in every image the same grid of squares, ``side`` times the image's shorter side, ``overlap``
+    of a side apart, the last row and column flush with the border, so that every pixel, corners included, lies
+    in a crop (random positions would cover a 4-pixel corner of a 28-pixel digit in 1-2% of 8-pixel crops,
+    the grid in 8%)."""
+    n, _, height, width = x.shape
+    p = max(1, round(side * min(height, width)))
+    stride = max(1, round((1 - overlap) * p))
+
+    def starts(total: int) -> list[int]:
+        out = list(range(0, total - p + 1, stride))
+        return out if out[-1] == total - p else out + [total - p]
+
+    grid = torch.tensor([(t, left) for t in starts(height) for left in starts(width)])
+    image = torch.arange(n).repeat_interleave(len(grid))
+    return torch.cat([image[:, None], grid.repeat(n, 1), torch.full((len(image), 2), p)], 1)
 
 
 def cut(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

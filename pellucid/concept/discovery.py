@@ -1,13 +1,14 @@
 """Concept discovery by CRAFT (Fel et al. 2023): the concepts a class is made of, found in the model's own
 activations.
 
-Random crops of the class's images go through the model up to a spatial layer; their non-negative activations,
-averaged over positions, are factorized by NMF, ``A ≈ U W``: each of the ``n`` rows of ``W`` is a concept (a
-direction in channel space), ``U`` says how much of it each crop holds. A concept's importance for the class is
-its total Sobol index: the concepts' coefficients at every position of an image are scaled by random masks
-(a scrambled Sobol' design), the layer's output rebuilt from them replaces the real one, and the variance of the class
-score that each concept's mask explains, interactions included, is estimated with Jansen's estimator and
-averaged over the images. A concept's map is its coefficient at each position of each image.
+Crops of the class's images (a grid of overlapping squares, each resized to the image's size) go through the
+model up to a spatial layer; their non-negative activations, averaged over positions, are factorized by NMF,
+``A ≈ U W``: each of the ``n`` rows of ``W`` is a concept (a direction in channel space), ``U`` says how much of
+it each crop holds. A concept's importance for the class is its total Sobol index: the concepts' coefficients
+at every position of an image are scaled by random masks (a scrambled Sobol' design), the layer's output
+rebuilt from them replaces the real one, and the variance of the class score that each concept's mask
+explains, interactions included, is estimated with Jansen's estimator and averaged over the images. A
+concept's map is its coefficient at each position of each image.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .._state import model_state
 from ..featureviz.layer_outputs import activations
 from ..models.layers import find_layer, named_layers
 from ..targets import as_indices, as_target
-from .crops import crop_activations, cut, random_boxes
+from .crops import crop_activations, cut, grid_boxes
 from .sobol import design, jansen_total
 from .vectors import draw_seed, layer_name
 
@@ -145,20 +146,19 @@ def _importance(model, x, t, module, coeffs, w, designs, gen) -> torch.Tensor:
 
 @checked_keywords
 def concepts(model: nn.Module, x: torch.Tensor, target=None, *, layer: str | nn.Module | None = None, n: int = 10,
-             crops: int = 16, crop_size: float = 0.3, designs: int = 64, top: int = 8,
+             crop_size: float = 0.3, designs: int = 64, top: int = 8,
              seed: int | torch.Generator = 0, batch_size: int | None = None) -> Concepts:
     """CRAFT (Fel et al. 2023): the ``n`` concepts that ``x`` (images of one class) are made of, for ``target``.
 
-    ``crops`` random crops per image (square, sides ``crop_size`` of the image's, resized to its size) are
-    factorized by NMF at ``layer`` (``None``: the last spatial layer with non-negative outputs, before global
-    pooling). Each concept gets its importance for ``target`` (total Sobol index from ``designs`` scrambled
-    Sobol' designs per image; ``None``: the class predicted most often on ``x``), its ``top`` most typical
-    crops and its maps.
+    Crops of every image (CRAFT's grid of squares with sides ``crop_size`` of the image's, overlapping by 20%,
+    resized to the image's size) are factorized by NMF at ``layer`` (``None``: the last spatial layer with
+    non-negative outputs, before global pooling). Each concept gets its importance for ``target`` (total Sobol
+    index from ``designs`` scrambled Sobol' designs per image; ``None``: the class predicted most often on
+    ``x``), its ``top`` most typical crops and its maps.
 
     Example: ``c = pl.concepts(model, dogs, 207)``; ``c.concepts[0].crops`` shows the most important concept.
     """
     n = check_number(n, "n", 1, integer=True, hint=" (how many concepts)")
-    crops = check_number(crops, "crops", 1, integer=True, hint=" (crops per image)")
     crop_size = check_number(crop_size, "crop_size", 0, 1, low_open=True, hint=" (a fraction of the image side)")
     designs = check_number(designs, "designs", 2, integer=True)
     top = check_number(top, "top", 1, integer=True)
@@ -169,11 +169,12 @@ def concepts(model: nn.Module, x: torch.Tensor, target=None, *, layer: str | nn.
     _spatial(model, x[:1], layer)
     module = find_layer(model, layer)
     gen = generator(seed, "cpu")
-    boxes = random_boxes(x, torch.arange(len(x)).repeat_interleave(crops), gen, (crop_size, crop_size))
+    boxes = grid_boxes(x, crop_size)
     acts = crop_activations(model, x, boxes, layer, batch_size, reduce=lambda a: a.mean((2, 3)))
     if n > min(acts.shape):
         raise PellucidError(f"n={n} concepts need at least {n} crops and {n} channels; the layer has "
-                            f"{acts.shape[1]} channels and there are {len(acts)} crops: lower n or add crops")
+                            f"{acts.shape[1]} channels and there are {len(acts)} crops: lower n or crop_size, or "
+                            "add images")
     nmf, u, error = _fit_nmf(acts, n, draw_seed(gen))
     w = torch.as_tensor(nmf.components_, dtype=acts.dtype, device=x.device)
     image_acts = activations(model, x, layer, batch_size=batch_size).clamp_min(0)

@@ -139,8 +139,8 @@ def tcav(model: nn.Module, x: torch.Tensor, target, layer: str | nn.Module, conc
                             "concept images (at least one), so pass runs <= the number of concept images "
                             f"(runs={len(concept_x)}) or more concept images")
     gen = generator(seed, "cpu")
+    concept = flat_activations(model, concept_x, layer, batch_size)  # a bad layer fails here, clearly
     grads = layer_gradients(model, x, t, layer, bs)
-    concept = flat_activations(model, concept_x, layer, batch_size)
     if random_x is None:
         boxes = random_boxes(x, torch.randint(len(x), (3 * runs * share,), generator=gen), gen, RANDOM_SIDES)
         random = crop_activations(model, x, boxes, layer, batch_size, reduce=lambda a: a.flatten(1))
