@@ -56,11 +56,17 @@ from .text import (
 from .batch import explain_dataset, read_results
 from .dataset import diff, DiffResult, scan, ScanResult
 
+# shortcuts (Clever Hans): planted ground truth, Decoy MNIST, and two fixes
+from .shortcuts import (
+    artifact_mask, clarc, ClarcModel, decoy_digits, paste_artifact, plant_artifact, train_right_reasons,
+)
+
 _install_old_paths()  # old module paths (pellucid.data, pellucid.report, ...) keep working
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "artifact_mask", "clarc", "ClarcModel", "decoy_digits", "paste_artifact", "plant_artifact", "train_right_reasons",
     "activations", "apgd", "attribution_map", "autoattack", "AutoAttackResult", "blur", "cam", "channel",
     "channel_visualization", "check_words", "class_logit", "class_visualization", "compare", "compose", "cw",
     "deepfool", "deeplift", "deeplift_shap", "deletion", "diff", "DiffResult", "explain", "explain_dataset",
