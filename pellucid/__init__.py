@@ -54,6 +54,9 @@ from .text import (
 # a whole data set
 from .batch import explain_dataset, read_results
 
+# pictures in Jupyter: results show themselves; pl.show draws tensors, maps and reports
+from .drawing.show import show
+
 _install_old_paths()  # old module paths (pellucid.data, pellucid.report, ...) keep working
 
 __version__ = "0.1.0"
@@ -68,7 +71,8 @@ __all__ = [
     "LRPResult",
     "minimal_epsilon", "neuron", "Objective", "occlusion", "pad", "PellucidError", "pgd", "PHOTOS", "PixelModel",
     "random_rotate", "random_scale", "read_results", "road", "robustness_curve", "roll", "saliency", "sample_images",
-    "sanity_check", "save_image", "segmentation_target", "sensitivity", "similarity_target", "smoothgrad", "square",
+    "sanity_check", "save_image", "segmentation_target", "sensitivity", "show", "similarity_target", "smoothgrad",
+    "square",
     "srg", "standard_transforms", "text_input_x_gradient", "text_integrated_gradients", "text_lime", "text_occlusion",
     "total_variation", "Visualization", "visualize", "wrap",
 ]

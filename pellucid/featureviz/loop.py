@@ -58,6 +58,11 @@ class Visualization:
     def activation(self) -> torch.Tensor | None:
         return self.history.get("activation")
 
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display
+
+        return display.visualization(self)
+
 
 class _Scorer:
     """The callable target of one step: builds a :class:`Capture` per chunk, records tracked values."""
