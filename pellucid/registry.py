@@ -246,7 +246,7 @@ class Model:
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """Many models behind one rule (every torchvision classifier; next, ``timm:NAME``): ``record(name)``
+    """Many models behind one rule (every torchvision classifier; every timm one as ``timm:NAME``): ``record(name)``
     gives the record of a member that ``match(name)`` accepts; ``featured`` are listed by name."""
 
     name: str

@@ -3,8 +3,9 @@ data they train on, and the one training loop.
 
 ``base`` (``PixelModel``, ``wrap``: normalization inside the model), ``weights`` (reading weight files,
 tensors only), ``digits``, ``efficientnet`` (``imagenet``), ``langid``, ``vision`` (every torchvision
-classifier), ``data`` (MNIST digits and photos from installed wheels), ``training`` and ``layers``
-(layers by name). Adding a built-in model is one loader plus one ``register_model(Model(...))``.
+classifier), ``timm_models`` (every timm architecture as ``timm:NAME``, an optional extra), ``data``
+(MNIST digits and photos from installed wheels), ``training`` and ``layers`` (layers by name). Adding a
+built-in model is one loader plus one ``register_model(Model(...))``.
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ from ..registry import families, model_record, models
 from . import digits as _digits  # noqa: F401  (each model module registers its records)
 from . import efficientnet as _efficientnet  # noqa: F401
 from . import langid as _langid  # noqa: F401
+from . import timm_models as _timm_models  # noqa: F401
 from . import vision as _vision  # noqa: F401
 from .base import PixelModel, wrap
 
 
 def load_model(name: str = "digits", weights=None):
-    """Load a registered model by name, in eval mode: ``digits``, ``digits-nobn``, ``imagenet``, ``langid``
-    or any torchvision classifier (``pellucid models`` lists them).
+    """Load a registered model by name, in eval mode: ``digits``, ``digits-nobn``, ``imagenet``, ``langid``,
+    any torchvision classifier, or any timm architecture as ``timm:NAME`` (``pellucid models`` lists them).
 
     ``weights``: a state_dict file (``.pth`` or ``.safetensors``, read as tensors only), ``"random"`` for
     an untrained seeded model, or ``None`` for the model's own (shipped, trained on first use and cached,
-    or from the torch hub cache for torchvision). Nothing is downloaded.
-    Example: ``pl.load_model("resnet18", weights="r18.pth")``.
+    or from the torch hub cache for torchvision; a timm model needs a file or ``"random"``). Nothing is
+    downloaded.
+    Example: ``pl.load_model("resnet18", weights="r18.pth")``, ``pl.load_model("timm:convnext_tiny",
+    weights="convnext_tiny.safetensors")``.
     """
     return model_record(name).load(weights)
 

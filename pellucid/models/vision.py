@@ -12,7 +12,7 @@ from torch import nn
 from .._checks import PellucidError
 from ..registry import Model, ModelFamily, register_family
 from .base import PixelModel, seeded
-from .weights import load_into, read_checkpoint
+from .weights import build_with_weights
 
 FEATURED = ("resnet18", "resnet50", "vgg16", "squeezenet1_1", "alexnet", "mobilenet_v3_small",
             "densenet121", "efficientnet_b0", "vit_b_16", "swin_t")
@@ -44,14 +44,6 @@ def torchvision_names() -> tuple[str, ...]:
     return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
-def _head_classes(net: nn.Module, state: dict) -> int | None:
-    """The number of classes of ``state``'s classifier when it differs from ``net``'s (a fine-tuned head)."""
-    heads = [k for k, v in net.state_dict().items() if k.endswith("weight") and v.dim() >= 2 and v.shape[0] == 1000]
-    if heads and heads[-1] in state and state[heads[-1]].dim() >= 1 and state[heads[-1]].shape[0] != 1000:
-        return int(state[heads[-1]].shape[0])
-    return None
-
-
 def hub_weights_path(name: str) -> Path:
     """Where torchvision would have cached ``name``'s default weights (no download happens)."""
     url = _weights_enum(name).url
@@ -64,27 +56,28 @@ def load_torchvision(name: str, weights=None) -> PixelModel:
     def build(**kw) -> nn.Module:  # reproducible init without touching the global RNG
         return seeded(lambda: torchvision.models.get_model(name, weights=None, **kw))
 
-    net, meta, classes = build(), {}, None
-    if weights != "random":
-        path = weights if weights is not None else hub_weights_path(name)
-        if weights is None and not path.is_file():
-            raise PellucidError(
-                f"no weights for {name} offline: pass weights='path/to/{name}.pth' (a state_dict, "
-                f".pth or .safetensors), place the file at {path} (the torch hub cache), "
-                "or use weights='random' for an untrained model"
-            )
-        state, meta = read_checkpoint(path, name)
-        classes = _head_classes(net, state)
-        if classes is not None:  # a fine-tuned head: the same architecture with `classes` outputs
-            net = build(num_classes=classes)
-        load_into(net, state, name, path)
-    labels = meta.get("labels") or ([str(k) for k in range(classes)] if classes is not None else imagenet_labels())
-    model = PixelModel(net, meta.get("mean", IMAGENET_MEAN), meta.get("std", IMAGENET_STD), labels,
-                       meta.get("input_size", (3, 224, 224)), name=name)
-    model.samples = "photos"
-    model.weights = "random" if weights == "random" else str(weights or hub_weights_path(name))
+    path = None if weights == "random" else weights if weights is not None else hub_weights_path(name)
+    if weights is None and not path.is_file():
+        raise PellucidError(
+            f"no weights for {name} offline: pass weights='path/to/{name}.pth' (a state_dict, "
+            f".pth or .safetensors), place the file at {path} (the torch hub cache), "
+            "or use weights='random' for an untrained model"
+        )
+    net, meta, classes = build_with_weights(build, name, weights, path)
+    model = classifier(net, name, meta, classes or 1000, IMAGENET_MEAN, IMAGENET_STD, (3, 224, 224))
+    model.weights = "random" if weights == "random" else str(path)
     if name.startswith("vit_"):  # a fixed grid of position embeddings: one image size only
         model.strict_size = True
+    return model
+
+
+def classifier(net: nn.Module, name: str, meta: dict, classes: int, mean, std, input_size) -> PixelModel:
+    """An image classifier in pixel space, in eval mode, showing the photos: the checkpoint's ``meta`` (mean,
+    std, input_size, labels) over the architecture's defaults; ImageNet's class names for 1,000 classes."""
+    labels = meta.get("labels") or (imagenet_labels() if classes == 1000 else [str(k) for k in range(classes)])
+    model = PixelModel(net, meta.get("mean", mean), meta.get("std", std), labels, meta.get("input_size", input_size),
+                       name=name)
+    model.samples = "photos"
     return model.eval()
 
 

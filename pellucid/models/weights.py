@@ -67,3 +67,29 @@ def load_into(net: nn.Module, state: dict, name: str, path) -> None:
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
         detail = [line.strip() for line in str(e).splitlines()[1:3] if line.strip()]  # the first mismatches
         raise PellucidError(f"weights {str(path)!r} do not fit {name}: {'; '.join(detail) or e}") from e
+
+
+def head_classes(net: nn.Module, state: dict) -> int | None:
+    """The number of classes of ``state``'s classifier when it differs from ``net``'s (a fine-tuned head): the
+    last 2-D weight of ``net`` whose rows are its output classes, read in ``state``."""
+    out = getattr(net, "num_classes", 1000)
+    heads = [k for k, v in net.state_dict().items() if k.endswith("weight") and v.dim() >= 2 and v.shape[0] == out]
+    if heads and heads[-1] in state and state[heads[-1]].dim() >= 1 and state[heads[-1]].shape[0] != out:
+        return int(state[heads[-1]].shape[0])
+    return None
+
+
+def build_with_weights(build, name: str, weights, path=None) -> tuple[nn.Module, dict, int | None]:
+    """``(net, meta, classes)``: ``build()`` with the weights of ``path`` (``weights="random"``: as built).
+
+    ``build(**kw)`` makes the architecture (``build(num_classes=k)`` when the file holds a head of ``k``
+    classes, which ``classes`` then is); ``meta`` is the checkpoint's (mean, std, input_size, labels)."""
+    net = build()
+    if weights == "random":
+        return net, {}, None
+    state, meta = read_checkpoint(path, name)
+    classes = head_classes(net, state)
+    if classes is not None:  # a fine-tuned head: the same architecture with `classes` outputs
+        net = build(num_classes=classes)
+    load_into(net, state, name, path)
+    return net, meta, classes

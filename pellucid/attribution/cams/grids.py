@@ -6,12 +6,17 @@ recognized from the output shape and the input size, not from class names:
 
 - ``(N, C, h, w)`` whose ``h, w`` divide the input's ``H, W`` alike: a map as it is;
 - ``(N, h, w, C)`` whose ``h, w`` do (and ``C, h`` do not): channels last, permuted;
-- ``(N, T, C)`` with ``T = h*w`` or ``1 + h*w`` and ``h / w = H / W``: tokens, the leading one dropped.
+- ``(N, T, C)`` with ``T = k + h*w`` and ``h / w = H / W``: tokens, the ``k`` leading ones dropped (a class
+  token; DeiT's class and distillation tokens; register tokens: ``k`` up to 8, the smallest that fits after 1
+  and 0).
 
 The default layer (:func:`default_layer`) comes from one forward pass of one image, cached per model
 and input size: for a model whose token layers run after its last convolution (a ViT's patch embedding
 is its only convolution), the first norm of the last block that starts with one (the input of the last
-attention block, pytorch-grad-cam's documented choice); otherwise the last ``Conv2d`` with a grid.
+attention block, pytorch-grad-cam's documented choice); when the network returns to a map after those
+layers (a ConvNeXt block's norm and MLP run channels-last between its convolution and its output), the
+outermost module around the last convolution whose output is that map (the last stage's output);
+otherwise the last ``Conv2d`` with a grid.
 """
 
 from __future__ import annotations
@@ -40,10 +45,17 @@ def _same_stride(h: int, w: int, size: tuple[int, int]) -> bool:
     return abs(H / h - W / w) <= max(1.0, 0.05 * H / h)
 
 
+PREFIX_TOKENS = (1, 0, 2, 3, 4, 5, 6, 7, 8)
+"""How many leading tokens a sequence may hold before its patch grid, in the order they are tried: a class
+token, none, DeiT's class and distillation tokens, register tokens. For a grid of up to 400 x 400 patches a
+wrong count never gives a grid of the input's shape too (the side lengths would differ by over 5%)."""
+
+
 def _token_grid(tokens: int, size: tuple[int, int]) -> tuple[int, int, int] | None:
-    """``(skip, h, w)`` for a sequence of ``tokens``: ``skip`` leading tokens (0 or 1), then ``h x w``."""
+    """``(skip, h, w)`` for a sequence of ``tokens``: ``skip`` leading tokens (:data:`PREFIX_TOKENS`), then
+    ``h x w``."""
     H, W = size
-    for skip in (1, 0):
+    for skip in PREFIX_TOKENS:
         k = tokens - skip
         if k < 4:
             continue
@@ -130,6 +142,7 @@ def _find_default(model: nn.Module, x1: torch.Tensor) -> str:
     layers = named_layers(model)
     names = {m: n for n, m in layers.items()}
     started: list[str] = []
+    ended: list[str] = []
     grids: dict[str, tuple] = {}
     size = tuple(x1.shape[-2:])
     with model_state(model) as state:
@@ -137,6 +150,7 @@ def _find_default(model: nn.Module, x1: torch.Tensor) -> str:
             state.forward_pre_hook(m, lambda _m, _i, n=name: started.append(n))
 
             def record(_m, _i, out, n=name):
+                ended.append(n)
                 if isinstance(out, torch.Tensor) and n not in grids:
                     found = grid_kind(tuple(out.shape), size)
                     if found is not None:
@@ -155,6 +169,14 @@ def _find_default(model: nn.Module, x1: torch.Tensor) -> str:
         raise PellucidError("no layer of this model gives a spatial grid (a conv map, channels-last map or "
                             "square token grid) at this input size; pass layer='name' and reshape=fn giving "
                             "(N, C, h, w)")
+    if convs:  # back to a map after the token layers: they ran inside convolutional blocks (ConvNeXt)
+        end = {n: i for i, n in enumerate(dict.fromkeys(ended))}
+        last = max(end[n] for n in tokens)
+        parts = convs[-1].split(".")
+        around = [p for p in (".".join(parts[:k]) for k in range(1, len(parts)))
+                  if grids.get(p, ("",))[0] == "map" and end.get(p, -1) > last]
+        if around:
+            return around[0]
     # the last block whose first child to run is a norm with a token grid: that norm
     best = None
     for m in layers.values():

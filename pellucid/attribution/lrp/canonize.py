@@ -7,8 +7,8 @@ sums split in proportion.
   layer it alone reads (run once each). The merge happens on the copy, which is cached per model (weakly: it
   goes with the model) and rebuilt when any parameter or buffer changes (their ``_version`` counters and
   storage), so it costs nothing per call after the first. The caller's model is never modified.
-- **Residual sums** (``x + y``, ``torch.add``, ``+=`` on two tensors that carry relevance) are intercepted by a
-  ``TorchFunctionMode`` during the LRP forward pass and become nodes that split the relevance of the sum in
+- **Functional operations** (residual sums ``x + y``, products, softmax, LayerNorm, GELU, attention) are
+  intercepted during the LRP forward pass (:mod:`.functional`): a residual sum splits its relevance in
   proportion to each summand (never copied to both).
 """
 
@@ -26,7 +26,6 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..._state import ModelState
-from .rules import divide
 
 HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
               "_forward_hooks_always_called", "_backward_pre_hooks", "_backward_hooks")
@@ -199,48 +198,6 @@ def mirror_hooks(state: ModelState, original: nn.Module, canon: Canonical) -> No
                 state.set_attr(twin, d, type(hooks)(hooks))
 
 
-# ---------------------------------------------------------------------------------------------
-# residual sums
-
-class _Sum(torch.autograd.Function):
-    """``a + sign * b``; backward splits relevance ``R`` as ``a * R / z`` and ``sign * b * R / z`` (``z`` stabilized
-    by ``epsilon``, exact if ``None``)."""
-
-    @staticmethod
-    def forward(ctx, a, b, sign, epsilon):
-        z = a + sign * b if sign != 1 else a + b
-        ctx.save_for_backward(a, b, z)
-        ctx.sign, ctx.epsilon = sign, epsilon
-        return z
-
-    @staticmethod
-    def backward(ctx, r):
-        a, b, z = ctx.saved_tensors
-        s = divide(r, z, ctx.epsilon)
-        ra, rb = (a * s).sum_to_size(a.shape), (ctx.sign * b * s).sum_to_size(b.shape)
-        return ra, rb, None, None
-
-
-ADDS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__iadd__,
-        torch.Tensor.add_}
-SUBS = {torch.sub, torch.subtract, torch.Tensor.sub, torch.Tensor.__sub__, torch.Tensor.__isub__, torch.Tensor.sub_}
-
-
-class Residuals(TorchFunctionMode):
-    """During the LRP forward pass: sums of two tensors that both carry relevance become :class:`_Sum` nodes
-    (in-place ones too, computed out of place), and ``inplace=True`` arguments are dropped."""
-
-    def __init__(self, epsilon: float | None):
-        super().__init__()
-        self.epsilon = epsilon
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if kwargs.get("inplace") is True:
-            kwargs = {**kwargs, "inplace": False}
-        if (func in ADDS or func in SUBS) and len(args) == 2 and kwargs.get("alpha", 1) == 1:
-            a, b = args
-            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.requires_grad and b.requires_grad \
-                    and a.is_floating_point() and b.is_floating_point():
-                return _Sum.apply(a, b, -1.0 if func in SUBS else 1.0, self.epsilon)
-        return func(*args, **kwargs)
+def has_attention(net: nn.Module) -> bool:
+    """Whether ``net`` holds an attention layer (``nn.MultiheadAttention``, or a module class named ...Attention)."""
+    return any(isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention") for m in net.modules())

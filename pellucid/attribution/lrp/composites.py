@@ -45,8 +45,12 @@ COMPOSITES = {c.name: c for c in (
     Composite("epsilon_gamma_box", ((CONV, "gamma"), (DENSE, "epsilon")), first=((CONV, "zbox"),)),
     Composite("epsilon_alpha2_beta1", ((CONV, "alpha2beta1"), (DENSE, "epsilon"))),
     Composite("epsilon_alpha2_beta1_flat", ((CONV, "alpha2beta1"), (DENSE, "epsilon")), first=((RULED, "flat"),)),
+    Composite("attnlrp", ((RULED, "epsilon"),)),
 )}
 DEFAULT = "epsilon_plus_flat"
+ATTENTION_DEFAULT = "attnlrp"
+"""The default for a model with attention: AttnLRP, the epsilon rule on every layer and the rules of
+:mod:`.functional` on attention, LayerNorm and GELU (they apply under every composite)."""
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from ...models.base import PixelModel
 from ...models.layers import find_layer
 from ...registry import Method, register_method
 from ..rulemap import apply_rules, tap
-from .canonize import Residuals, canonical, mirror_hooks
-from .composites import assign, plan
+from .canonize import canonical, has_attention, mirror_hooks
+from .composites import ATTENTION_DEFAULT, DEFAULT, assign, plan
+from .functional import Functional
 from .rules import STABILIZER, Rule
 
 
@@ -67,11 +68,11 @@ class _Seed(torch.autograd.Function):
 class _Relevance:
     """A callable for :func:`iter_gradients`: the canonical network with residual sums split, seeded."""
 
-    def __init__(self, net: nn.Module, epsilon: float | None):
-        self.net, self.epsilon = net, epsilon
+    def __init__(self, net: nn.Module, epsilon: float | None, owned: frozenset):
+        self.net, self.epsilon, self.owned = net, epsilon, owned
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with Residuals(self.epsilon):
+        with Functional(self.epsilon, self.owned):
             out = self.net(x)
         if not isinstance(out, torch.Tensor):
             raise PellucidError(f"LRP needs a model that returns a tensor of logits, got {type(out).__name__}")
@@ -123,11 +124,14 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
     """
     x, t, bs = prepare(model, x, target, batch_size)
     net, xn, low, high = _normalization(model, x)
-    chosen = plan(composite, epsilon=epsilon, gamma=gamma, low=low, high=high)
+    settings = dict(epsilon=epsilon, gamma=gamma, low=low, high=high)
+    chosen = None if composite is None else plan(composite, **settings)  # bad names fail before any work
     names = list(layers or ())
     for name in names:
         find_layer(net, name)  # a clear error for an unknown name
     canon = canonical(net, xn[:1])
+    if chosen is None:
+        chosen = plan(ATTENTION_DEFAULT if has_attention(canon.net) else DEFAULT, **settings)
     with canon.lock, model_state(canon.net) as state:
         rules = assign(chosen, {n: canon.modules[n] for n in canon.order}, canon.order, canon.unmerged)
         notes = {n: {"out": [], "in": [], "absorbed": []} for n in names}
@@ -136,8 +140,10 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
                             for n, r in rules.items()})
         for name in names:
             _note(state, canon.modules[name], notes[name])
+        owned = frozenset(id(p) for n in rules for p in canon.modules[n].parameters(recurse=False))
+        relevance_of = _Relevance(canon.net, None if chosen.exact else STABILIZER, owned)
         grads, scores = [], []
-        for _, g, s in iter_gradients(_Relevance(canon.net, None if chosen.exact else STABILIZER), xn, len(xn), t, bs):
+        for _, g, s in iter_gradients(relevance_of, xn, len(xn), t, bs):
             grads.append(g)
             scores.append(s)
     relevance = grads[0] if len(grads) == 1 else torch.cat(grads)
