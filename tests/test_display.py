@@ -8,6 +8,7 @@ HTML parses with balanced tags and carries the numbers of the result, and the ma
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -246,6 +247,12 @@ def test_show_refuses_what_it_cannot_draw(batch):
         pl.show("no-such-report.html")
 
 
-def test_import_pellucid_loads_no_drawing_library():
-    code = "import sys, pellucid; assert not {'matplotlib', 'PIL'} & set(sys.modules), sorted(sys.modules)"
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_import_pellucid_loads_no_drawing_library_and_drawing_leaves_the_backend_alone():
+    """``import pellucid`` loads neither matplotlib nor PIL; a picture later never goes through pyplot, so the
+    user's backend (Jupyter's inline one, here svg) still draws their own plots."""
+    code = ("import os, sys, torch, pellucid\n"
+            "assert not {'matplotlib', 'PIL'} & set(sys.modules), sorted(sys.modules)\n"
+            "assert pellucid.show(torch.rand(1, 3, 8, 8)).size\n"
+            "import matplotlib\n"
+            "assert matplotlib.get_backend() == 'svg' and 'matplotlib.pyplot' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MPLBACKEND": "svg"})

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "examples").glob("*.ipynb"))
 
 SMALL = {  # per notebook: settings that keep its run to seconds
-    "attacks_and_trust": 'n_digits = 4\nsteps = 3\nqueries = 20\ncurve_steps = 5\ntrust = ["road"]',
+    "attacks_and_trust": 'n_digits = 4\nsteps = 3\nqueries = 20\ncurve_steps = 5\nmethods = ["saliency", "gradcam"]\n'
+                         'trust = ["road"]',
     "cs188_deep_learning": 'models = ["digits"]  # the BatchNorm-free CNN is not trained here\nn_digits = 4\n'
                            "sin_steps = 20",
     "cs231n_network_visualization": "n_photos = 2\nfool_steps = 2\nvis_steps = 2",

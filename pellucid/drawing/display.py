@@ -257,11 +257,14 @@ def visualization(v) -> bytes:
     """A :class:`pellucid.Visualization`: its snapshots per step (or the images), with the last tracked
     probability or activation."""
     n = min(len(v.image), ROWS if len(v.snapshots) > 1 else 10)
-    tracked = next((v.history[k] for k in ("probability", "activation") if k in v.history), None)
-    titles = None
-    if tracked is not None:
-        titles = [f"p {float(t):.2f}" if "probability" in v.history else f"activation {float(t):.3g}"
-                  for t in tracked[-1, :n]]
+    labels = list(getattr(v, "labels", None) or [])[:n]
+    values = [""] * n
+    if "probability" in v.history:
+        values = [f"p {float(p):.2f}" for p in v.history["probability"][-1, :n]]
+    elif "activation" in v.history:
+        values = [f"activation {float(a):.3g}" for a in v.history["activation"][-1, :n]]
+    titles = ["\n".join(filter(None, parts)) for parts in zip(labels or [""] * n, values)]
+    titles = titles if any(titles) else None
     if len(v.snapshots) > 1:
         return small(render.snapshot_strip, {k: s[:n] for k, s in v.snapshots.items()}, titles)
     return images(v.image[:n], titles)

@@ -1,6 +1,7 @@
 """Pictures and pages: heat maps, labelled grids as PNG, and the self-contained HTML report.
 
-matplotlib is imported here only, with the Agg backend, so nothing opens a window.
+matplotlib is imported inside the functions only, and never through pyplot (:class:`_Figures`), so nothing
+opens a window or changes the caller's backend.
 """
 
 from __future__ import annotations
@@ -19,13 +20,27 @@ import torch
 from .overlay import heat_limits, image_array, is_signed, overlay_rgb
 
 
-def _plt():
-    import matplotlib
+class _Figures:
+    """pyplot's ``subplots`` and ``get_cmap`` without pyplot: figures that belong to no backend, so drawing a PNG
+    never switches the caller's matplotlib backend (Jupyter's inline plots keep working), opens no window and
+    leaves no figure to close."""
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
 
-    return plt
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+    @staticmethod
+    def get_cmap(name: str):
+        from matplotlib import colormaps
+
+        return colormaps[name]
+
+
+def _plt() -> type[_Figures]:
+    return _Figures
 
 
 def shared_limits(maps: dict[str, torch.Tensor], shared: bool) -> dict:
@@ -67,7 +82,6 @@ def fig_png(fig) -> bytes:
         dpi = min(dpi, max_width / fig.get_figwidth())
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    _plt().close(fig)
     return buf.getvalue()
 
 
