@@ -109,6 +109,9 @@ def test_every_result_draws_itself_small(results, name):
     check_png(shown._repr_png_())
     if hasattr(r, "_repr_html_"):
         parse(shown._repr_html_())
+        # Jupyter asks once for both formats: the same picture, drawn once
+        data = r._repr_mimebundle_()
+        assert data["image/png"] == r._repr_png_() == shown.png and data["text/html"] == r._repr_html_() == shown.html
     else:
         assert shown._repr_html_() is None
 

@@ -80,6 +80,12 @@ class AutoAttackResult:
 
         return display.autoattack_html(self)
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from ..drawing import display
+
+        png = display.autoattack(self)
+        return display.bundle(png, display.autoattack_html(self, png))
+
 
 @checked_keywords
 def autoattack(model: nn.Module, x: torch.Tensor, label, eps: float, norm: str = "linf", version: str = "standard",

@@ -64,6 +64,11 @@ class Figure:
         return f"<pellucid Figure {size[0]}x{size[1]} px>" if size else "<pellucid Figure (HTML page)>"
 
 
+def bundle(png: bytes, html: str) -> dict[str, bytes | str]:
+    """What ``_repr_mimebundle_`` returns: the picture drawn once, for both Jupyter formats."""
+    return {"image/png": png, "text/html": html}
+
+
 def small(draw: Callable[..., bytes], *args, **kwargs) -> bytes:
     """``draw(*args, **kwargs)`` (a :mod:`.render` figure) at the notebook's resolution."""
     with render.resolution(DPI, MAX_WIDTH):
@@ -138,15 +143,16 @@ def autoattack(r) -> bytes:
     return attack(r.x[rows], r.adversarial[rows], [f"clean{said(r.clean_probs, i)}" for i in rows], after, notes)
 
 
-def autoattack_html(r) -> str:
-    """The accuracies and what broke how many images, then the picture of :func:`autoattack`."""
+def autoattack_html(r, png: bytes | None = None) -> str:
+    """The accuracies and what broke how many images, then the picture of :func:`autoattack` (``png``, drawn
+    here if not given)."""
     eps = r.eps.unique()
     eps_text = f"{float(eps[0]):.4g}" if len(eps) == 1 else f"{float(eps.min()):.4g} to {float(eps.max()):.4g}"
     rows = [["robust accuracy", _pct(r.robust_accuracy)], ["clean accuracy", _pct(r.clean_accuracy)],
             ["eps", f"{eps_text} ({r.norm})"], ["images", str(len(r.broken_by))]]
     rows += [[f"broken by {k}", str(v)] for k, v in r.counts().items()]
     return (f"<div><b>AutoAttack</b> ({', '.join(map(html.escape, r.attacks))})"
-            + render.table(["", "value"], rows) + render.img_tag(autoattack(r), "adversarial images", 640)
+            + render.table(["", "value"], rows) + render.img_tag(png or autoattack(r), "adversarial images", 640)
             + "</div>")
 
 
@@ -200,14 +206,15 @@ def comparison(c) -> bytes:
     return small(render.curves_plot, c.deletion, c.insertion)
 
 
-def comparison_html(c, better: dict[str, str]) -> str:
-    """The table of :func:`pellucid.compare` (arrows: the better direction), then its curves."""
+def comparison_html(c, better: dict[str, str], png: bytes | None = None) -> str:
+    """The table of :func:`pellucid.compare` (arrows: the better direction), then its curves (``png``, drawn
+    here if not given)."""
     columns = c.columns()
     arrow = {"lower": " ↓", "higher": " ↑"}
     header = [col + arrow.get(better.get(col, ""), "") for col in columns]
     rows = [[r[col] if isinstance(r[col], str) else render.number(r[col]) for col in columns] for r in c.rows]
     return ("<div>" + render.table(header, rows) + "<p>↓ lower is better, ↑ higher is better; the random map is "
-            "the baseline every method must beat.</p>" + render.img_tag(comparison(c), "curves", 700) + "</div>")
+            "the baseline every method must beat.</p>" + render.img_tag(png or comparison(c), "curves", 700) + "</div>")
 
 
 def sanity(s) -> bytes:

@@ -48,6 +48,9 @@ def show(obj, x: torch.Tensor | Sequence[str] | None = None, *, titles: Sequence
 
         if isinstance(obj, LRPResult) and isinstance(x, torch.Tensor):
             return _tensor(obj.input, x, titles, model, None, ncols)
+        if hasattr(obj, "_repr_mimebundle_"):  # drawn once for both formats
+            data = obj._repr_mimebundle_()
+            return display.Figure(data.get("image/png"), data.get("text/html"))
         html = getattr(obj, "_repr_html_", None)
         return display.Figure(obj._repr_png_(), html() if html else None)
     raise PellucidError(f"pl.show draws image batches, maps, pellucid results, {{method: map}} dicts and report "

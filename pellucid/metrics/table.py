@@ -93,6 +93,12 @@ class Comparison:
 
         return display.comparison_html(self, BETTER)
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from ..drawing import display
+
+        png = display.comparison(self)
+        return display.bundle(png, display.comparison_html(self, BETTER, png))
+
 
 def _methods(methods) -> dict[str, MapMethod]:
     if methods is None:
