@@ -66,7 +66,10 @@ def kernel(tmp_path_factory):
         "display_name": "pellucid test", "language": "python"}))
     km = KernelManager(kernel_name="pellucid-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    km.start_kernel(cwd=str(tmp_path_factory.mktemp("work")), env={**os.environ, "PYTHONPATH": path})
+    # one thread: on a busy 2-core machine (load 8) two spinning OpenMP threads took the five notebooks from 30 s
+    # to 93 s; the test process itself waits meanwhile
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    km.start_kernel(cwd=str(tmp_path_factory.mktemp("work")), env=env)
     try:
         yield km
     finally:
