@@ -24,6 +24,7 @@ from .attribution import (
     guided_grad_cam, input_x_gradient, integrated_gradients, kernel_shap, lime, occlusion, saliency, smoothgrad,
 )
 from .attribution.lrp import lrp, LRPResult
+from .attribution.lrp.crp import reference_images, ReferenceImages
 
 # outputs other than one class (regression: target=None; multi-label: score="sigmoid")
 from .targets import segmentation_target, similarity_target
@@ -53,6 +54,12 @@ from .text import (
 
 # a whole data set
 from .batch import explain_dataset, read_results
+from .dataset import diff, DiffResult, scan, ScanResult
+
+# shortcuts (Clever Hans): planted ground truth, Decoy MNIST, and two fixes
+from .shortcuts import (
+    artifact_mask, clarc, ClarcModel, decoy_digits, paste_artifact, plant_artifact, train_right_reasons,
+)
 
 # pictures in Jupyter: results show themselves; pl.show draws tensors, maps and reports
 from .drawing.show import show
@@ -62,17 +69,17 @@ _install_old_paths()  # old module paths (pellucid.data, pellucid.report, ...) k
 __version__ = "0.1.0"
 
 __all__ = [
+    "artifact_mask", "clarc", "ClarcModel", "decoy_digits", "paste_artifact", "plant_artifact", "train_right_reasons",
     "activations", "apgd", "attribution_map", "autoattack", "AutoAttackResult", "blur", "cam", "channel",
     "channel_visualization", "check_words", "class_logit", "class_visualization", "compare", "compose", "cw",
-    "deepfool", "deeplift", "deeplift_shap", "deletion", "explain", "explain_dataset", "explain_text",
-    "explanation_attack", "fab", "fgsm", "fooling_image", "grad_cam", "gradient", "gradient_shap", "guided_backprop",
-    "guided_grad_cam", "hotflip", "infidelity", "input_x_gradient", "insertion", "integrated_gradients", "jitter",
-    "kernel_shap", "l2", "layer_names", "lime", "list_models", "load_image", "load_images", "load_model", "lrp",
-    "LRPResult",
-    "minimal_epsilon", "neuron", "Objective", "occlusion", "pad", "PellucidError", "pgd", "PHOTOS", "PixelModel",
-    "random_rotate", "random_scale", "read_results", "road", "robustness_curve", "roll", "saliency", "sample_images",
-    "sanity_check", "save_image", "segmentation_target", "sensitivity", "show", "similarity_target", "smoothgrad",
-    "square",
-    "srg", "standard_transforms", "text_input_x_gradient", "text_integrated_gradients", "text_lime", "text_occlusion",
-    "total_variation", "Visualization", "visualize", "wrap",
+    "deepfool", "deeplift", "deeplift_shap", "deletion", "diff", "DiffResult", "explain", "explain_dataset",
+    "explain_text", "explanation_attack", "fab", "fgsm", "fooling_image", "grad_cam", "gradient", "gradient_shap",
+    "guided_backprop", "guided_grad_cam", "hotflip", "infidelity", "input_x_gradient", "insertion",
+    "integrated_gradients", "jitter", "kernel_shap", "l2", "layer_names", "lime", "list_models", "load_image",
+    "load_images", "load_model", "lrp", "LRPResult", "minimal_epsilon", "neuron", "Objective", "occlusion", "pad",
+    "PellucidError", "pgd", "PHOTOS", "PixelModel", "random_rotate", "random_scale", "read_results",
+    "reference_images", "ReferenceImages", "road", "robustness_curve", "roll", "saliency", "sample_images",
+    "sanity_check", "save_image", "scan", "ScanResult", "segmentation_target", "sensitivity", "show",
+    "similarity_target", "smoothgrad", "square", "srg", "standard_transforms", "text_input_x_gradient",
+    "text_integrated_gradients", "text_lime", "text_occlusion", "total_variation", "Visualization", "visualize", "wrap",
 ]

@@ -190,11 +190,6 @@ def test_lrp0_is_gradient_x_input_on_a_timm_resnet(photo224):
     assert len(canonize._CACHE[net].merged) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
 
 
-@pytest.mark.xfail(strict=True, reason="timm's BatchNormAct2d (a BatchNorm2d that runs its SiLU as a child module) "
-                                       "is not a leaf, so the canonizer neither merges it nor gives it the rule of an "
-                                       "unmerged BatchNorm: relevance passes F.batch_norm as its gradient, scaled by "
-                                       "gamma / std (split into a leaf BatchNorm2d and the SiLU, all 49 merge and the "
-                                       "books hold to 2e-5)")
 def test_lrp_keeps_its_books_on_a_timm_efficientnet(photo224):
     """What LRP needs of a CNN: the relevance at the input plus what every ruled layer absorbed is the score."""
     net = timm_net("efficientnet_b0")

@@ -27,6 +27,7 @@ from .._checks import (
 from .._grad import input_gradient, path_integral, perturbation_scores, quadrature
 from .._state import model_state
 from ..registry import Method, register_method
+from .rulemap import apply_rules
 
 LOSSES = {"logit": "logit", "cross_entropy": "log_softmax"}
 
@@ -172,34 +173,28 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target, baseline=0.0
 # ---------------------------------------------------------------------------------------------
 # guided backpropagation
 
-class _GuidedReLU(torch.autograd.Function):
-    """Identity forward on a ReLU's output; backward lets only positive gradients through, and only
-    where the ReLU passed its input (``0 < out``, and ``out < upper`` for a clipped ReLU like ReLU6)."""
+class _Guided:
+    """Guided backpropagation's rule for a ReLU: only positive gradients pass, and only where the ReLU passed its
+    input (``0 < out``, and ``out < upper`` for a clipped ReLU like ReLU6)."""
 
-    @staticmethod
-    def forward(ctx, out, upper):
-        ctx.save_for_backward(out)
-        ctx.upper = upper
-        return out.clone()
+    def __init__(self, upper: float | None):
+        self.upper = upper
 
-    @staticmethod
-    def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        passed = (out > 0) if ctx.upper is None else (out > 0) & (out < ctx.upper)
-        return grad.clamp_min(0) * passed, None
+    def backward(self, module, inp, out, grad):
+        out = out.detach()
+        passed = (out > 0) if self.upper is None else (out > 0) & (out < self.upper)
+        return grad.clamp_min(0) * passed
 
 
-def _guide(module: nn.Module):
-    """The forward hook that guides ``module``'s output, or None for a module that is not a ReLU."""
+def _guide(module: nn.Module) -> _Guided | None:
+    """The guided rule for ``module``, or None for a module that is not a ReLU."""
     if isinstance(module, nn.ReLU):
-        upper = None
-    elif isinstance(module, nn.ReLU6):
-        upper = 6.0
-    elif isinstance(module, nn.Hardtanh) and module.min_val == 0:  # ReLU6 is a Hardtanh(0, 6)
-        upper = float(module.max_val)
-    else:
-        return None
-    return lambda _m, _i, out: _GuidedReLU.apply(out, upper)
+        return _Guided(None)
+    if isinstance(module, nn.ReLU6):
+        return _Guided(6.0)
+    if isinstance(module, nn.Hardtanh) and module.min_val == 0:  # ReLU6 is a Hardtanh(0, 6)
+        return _Guided(float(module.max_val))
+    return None
 
 
 @checked_keywords
@@ -212,10 +207,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target, *, score: str = "
     """
     x, t, bs = prepare(model, x, target, batch_size, score)
     with model_state(model) as state:
-        for m in model.modules():
-            hook = _guide(m)
-            if hook is not None:
-                state.forward_hook(m, hook)
+        apply_rules(state, {m: rule for m in model.modules() if (rule := _guide(m)) is not None})
         return input_gradient(model, x, t, bs)[0]
 
 

@@ -32,6 +32,7 @@ from .._grad import iter_gradients, row_index
 from .._state import model_state
 from ..registry import Method, register_method
 from .gradients import make_baseline
+from .rulemap import apply_rules
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish,
@@ -56,40 +57,21 @@ _FUNCTIONAL = re.compile(
     r"|(?<!self)\.(relu|sigmoid|tanh|clamp\w*|max|amax|softmax|abs)\(")
 
 
-class _Rescale(torch.autograd.Function):
-    """The value of ``out``; backward multiplies the gradient by ``multiplier`` on the way to ``inp``."""
+def _pool_backward(inp: torch.Tensor, p: torch.Tensor, q: torch.Tensor, lam: torch.Tensor):
+    """A max-pool's DeepLIFT backward: ``lambda`` of each window's gradient to the image's arg-max ``p``, ``1 - lambda``
+    to the reference's arg-max ``q`` (indices flat per plane), in the input's memory format."""
+    shape = inp.shape
+    last = inp.dim() == 4 and inp.is_contiguous(memory_format=torch.channels_last) and not inp.is_contiguous()
+    memory_format = torch.channels_last if last else torch.contiguous_format
 
-    @staticmethod
-    def forward(ctx, inp, out, multiplier):
-        ctx.save_for_backward(multiplier)
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (multiplier,) = ctx.saved_tensors
-        return grad * multiplier, None, None
-
-
-class _PoolRescale(torch.autograd.Function):
-    """The value of a max-pool's ``out``; backward sends ``lambda`` of each window's gradient to the
-    image's arg-max ``p`` and ``1 - lambda`` to the reference's arg-max ``q`` (indices flat per plane)."""
-
-    @staticmethod
-    def forward(ctx, inp, out, p, q, lam):
-        ctx.save_for_backward(p, q, lam)
-        ctx.in_shape = inp.shape
-        last = inp.dim() == 4 and inp.is_contiguous(memory_format=torch.channels_last) and not inp.is_contiguous()
-        ctx.memory_format = torch.channels_last if last else torch.contiguous_format
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, grad):
-        p, q, lam = ctx.saved_tensors
+    def backward(grad):
         g = grad.flatten(2)
-        # in the input's memory format (channels-last models stay channels-last); planes are views either way
-        out = torch.empty(ctx.in_shape, dtype=g.dtype, device=g.device, memory_format=ctx.memory_format).zero_()
-        out.view(*ctx.in_shape[:2], -1).scatter_add_(2, p, g * lam).scatter_add_(2, q, g * (1 - lam))
-        return out, None, None, None, None
+        # channels-last models stay channels-last; planes are views either way
+        out = torch.empty(shape, dtype=g.dtype, device=g.device, memory_format=memory_format).zero_()
+        out.view(*shape[:2], -1).scatter_add_(2, p, g * lam).scatter_add_(2, q, g * (1 - lam))
+        return out
+
+    return backward
 
 
 def _pool_indices(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
@@ -127,7 +109,9 @@ def _derivative(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
 
 
 class _Hooks:
-    """The forward hooks of one DeepLIFT run: ``record`` stores the reference's values, ``apply`` rescales."""
+    """One DeepLIFT run: a forward hook per non-linear module records the references' values (``record``) and
+    hands each image call its input and arg-maxes; the module's rule (:mod:`.rulemap`, this object's ``bind``)
+    then rescales the gradient by the DeepLIFT multiplier."""
 
     def __init__(self, model: nn.Module, state):
         self.model = model
@@ -142,31 +126,33 @@ class _Hooks:
         for m in self.modules:
             if m in self.forced:
                 state.set_attr(m, "return_indices", True)
-            if getattr(m, "inplace", False):
-                state.forward_pre_hook(m, self._keep_input)
-            state.forward_hook(m, self._hook)
-
-    def _keep_input(self, module, inputs):
-        """An in-place module writes into a copy, so its input stays readable in the forward hook."""
-        self._saved[module] = inputs[0]
-        return (inputs[0].clone(),)
+            state.forward_hook(m, self._see)
+        apply_rules(state, {m: self for m in self.modules})  # in-place modules run out of place meanwhile
 
     def _ref(self, t: torch.Tensor, rows: int) -> torch.Tensor:
         return t.expand(rows, *t.shape[1:]) if self.expand is None else t[self.expand]
 
-    def _hook(self, module, inputs, out):
-        inp = self._saved.pop(module, inputs[0])
+    def _see(self, module, inputs, out):
+        """Record the references' values; for an image call, keep the arg-maxes a forced pool returned."""
+        inp = inputs[0]
         tensor_out = out[0] if isinstance(out, tuple) else out
         indices = None
         if isinstance(module, MAX_POOLS):  # flat per plane; computed again only where the pool cannot say
             indices = out[1] if isinstance(out, tuple) else _pool_indices(module, inp)
         if self.recording:
             if isinstance(module, MAX_POOLS):  # flat per plane: the image pass gathers from them
-                idx = indices.flatten(2)
-                self.records.append((module, inp.flatten(2), tensor_out.flatten(2), idx))
+                self.records.append((module, inp.flatten(2), tensor_out.flatten(2), indices.flatten(2)))
             else:
                 self.records.append((module, inp, tensor_out, None))
-            return tensor_out if module in self.forced else None
+        else:
+            self._saved[module] = indices
+        return tensor_out if module in self.forced else None
+
+    def bind(self, module, inp, out):
+        """The DeepLIFT backward of this image call of ``module``: the gradient times its multiplier."""
+        if self.recording:
+            return None
+        indices = self._saved.pop(module, None)
         if self.position >= len(self.records) or self.records[self.position][0] is not module:
             raise PellucidError("DeepLIFT: the model called its modules in another order for the images than for the "
                                 "references (data-dependent control flow); DeepLIFT needs one path through the model")
@@ -174,7 +160,7 @@ class _Hooks:
         self.position += 1
         n = len(inp)
         rin, rout = self._ref(rin, n), self._ref(rout, n)
-        x_in, x_out = inp.detach(), tensor_out.detach()
+        x_in, x_out = inp.detach(), out.detach()
         if isinstance(module, MAX_POOLS):
             # the image's window maxima sit at p, the reference's at q: gathers only, no full-size difference
             p = indices.flatten(2)
@@ -184,22 +170,22 @@ class _Hooks:
             dq = x_in.flatten(2).gather(2, q) - rout  # x[q] - ref[q]
             # out - out_ref lies between dq and dp: lam in [0, 1]; 0/0 (dp = dq) splits evenly
             lam = (out_f - rout - dq).div_(dp - dq).nan_to_num_(0.5).clamp_(0, 1)
-            new = _PoolRescale.apply(inp, x_out, p, q, lam)
-        elif type(module) is nn.ReLU:
+            return _pool_backward(inp, p, q, lam)
+        if type(module) is nn.ReLU:
             # the secant slope lies in [0, 1] exactly, rounding included (both positive: out - out_ref is the
             # same subtraction as in - in_ref; mixed: |in - in_ref| >= |out - out_ref| survives monotone
             # rounding), so no clamp; where in = in_ref exactly (0 / 0) the unit's difference is 0 and so is its
             # share of the total, whatever the multiplier: 0, in the fewest element-wise passes
             multiplier = (x_out - rout).div_(x_in - rin).nan_to_num_(0.0)
-            new = _Rescale.apply(inp, x_out, multiplier)
         else:
             # (out - out_ref) / (in - in_ref); the derivative where the difference vanishes (< 1e-6)
             d_in = x_in - rin
             small = d_in.abs() < 1e-6
             multiplier = (x_out - rout).div_(d_in.masked_fill_(small, 1.0))
             multiplier = torch.where(small, _derivative(module, x_in), multiplier)
-            new = _Rescale.apply(inp, x_out, multiplier)
-        return (new, *out[1:]) if isinstance(out, tuple) and module not in self.forced else new
+        return multiplier.__mul__
+
+    reads_output = False  # the rule reads the output's values in bind, during the forward pass
 
     def record(self, refs: torch.Tensor, expand: torch.Tensor | None) -> torch.Tensor:
         """Run the references forward (no graph), keep their activations; returns their logits."""

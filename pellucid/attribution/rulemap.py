@@ -2,9 +2,10 @@
 
 A rule is any object with ``backward(module, inp, out, grad) -> grad for inp`` (and, optionally,
 ``reads_output = False`` when it never reads ``out``'s values: the module's output then goes on without a
-copy, and an in-place op further on may change it). :func:`apply_rules`
-registers, through the state manager, one forward hook per ruled module; the hook swaps the module's
-output for an autograd node of the same value whose backward calls the rule instead of the module's own
+copy, and an in-place op further on may change it), or with ``bind(module, inp, out)`` that returns, during
+the forward pass, the backward of this one call (``grad -> grad for inp``; ``None`` leaves the call alone).
+:func:`apply_rules` registers, through the state manager, one forward hook per ruled module; the hook swaps the
+module's output for an autograd node of the same value whose backward calls the rule instead of the module's own
 derivative. ``inp`` and ``out`` keep their graph, so a rule may differentiate the module itself
 (``torch.autograd.grad(out, inp, v)``) or run it again with other parameters on another input.
 
@@ -47,12 +48,21 @@ class _RuleNode(torch.autograd.Function):
 
 
 def _hook(rule: BackwardRule) -> Callable:
+    bind = getattr(rule, "bind", None)
+
     def hook(module, inputs, output):
         inp = inputs[0] if inputs else None
-        if not isinstance(inp, torch.Tensor) or not isinstance(output, torch.Tensor) or not inp.requires_grad:
-            return None  # off the gradient path (or not one tensor in, one out): the module's own backward
-        return _RuleNode.apply(inp, [output.detach()], partial(rule.backward, module, inp, output),
-                               getattr(rule, "reads_output", True))
+        value = output[0] if isinstance(output, tuple) and output else output  # (values, indices) of a pool
+        if not isinstance(inp, torch.Tensor) or not isinstance(value, torch.Tensor):
+            return None  # not a tensor in and one out: the module's own backward
+        if bind is not None:  # it may keep books on every call, on the gradient path or not
+            call = bind(module, inp, value)
+        else:
+            call = partial(rule.backward, module, inp, value) if inp.requires_grad else None
+        if call is None or not inp.requires_grad:
+            return None  # off the gradient path: the module's own backward
+        node = _RuleNode.apply(inp, [value.detach()], call, getattr(rule, "reads_output", True))
+        return (node, *output[1:]) if value is not output else node
 
     return hook
 
@@ -60,6 +70,8 @@ def _hook(rule: BackwardRule) -> Callable:
 def apply_rules(state: ModelState, rules: Mapping[nn.Module, BackwardRule]) -> None:
     """Give each module its rule until ``state``'s context exits (hooks removed in its ``finally``)."""
     for module, rule in rules.items():
+        if getattr(module, "inplace", None) is True:
+            state.set_attr(module, "inplace", False)
         state.forward_hook(module, _hook(rule))
 
 

@@ -11,6 +11,7 @@ from .._checks import PellucidError
 from .._progress import end_line
 from .attacks import _attack_args, _attack_run, _fool_args, _fool_run, _robustness_args, _robustness_run
 from .common import check_flags
+from .dataset import _diff_args, _diff_run, _scan_args, _scan_run
 from .explain import (
     _explain_args,
     _explain_run,
@@ -58,6 +59,10 @@ COMMANDS: dict[str, Command] = {
                "adversarial | difference", _attack_args, _attack_run),
     "robustness": ("accuracy under attack for several eps, as a table and a plot", _robustness_args,
                    _robustness_run),
+    "scan": ("a model's strategies per class across a data set (SpRAy) and the images it decides for unusual "
+             "reasons, as an HTML page", _scan_args, _scan_run),
+    "diff": ("what moved between two models, image by image: evidence, predictions, beyond noise; an HTML page",
+             _diff_args, _diff_run),
 }
 
 

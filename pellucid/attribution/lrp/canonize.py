@@ -1,8 +1,10 @@
 """Canonization for any model, no per-architecture code: a cached copy with BatchNorm merged, and residual
 sums split in proportion.
 
-- **BatchNorm** is merged into the convolution or linear layer that feeds it. The pairs are found by tracing
-  a probe forward pass of a private deep copy: forward hooks on every leaf module note which layer produced
+- **BatchNorm** is merged into the convolution or linear layer that feeds it (a BatchNorm that runs child
+  modules after the norm, as timm's ``BatchNormAct2d``, stays and computes the identity before them). The
+  pairs are found by tracing a probe forward pass of a private deep copy: forward hooks on every leaf module note
+  which layer produced
   each tensor, and a ``TorchFunctionMode`` counts every other use of it, so a BatchNorm is merged only into a
   layer it alone reads (run once each). The merge happens on the copy, which is cached per model (weakly: it
   goes with the model) and rebuilt when any parameter or buffer changes (their ``_version`` counters and
@@ -80,8 +82,11 @@ def _build(net: nn.Module, probe: torch.Tensor, sig: tuple) -> Canonical:
     merged = {}
     for layer, bn in pairs:
         _merge(modules[layer], modules[bn])
-        parent, _, child = bn.rpartition(".")
-        setattr(net_copy.get_submodule(parent), child, nn.Identity())
+        if any(True for _ in modules[bn].children()):  # timm's BatchNormAct2d: keep what it runs after the norm
+            _neutralize(modules[bn])
+        else:
+            parent, _, child = bn.rpartition(".")
+            setattr(net_copy.get_submodule(parent), child, nn.Identity())
         merged[bn] = layer
     modules = dict(net_copy.named_modules())
     unmerged = tuple(n for n in order if isinstance(modules[n], nn.modules.batchnorm._BatchNorm))
@@ -102,6 +107,17 @@ def _merge(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
             layer.bias = nn.Parameter(bias, requires_grad=False)
         else:
             layer.bias.copy_(bias)
+
+
+def _neutralize(bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """Make a merged BatchNorm that also runs child modules (an activation) compute the identity before them."""
+    with torch.no_grad():
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0).sub_(bn.eps)
+        if bn.weight is not None:
+            bn.weight.fill_(1.0)
+        if bn.bias is not None:
+            bn.bias.zero_()
 
 
 def _tensors(value) -> Iterator[torch.Tensor]:
@@ -143,10 +159,10 @@ def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, 
     order: list[str] = []
     handles = []
 
-    def before(name):
+    def before(name, leaf=True):
         def hook(module, inputs):
             calls[name] += 1
-            if calls[name] == 1:
+            if calls[name] == 1 and leaf:
                 order.append(name)
             ids = {id(t) for t in _tensors(inputs)}
             for i in ids & produced.keys():
@@ -166,8 +182,9 @@ def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, 
 
     try:
         for name, m in net.named_modules():
-            if not any(True for _ in m.children()):
-                handles += [m.register_forward_pre_hook(before(name)), m.register_forward_hook(after(name))]
+            leaf = not any(True for _ in m.children())
+            if leaf or isinstance(m, nn.modules.batchnorm._BatchNorm):  # timm's BatchNormAct2d has children
+                handles += [m.register_forward_pre_hook(before(name, leaf)), m.register_forward_hook(after(name))]
         with torch.no_grad(), _Uses(produced, uses, stack):
             net(x)
     finally:

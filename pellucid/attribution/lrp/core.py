@@ -104,7 +104,7 @@ def _normalization(model: nn.Module, x: torch.Tensor):
 
 
 def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: float = 1e-6, gamma: float = 0.25,
-        layers: Sequence[str] | None = None, batch_size: int | None = None):
+        layers: Sequence[str] | None = None, condition: dict | None = None, batch_size: int | None = None):
     """Layer-wise Relevance Propagation: ``(N, C, H, W)`` relevance, or an :class:`LRPResult` with ``layers``.
 
     ``composite``: ``"epsilon_plus_flat"`` (default: flat on the first layer, z+ on convolutions, epsilon on
@@ -119,7 +119,10 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
     feeds it (a BatchNorm that follows no convolution or linear layer gets the per-channel epsilon rule),
     residual sums split in proportion, average pools by the z rule. Relevance is computed for the normalized
     input of a ``PixelModel``'s ``net`` and returned as the pixel-space map (the same values). It sums to the
-    score minus what biases and stabilizers absorb. ``layers=["layer4", ...]``: an :class:`LRPResult`.
+    score minus what biases and stabilizers absorb. ``layers=["layer4", ...]``: an :class:`LRPResult` (the
+    relevance there is before any condition). ``condition={"layer4": [7, 12]}``: concept-conditional
+    relevance (CRP, Achtibat et al. 2023): only those channels of the layer's output pass relevance on
+    (channels are dim 1, or the last dim of a token sequence); the maps of all channels sum to the full map.
     Example: ``r = pl.lrp(model, x, 3, "epsilon_gamma_box")``.
     """
     x, t, bs = prepare(model, x, target, batch_size)
@@ -129,6 +132,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
     names = list(layers or ())
     for name in names:
         find_layer(net, name)  # a clear error for an unknown name
+    kept = _conditions(net, condition)
     canon = canonical(net, xn[:1])
     if chosen is None:
         chosen = plan(ATTENTION_DEFAULT if has_attention(canon.net) else DEFAULT, **settings)
@@ -138,9 +142,12 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
         mirror_hooks(state, net, canon)
         apply_rules(state, {canon.modules[n]: _Ruled(r, notes[n]["absorbed"].append if n in notes else None)
                             for n, r in rules.items()})
+        for name, channels in kept.items():
+            state.forward_hook(canon.modules[name], _keep_hook(name, channels))
         for name in names:
             _note(state, canon.modules[name], notes[name])
-        owned = frozenset(id(p) for n in rules for p in canon.modules[n].parameters(recurse=False))
+        owned = frozenset(id(p) for n in rules for p in (*canon.modules[n].parameters(recurse=False),
+                                                          *canon.modules[n].buffers(recurse=False)))
         relevance_of = _Relevance(canon.net, None if chosen.exact else STABILIZER, owned)
         grads, scores = [], []
         for _, g, s in iter_gradients(relevance_of, xn, len(xn), t, bs):
@@ -150,6 +157,59 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
     if not names:
         return relevance
     return _result(relevance, torch.cat(scores), notes, len(grads))
+
+
+def _conditions(net: nn.Module, condition) -> dict[str, list[int]]:
+    """``{layer name: channels}`` checked: layers that exist, channels as a list of ints >= 0."""
+    if condition is None:
+        return {}
+    if not isinstance(condition, dict):
+        raise PellucidError(f"condition must be a dict {{layer name: channel or channels}}, got {condition!r}")
+    kept = {}
+    for name, channels in condition.items():
+        find_layer(net, name)
+        try:
+            t = torch.as_tensor([channels] if isinstance(channels, int) else channels)
+        except (TypeError, ValueError, RuntimeError):
+            t = None
+        if t is None or isinstance(channels, bool) or t.dim() != 1 or not len(t) or t.is_floating_point() \
+                or t.dtype == torch.bool or int(t.min()) < 0:
+            raise PellucidError(f"condition[{name!r}] must be a channel index or a non-empty list of them (>= 0), "
+                                f"got {channels!r}")
+        chans = t.tolist()
+        kept[name] = chans
+    return kept
+
+
+class _Keep(torch.autograd.Function):
+    """The value of ``x``; backward keeps the gradient (relevance) of the chosen channels only."""
+
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.save_for_backward(mask)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+def _keep_hook(name: str, channels: list[int]):
+    def hook(_m, _inputs, out):
+        if not isinstance(out, torch.Tensor):
+            return None
+        dim = out.dim() - 1 if out.dim() == 3 else 1
+        if max(channels) >= out.shape[dim]:
+            raise PellucidError(f"condition[{name!r}]: channel {max(channels)} is out of range; the layer has "
+                                f"{out.shape[dim]} channels (0..{out.shape[dim] - 1})")
+        shape = [1] * out.dim()
+        shape[dim] = out.shape[dim]
+        mask = torch.zeros(shape, dtype=out.dtype, device=out.device)
+        mask.view(-1)[channels] = 1
+        return _Keep.apply(out, mask)
+
+    return hook
 
 
 def _note(state, module: nn.Module, note: dict) -> None:

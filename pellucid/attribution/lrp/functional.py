@@ -16,7 +16,8 @@ whose backward maps relevance to relevance (the relevance form of lxt's gradient
   ReLU-like ones pass relevance as their gradient does, which is the same thing;
 - **scaling** by a constant (``q * d ** -0.5``, ``x / 2``): relevance passes unchanged;
 - **reductions** (``mean``, ``sum``) and **linear maps** called as functions (``F.linear`` on weights that no
-  ruled layer owns, as inside ``nn.MultiheadAttention`` and Swin's window attention): the epsilon rule;
+  ruled layer owns, as inside ``nn.MultiheadAttention`` and Swin's window attention; ``F.batch_norm`` of a
+  BatchNorm nothing merged, as timm's ``BatchNormAct2d``): the epsilon rule;
 - **attention** called as one function (``F.scaled_dot_product_attention``,
   ``F.multi_head_attention_forward``) is taken apart into the operations above.
 
@@ -279,6 +280,21 @@ def _layer_norm(mode, func, args, kwargs):
     return proportional(held, mode.epsilon, x)
 
 
+def _batch_norm(mode, func, args, kwargs):
+    """A BatchNorm that no layer merged and no rule covers (one inside a module with children, as timm's
+    ``BatchNormAct2d``): per channel affine in eval mode, the epsilon rule."""
+    names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+    given = dict(zip(names, args))
+    given.update(kwargs)
+    x = given.get("input")
+    if not _variable(x) or given.get("training") or given.get("running_mean") is None \
+            or any(id(given.get(k)) in mode.owned for k in ("weight", "running_mean")):
+        return NotImplemented
+    rest = {k: given.get(k) for k in ("running_mean", "running_var", "weight", "bias")}
+    eps = given.get("eps", 1e-5)
+    return proportional(lambda v: F.batch_norm(v, training=False, eps=eps, **rest), mode.epsilon, x)
+
+
 def _attention(q, k, v, mask=None, scale=None, epsilon=None, causal=False):
     """``softmax(q k^T * scale + mask) v`` from relevance nodes (a boolean mask keeps where true)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
@@ -372,7 +388,8 @@ def _mask(attn_mask, padding, batch: int, heads: int, dtype) -> torch.Tensor | N
 
 _HANDLERS: dict = {}
 for _funcs, _handler in ((ADDS | SUBS, _add), (MULS | DIVS, _scale), (MATMULS, _matmul),
-                         ({torch.einsum}, _einsum), (SOFTMAXES, _softmax), (NONLINEAR, _nonlinear),
+                         ({torch.einsum}, _einsum), ({F.batch_norm}, _batch_norm), (SOFTMAXES, _softmax),
+                         (NONLINEAR, _nonlinear),
                          (REDUCTIONS, _reduce), ({F.linear}, _linear), ({F.layer_norm}, _layer_norm),
                          ({F.scaled_dot_product_attention}, _sdpa), ({F.multi_head_attention_forward}, _mha)):
     for _f in _funcs:

@@ -1,0 +1,71 @@
+"""Maps for many images: computed chunk by chunk on the data-set stage, downsized on the fly, so a scan or a
+diff over thousands of images never holds their full-size maps (only ``(N, size, size)`` float32)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import PellucidError, check_positive_int
+from ..registry import method as method_record
+from .stage import Stage, run_stage
+
+
+def downsize(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """``(N, H, W)`` maps averaged down to ``(N, s, s')`` with the longer side ``size`` (never up)."""
+    h, w = maps.shape[-2:]
+    scale = min(1.0, size / max(h, w))
+    out = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if out == (h, w):
+        return maps.float()
+    return F.adaptive_avg_pool2d(maps[:, None].float(), out)[:, 0]
+
+
+@dataclass(frozen=True)
+class _Slices:
+    """The stage's ``load``: rows of an in-memory batch (no I/O) with their targets."""
+
+    x: torch.Tensor
+    targets: torch.Tensor
+
+    def __call__(self, rows: slice):
+        return self.x[rows], self.targets[rows]
+
+
+def streamed_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str | Callable = "lrp", *,
+                  size: int = 32, batch_size: int | None = None, options: dict | None = None,
+                  seed: int = 0) -> torch.Tensor:
+    """``(N, h, w)`` float32 maps of ``method`` (a registered name or ``fn(model, x, target) -> (N, H, W)``) for
+    images ``x`` with one target each, downsized to ``size`` as each chunk is done."""
+    check_positive_int(size, "size")
+    if batch_size is None:
+        batch_size = 64 if x[0].numel() <= 4096 else 8
+    check_positive_int(batch_size, "batch_size")
+    opts = dict(options or {})
+    if isinstance(method, str):
+        record = method_record(method)
+        opts = {**record.defaults(x[:1], seed), **opts}
+
+        def compute(v, t):
+            return record(model, v, t, **opts)
+    elif callable(method):
+        def compute(v, t):
+            return method(model, v, t, **opts)
+    else:
+        raise PellucidError(f"method must be a registered method name or a function, got {method!r}")
+
+    def worker(loaded):
+        v, t = loaded
+        m = compute(v, t)
+        if not isinstance(m, torch.Tensor) or m.dim() != 3 or len(m) != len(v):
+            raise PellucidError(f"method {getattr(method, '__name__', method)!r} must give (N, H, W) maps, got "
+                                f"{getattr(m, 'shape', type(m).__name__)}")
+        return downsize(m.detach(), size).cpu()
+
+    chunks = [slice(i, min(i + batch_size, len(x))) for i in range(0, len(x), batch_size)]
+    out = [done.value for done in run_stage(Stage(_Slices(x, targets), lambda: worker), chunks, worker=worker)]
+    return torch.cat(out) if out else torch.zeros(0, size, size)
