@@ -1,3 +1,3 @@
 """Pictures and pages: the one heat-map overlay (:mod:`.overlay`), PNG figures and HTML (:mod:`.render`), the
-pictures Jupyter shows (:mod:`.display`, :mod:`.show`) and the HTML report (:mod:`.report`). Nothing here is
-imported by ``import pellucid`` except :mod:`.show` and what it needs, none of which loads matplotlib."""
+pictures Jupyter shows (:mod:`.display`, and :mod:`.show` for ``pl.show``), and the pages built from them (the
+HTML report, :mod:`.report`). matplotlib is imported inside the functions that draw, never at import time."""
