@@ -64,6 +64,9 @@ from .shortcuts import (
     artifact_mask, clarc, ClarcModel, decoy_digits, paste_artifact, plant_artifact, train_right_reasons,
 )
 
+# pictures in Jupyter: results show themselves; pl.show draws tensors, maps and reports
+from .drawing.show import show
+
 _install_old_paths()  # old module paths (pellucid.data, pellucid.report, ...) keep working
 
 __version__ = "0.1.0"
@@ -79,8 +82,8 @@ __all__ = [
     "load_images", "load_model", "lrp", "LRPResult", "minimal_epsilon", "neuron", "Objective", "occlusion", "pad",
     "PellucidError", "pgd", "PHOTOS", "PixelModel", "random_rotate", "random_scale", "read_results",
     "reference_images", "ReferenceImages", "road", "robustness_curve", "roll", "saliency", "sample_images",
-    "sanity_check", "save_image", "scan", "ScanResult", "segmentation_target", "sensitivity", "similarity_target",
-    "smoothgrad", "square", "srg", "standard_transforms", "text_input_x_gradient", "text_integrated_gradients",
-    "text_lime", "text_occlusion", "total_variation", "Visualization", "visualize", "wrap",
+    "sanity_check", "save_image", "scan", "ScanResult", "segmentation_target", "sensitivity", "show",
+    "similarity_target", "smoothgrad", "square", "srg", "standard_transforms", "text_input_x_gradient",
+    "text_integrated_gradients", "text_lime", "text_occlusion", "total_variation", "Visualization", "visualize", "wrap",
     "cav", "CAV", "Concept", "concepts", "Concepts", "direction", "tcav", "TCAVResult",
 ]

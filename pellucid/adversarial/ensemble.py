@@ -44,7 +44,9 @@ def suite(version: str, steps: int, queries: int, targets: int) -> list[tuple[st
 class AutoAttackResult:
     """``adversarial`` (N, C, H, W): each image's adversarial point (the image itself where no attack
     broke it); ``broken_by[i]``: the attack that broke image ``i``, ``"clean"`` where it was already
-    misclassified, ``None`` where it stood; ``robust_accuracy`` and ``clean_accuracy`` over the batch."""
+    misclassified, ``None`` where it stood; ``robust_accuracy`` and ``clean_accuracy`` over the batch; for the
+    picture Jupyter shows: the clean images ``x``, their ``label``, the softmax ``clean_probs`` and ``probs``
+    (N, K) of ``x`` and ``adversarial``, and the model's class ``names``."""
 
     adversarial: torch.Tensor
     broken_by: list
@@ -53,6 +55,11 @@ class AutoAttackResult:
     eps: torch.Tensor
     norm: str
     attacks: list = field(default_factory=list)
+    x: torch.Tensor | None = field(default=None, repr=False)
+    label: torch.Tensor | None = field(default=None, repr=False)
+    clean_probs: torch.Tensor | None = field(default=None, repr=False)
+    probs: torch.Tensor | None = field(default=None, repr=False)
+    names: list[str] | None = field(default=None, repr=False)
 
     @property
     def robust(self) -> torch.Tensor:
@@ -62,6 +69,22 @@ class AutoAttackResult:
     def counts(self) -> dict:
         """How many images each attack broke (``"clean"``: misclassified already)."""
         return {name: sum(b == name for b in self.broken_by) for name in ["clean", *self.attacks]}
+
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display
+
+        return display.autoattack(self)
+
+    def _repr_html_(self) -> str:
+        from ..drawing import display
+
+        return display.autoattack_html(self)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from ..drawing import display
+
+        png = display.autoattack(self)
+        return display.bundle(png, display.autoattack_html(self, png))
 
 
 @checked_keywords
@@ -93,8 +116,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, label, eps: float, norm: str =
         raise PellucidError(f"queries must be an int >= 1, got {queries!r}")
     plan = suite(version, steps, queries, targets)
     with model_state(model):
-        pred = logits_of(model, x, len(x), bs).argmax(1)
-    standing = pred == y
+        clean_probs = logits_of(model, x, len(x), bs).softmax(1)
+    standing = clean_probs.argmax(1) == y
     clean_accuracy = float(standing.float().mean())
     broken_by: list = ["clean" if not s else None for s in standing.tolist()]
     adv = x.clone()
@@ -117,7 +140,10 @@ def autoattack(model: nn.Module, x: torch.Tensor, label, eps: float, norm: str =
         for i in hit.tolist():
             broken_by[i] = name
     robust = float(standing.float().mean())
-    return AutoAttackResult(adv, broken_by, robust, clean_accuracy, eps_.cpu(), norm, [n for n, _ in plan])
+    with model_state(model):
+        probs = logits_of(model, adv, len(adv), bs).softmax(1)
+    return AutoAttackResult(adv, broken_by, robust, clean_accuracy, eps_.cpu(), norm, [n for n, _ in plan], x, y,
+                            clean_probs, probs, getattr(model, "labels", None))
 
 
 def _autoattack_images(model, x, label, eps, *, targeted=False, norm="linf", steps=100, seed=0, batch_size=None,

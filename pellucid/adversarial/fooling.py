@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -21,7 +21,8 @@ class FoolingResult:
 
     ``image`` ``(N, C, H, W)``, ``steps`` the steps taken (the first step at which the model
     predicts the target), ``success``, the ``original`` predicted class and ``target``, and the
-    final softmax probabilities of both, ``prob_original`` and ``prob_target``.
+    final softmax probabilities of both, ``prob_original`` and ``prob_target``; ``x`` the starting images and
+    ``names`` the model's class names (for the picture Jupyter shows).
     """
 
     image: torch.Tensor
@@ -31,6 +32,13 @@ class FoolingResult:
     target: torch.Tensor
     prob_original: torch.Tensor
     prob_target: torch.Tensor
+    x: torch.Tensor | None = field(default=None, repr=False)
+    names: list[str] | None = field(default=None, repr=False)
+
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display
+
+        return display.fooling(self)
 
 
 @checked_keywords
@@ -61,8 +69,8 @@ def fooling_image(model: nn.Module, x: torch.Tensor, target, lr: float = 1.0, ma
                                         progress, "fooling image")
         probs = logits_of(model, image, len(x), bs).softmax(1).cpu()
     rows = torch.arange(len(x))
-    return FoolingResult(image, steps, success, original, goal.classes,
-                         probs[rows, original], probs[rows, goal.classes])
+    return FoolingResult(image, steps, success, original, goal.classes, probs[rows, original],
+                         probs[rows, goal.classes], x, getattr(model, "labels", None))
 
 
 def random_targets(classes, num_classes: int, seed: int = 0) -> torch.Tensor:

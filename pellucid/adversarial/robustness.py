@@ -122,6 +122,11 @@ class RobustnessCurve:
     attack: str
     norm: str
 
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display
+
+        return display.robustness(self)
+
 
 @checked_keywords
 def robustness_curve(model: nn.Module, x: torch.Tensor, label, eps_values: Sequence[float],

@@ -1,14 +1,17 @@
 """Pictures and pages: heat maps, labelled grids as PNG, and the self-contained HTML report.
 
-matplotlib is imported here only, with the Agg backend, so nothing opens a window.
+matplotlib is imported inside the functions only, and never through pyplot (:class:`_Figures`), so nothing
+opens a window or changes the caller's backend.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import html
 import io as _io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +20,27 @@ import torch
 from .overlay import heat_limits, image_array, is_signed, overlay_rgb
 
 
-def _plt():
-    import matplotlib
+class _Figures:
+    """pyplot's ``subplots`` and ``get_cmap`` without pyplot: figures that belong to no backend, so drawing a PNG
+    never switches the caller's matplotlib backend (Jupyter's inline plots keep working), opens no window and
+    leaves no figure to close."""
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
 
-    return plt
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+    @staticmethod
+    def get_cmap(name: str):
+        from matplotlib import colormaps
+
+        return colormaps[name]
+
+
+def _plt() -> type[_Figures]:
+    return _Figures
 
 
 def shared_limits(maps: dict[str, torch.Tensor], shared: bool) -> dict:
@@ -45,10 +62,26 @@ def show_map(ax, image: torch.Tensor, heat: torch.Tensor, overlay: bool, limits=
     return out
 
 
+_DPI = contextvars.ContextVar("pellucid_dpi", default=(110, None))
+
+
+@contextlib.contextmanager
+def resolution(dpi: int, max_width: int | None = None) -> Iterator[None]:
+    """PNGs drawn inside it have ``dpi`` dots per inch, fewer where the figure would be wider than
+    ``max_width`` px (the report draws at 110; Jupyter's reprs smaller)."""
+    token = _DPI.set((dpi, max_width))
+    try:
+        yield
+    finally:
+        _DPI.reset(token)
+
+
 def fig_png(fig) -> bytes:
+    dpi, max_width = _DPI.get()
+    if max_width is not None:
+        dpi = min(dpi, max_width / fig.get_figwidth())
     buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -360,10 +393,18 @@ def attack_rows(original: torch.Tensor, adversarial: torch.Tensor, probs_before:
     """A PNG with one row per image: original | adversarial | difference x ``magnify``.
 
     Each panel is titled with the predicted class and softmax confidence (``probs_*`` are ``(N, K)``);
-    the difference with the L2 and L-infinity size of the perturbation. Gray images show the
-    difference in red (brighter) and blue (darker); RGB images as ``0.5 + magnify * diff``.
-    ``notes`` adds a line per row (e.g. the target and steps of a fooling image).
+    the difference with the L2 and L-infinity size of the perturbation. ``notes`` adds a line per row
+    (e.g. the target and steps of a fooling image). :func:`attack_figure` draws it.
     """
+    return attack_figure(original, adversarial, [f"original: {_prediction(label, p)}" for p in probs_before],
+                         [f"adversarial: {_prediction(label, p)}" for p in probs_after], notes, magnify)
+
+
+def attack_figure(original: torch.Tensor, adversarial: torch.Tensor, before: Sequence[str], after: Sequence[str],
+                  notes: Sequence[str] | None = None, magnify: float = 10.0) -> bytes:
+    """One row per image: original | adversarial | difference x ``magnify``, the first two titled ``before``
+    and ``after``, the difference with the L2 and L-infinity size of the perturbation. Gray images show the
+    difference in red (brighter) and blue (darker); RGB images as ``0.5 + magnify * diff``."""
     plt = _plt()
     n = len(original)
     fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.35 * n), squeeze=False)
@@ -371,9 +412,9 @@ def attack_rows(original: torch.Tensor, adversarial: torch.Tensor, probs_before:
         diff = (adversarial[i] - original[i]).detach().float().cpu()
         l2, linf = float(diff.norm()), float(diff.abs().max())
         _show(axes[i][0], image_array(original[i]))
-        axes[i][0].set_title(f"original: {_prediction(label, probs_before[i])}", fontsize=8)
+        axes[i][0].set_title(before[i], fontsize=8)
         _show(axes[i][1], image_array(adversarial[i]))
-        axes[i][1].set_title(f"adversarial: {_prediction(label, probs_after[i])}", fontsize=8)
+        axes[i][1].set_title(after[i], fontsize=8)
         if diff.shape[0] == 1:
             _show(axes[i][2], (magnify * diff[0]).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
         else:

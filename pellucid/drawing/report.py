@@ -174,8 +174,12 @@ def srg_ranking(ctx: ReportContext, names, x: torch.Tensor, target: torch.Tensor
     return sorted(gains.items(), key=lambda kv: -kv[1])
 
 
-TRUST_MEASURES = (("ROAD AUC", "lower"), ("infidelity", "lower"), ("sensitivity", "lower"),
-                  ("seed stability", "higher"), ("attack rank corr.", "higher"))
+def _trust_measures() -> tuple[tuple[str, str], ...]:
+    """The trust columns of :func:`pellucid.compare` with their better direction (``metrics.table.BETTER``)."""
+    from ..metrics.table import BETTER
+
+    return tuple((c, BETTER[c]) for c in ("ROAD AUC", "infidelity", "sensitivity", "seed stability",
+                                          "attack rank corr."))
 
 
 def faithfulness_section(ctx: ReportContext) -> render.Section:
@@ -201,7 +205,7 @@ def faithfulness_section(ctx: ReportContext) -> render.Section:
     ranked = srg_ranking(ctx, list(records), x_rank, t_rank)
     columns = result.columns()
     rows = [[r[c] if isinstance(r[c], str) else render.number(r[c]) for c in columns] for r in result.rows]
-    trust_png = render.trust_plot(result.rows, TRUST_MEASURES)
+    trust_png = render.trust_plot(result.rows, _trust_measures())
     lead = ("<p><b>Which column to believe:</b> the Symmetric Relevance Gain (Blücher et al. 2024), first "
             "below. It removes pixels in the map's order and in the reverse order under the same blur and "
             "measures the area between the two curves, so what the removal itself does to the model cancels "

@@ -39,12 +39,15 @@ class Visualization:
 
     ``image`` ``(N, C, H, W)`` in [0, 1]; ``snapshots`` step -> images after that step (1-based);
     ``history`` name -> ``(steps, N)`` values per step (``"objective"`` and any tracked quantity,
-    e.g. ``"probability"``, ``"activation"``), measured on the transformed images the model saw.
+    e.g. ``"probability"``, ``"activation"``), measured on the transformed images the model saw; ``labels``
+    what each image is of (the class names of :func:`class_visualization`, the channels of
+    :func:`channel_visualization`), for its picture.
     """
 
     image: torch.Tensor
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
     history: dict[str, torch.Tensor] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
 
     @property
     def objective(self) -> torch.Tensor:
@@ -57,6 +60,11 @@ class Visualization:
     @property
     def activation(self) -> torch.Tensor | None:
         return self.history.get("activation")
+
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display
+
+        return display.visualization(self)
 
 
 class _Scorer:
@@ -233,10 +241,13 @@ def class_visualization(model: nn.Module, target, steps: int = 100, lr: float | 
         lr = None
     objective = class_logit(t) - l2 * _l2() if l2 else class_logit(t)
     track = {} if t.classes is None else {"probability": class_logit(Target(t.classes, None, "softmax"))}
-    return visualize(model, objective, n=n, size=size, param=param, transforms=roll(jitter) if jitter else None,
-                     steps=steps, lr=lr, blur_every=blur_every if param == "pixel" else 0, blur_sigma=blur_sigma,
-                     snapshots=_default_snapshots(steps) if snapshots is None else snapshots,
-                     track=track, seed=seed, batch_size=batch_size, progress=progress, callback=callback)
+    v = visualize(model, objective, n=n, size=size, param=param, transforms=roll(jitter) if jitter else None,
+                  steps=steps, lr=lr, blur_every=blur_every if param == "pixel" else 0, blur_sigma=blur_sigma,
+                  snapshots=_default_snapshots(steps) if snapshots is None else snapshots,
+                  track=track, seed=seed, batch_size=batch_size, progress=progress, callback=callback)
+    if t.classes is not None:
+        v.labels = [getattr(model, "label", str)(int(c)) for c in t.classes.expand(n)]
+    return v
 
 
 @checked_keywords
@@ -265,4 +276,5 @@ def channel_visualization(model: nn.Module, layer: str | nn.Module, channel, ste
                   blur_every=blur_every, blur_sigma=blur_sigma, snapshots=snapshots, seed=seed,
                   batch_size=batch_size, progress=progress, callback=callback)
     v.history["activation"] = v.history["objective"]  # the objective is the channel's mean activation
+    v.labels = [f"channel {int(c)}" for c in (chans if isinstance(chans, list) else [chans] * n)]
     return v

@@ -20,11 +20,18 @@ from ._maps import MapMethod, map_of
 
 @dataclass
 class Curve:
-    """A deletion or insertion result: ``fractions`` ``(steps,)``, ``scores`` ``(N, steps)``, ``auc`` ``(N,)``."""
+    """A deletion or insertion result: ``fractions`` ``(steps,)``, ``scores`` ``(N, steps)``, ``auc`` ``(N,)``;
+    ``kind`` names the curve (``"deletion"``, ``"insertion"``, ``"ROAD"``, ...)."""
 
     fractions: torch.Tensor
     scores: torch.Tensor
     auc: torch.Tensor
+    kind: str = ""
+
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display
+
+        return display.curve(self)
 
 
 def _ranks(maps: torch.Tensor) -> torch.Tensor:
@@ -48,7 +55,7 @@ def blurred(x: torch.Tensor, sigma: float = 5.0, kernel_size: int = 11) -> torch
 
 
 def _curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, start: torch.Tensor,
-           changed: torch.Tensor, steps: int, batch_size: int) -> Curve:
+           changed: torch.Tensor, steps: int, batch_size: int, kind: str = "") -> Curve:
     """Scores of ``start`` with the top ``k/(steps-1)`` fraction of pixels taken from ``changed`` (images, or a
     function ``(images, removed (M, 1, H, W) bool) -> filled images``)."""
     n, _, h, w = x.shape
@@ -70,7 +77,7 @@ def _curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor
         for sl, logits in iter_logits(model, rows, n * steps, batch_size):
             scores[sl] = tr(logits, sl).float()
     scores = scores.reshape(n, steps)
-    return Curve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
+    return Curve(fractions, scores, torch.trapezoid(scores, fractions, dim=1), kind)
 
 @checked_keywords
 def deletion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | str | MapMethod, *,
@@ -86,7 +93,7 @@ def deletion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tenso
     steps = _check_steps(steps)
     x, t, bs = prepare(model, x, target, batch_size, score)
     maps = map_of(model, x, target, attribution)
-    return _curve(model, x, t, maps, x, fill_like(baseline, x, "baseline"), steps, bs)
+    return _curve(model, x, t, maps, x, fill_like(baseline, x, "baseline"), steps, bs, "deletion")
 
 
 @checked_keywords
@@ -107,4 +114,4 @@ def insertion(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tens
         start = blurred(x)
     else:
         start = fill_like(baseline, x, "baseline")
-    return _curve(model, x, t, maps, start, x, steps, bs)
+    return _curve(model, x, t, maps, start, x, steps, bs, "insertion")

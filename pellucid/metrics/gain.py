@@ -25,6 +25,11 @@ class RelevanceGain:
     most: Curve
     least: Curve
 
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display
+
+        return display.relevance_gain(self)
+
 
 FILLS = ("blur", "road")
 
@@ -55,6 +60,6 @@ def srg(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | s
         changed = blurred(x) if fill == "blur" else _imputed
     else:
         changed = fill_like(fill, x, "fill")
-    most = _curve(model, x, t, maps, x, changed, steps, bs)
-    least = _curve(model, x, t, -maps, x, changed, steps, bs)
+    most = _curve(model, x, t, maps, x, changed, steps, bs, "most relevant first")
+    least = _curve(model, x, t, -maps, x, changed, steps, bs, "least relevant first")
     return RelevanceGain(least.auc - most.auc, most, least)

@@ -173,4 +173,4 @@ def road(model: nn.Module, x: torch.Tensor, target, attribution: torch.Tensor | 
     scores = scores.reshape(n, steps)
     fr = f.to(x.device, torch.float32)
     auc = torch.trapezoid(scores, fr, dim=1) if steps > 1 else scores[:, 0]
-    return Curve(fr, scores, auc)
+    return Curve(fr, scores, auc, "ROAD")

@@ -12,7 +12,7 @@ Every candidate is judged on the real model: its prediction and its real map.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ class ExplanationAttack:
     ``image`` ``(N, C, H, W)`` the attacked images (``x`` itself where no step kept the class), ``map`` and
     ``original`` their ``(N, H, W)`` |maps| on the real model, ``similarity`` of ``map`` to ``original``,
     ``noise`` the similarity after random noise of the same size (each pixel ``±eps``: what an attack must
-    beat), ``kept`` ``(N,)`` whether the real model still predicts ``predicted``.
+    beat), ``kept`` ``(N,)`` whether the real model still predicts ``predicted``; ``x`` the images attacked.
     """
 
     image: torch.Tensor
@@ -60,6 +60,12 @@ class ExplanationAttack:
     predicted: torch.Tensor
     method: str
     eps: float
+    x: torch.Tensor | None = field(default=None, repr=False)
+
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display
+
+        return display.explanation_attack(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,4 +227,4 @@ def explanation_attack(model: nn.Module, x: torch.Tensor, target=None, method: s
     sign = torch.where(row_noise(seed + 2, slice(0, n), x.shape[1:], x, "uniform") < 0.5, -1.0, 1.0)
     noisy = (x + eps * sign).clamp(0, 1)
     return ExplanationAttack(best, final, original, _similarity(original, final, top),
-                             _similarity(original, real_maps(noisy), top), still(best), predicted, name, float(eps))
+                             _similarity(original, real_maps(noisy), top), still(best), predicted, name, float(eps), x)

@@ -31,6 +31,11 @@ class SanityCheck:
     ssim: torch.Tensor
     maps: torch.Tensor
 
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display
+
+        return display.sanity(self)
+
     def final(self) -> tuple[float, float]:
         """Mean Spearman and SSIM once every layer is randomized (a passing method: near 0)."""
         return float(self.spearman[-1].mean()), float(self.ssim[-1].mean())

@@ -27,6 +27,11 @@ removed first), lower infidelity and sensitivity, seed stability (rank correlati
 attack rank corr. (rank correlation with the original map after :func:`explanation_attack`) near 1, and low
 similarity after randomizing the model."""
 
+BETTER = {"deletion AUC": "lower", "insertion AUC": "higher", "ROAD AUC": "lower", "infidelity": "lower",
+          "sensitivity": "lower", "seed stability": "higher", "attack rank corr.": "higher",
+          "rank corr. randomized": "lower", "SSIM randomized": "lower"}
+"""The better direction of each measure of :data:`COLUMNS`."""
+
 TRUST = ("road", "infidelity", "sensitivity", "stability", "attack")
 """The trust measures :func:`compare` runs beside deletion/insertion; see its ``trust`` argument."""
 
@@ -77,6 +82,22 @@ class Comparison:
 
     def __str__(self) -> str:
         return self.table()
+
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display
+
+        return display.comparison(self)
+
+    def _repr_html_(self) -> str:
+        from ..drawing import display
+
+        return display.comparison_html(self, BETTER)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from ..drawing import display
+
+        png = display.comparison(self)
+        return display.bundle(png, display.comparison_html(self, BETTER, png))
 
 
 def _methods(methods) -> dict[str, MapMethod]:

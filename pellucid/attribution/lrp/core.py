@@ -45,6 +45,11 @@ class LRPResult:
     passed: dict[str, torch.Tensor] = field(default_factory=dict)
     absorbed: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def _repr_png_(self) -> bytes:
+        from ...drawing import display
+
+        return display.lrp(self)
+
 
 class _Seed(torch.autograd.Function):
     """The logits; backward multiplies ``d score / d logits`` by the logits: the relevance starts as the score."""
