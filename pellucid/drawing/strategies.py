@@ -68,7 +68,7 @@ def scan_sections(result, x: torch.Tensor, label=str, classes=None, flagged: int
         rows = []
         for k, s in enumerate(cs.strategies):
             mean = _tile(overlay_rgb(None, s.mean_map))
-            examples = [_tile(overlay_rgb(_gray(x[i]), result.maps[i])) for i in s.typical.tolist()]
+            examples = [_tile(overlay_rgb(x[i], result.maps[i])) for i in s.typical.tolist()]
             share = s.size / max(len(cs.images), 1)
             rows.append(f"<div class=\"strategy\"><p><b>strategy {k + 1}</b>: {s.size} images ({share:.0%})"
                         f"{' &mdash; flagged' if k and share <= result.minority else ''}</p>"
@@ -78,7 +78,7 @@ def scan_sections(result, x: torch.Tensor, label=str, classes=None, flagged: int
         sections.append(Section(f"class {label(c)}", intro, "".join(rows) + eigengap_svg(cs.eigenvalues, cs.clusters)))
     top = [i for i in result.most_flagged(flagged).tolist() if result.score[i] > 0]
     if top:
-        tiles = [_tile(overlay_rgb(_gray(x[i]), result.maps[i])) for i in top]
+        tiles = [_tile(overlay_rgb(x[i], result.maps[i])) for i in top]
         rows = [[i, label(int(result.targets[i])), f"{float(result.score[i]):.2f}", "yes" if result.flagged[i] else ""]
                 for i in top]
         sections.append(Section("most flagged", "The images whose evidence lies farthest from their class's main "
@@ -93,8 +93,8 @@ def diff_sections(result, x: torch.Tensor, label=str, top: int = 8) -> list[Sect
     order = result.order[:top].tolist()
     rows, tiles = [], []
     for i in order:
-        g = _gray(x[i])
-        tiles.append(_strip([_tile(g), *(_tile(overlay_rgb(g, m[i])) for m in (result.maps_a, result.maps_b))]))
+        maps = [_tile(overlay_rgb(x[i], m[i])) for m in (result.maps_a, result.maps_b)]
+        tiles.append(_strip([_tile(_gray(x[i])), *maps]))
         rows.append([i, label(int(result.targets[i])), f"{float(result.distance[i]):.3f}",
                      f"{label(int(result.pred_a[i]))} -> {label(int(result.pred_b[i]))}" if result.changed[i] else
                      label(int(result.pred_a[i])), "yes" if result.moved[i] else ""])

@@ -15,10 +15,12 @@ from .._grad import predictions
 from ..registry import method as method_record
 from .maps import streamed_maps
 
-Z_BEYOND = 5.0
+Z_BEYOND = 8.0
 """How many robust standard deviations (1.4826 x the median absolute deviation) above the median distance an
 image's distance must lie to count as moved: the bulk of a data set does not move between two versions of
-a model, so the bulk is the null."""
+a model, so the bulk is the null. Measured between two seeds of the same digits training (LRP, 300 held-out
+digits): the distances have a long tail (the five largest 0.67, 0.63, 0.53, 0.52, 0.37), and 5 deviations
+let some of it through; 8 is the default."""
 
 
 @dataclass(frozen=True)
