@@ -4,8 +4,8 @@
 torchvision's ``VisionTransformer`` with a convolutional stem (Xiao et al. 2021, "Early convolutions help
 transformers see better": two 3x3 stride-2 convolutions with BatchNorm and ReLU, then a 1x1 projection) turns
 the 28x28 digit into 7x7 patch tokens of width 64; a class token, learned position embeddings, two
-pre-norm attention blocks (4 heads, MLP 128, GELU), LayerNorm and a linear head follow. The stem is what lets
-a transformer learn from 4,000 images in seconds rather than hours.
+pre-norm attention blocks (4 heads, MLP 128, GELU), LayerNorm and a linear head follow. A plain patch
+embedding reached 94.7% after 20 epochs here; the stem is meant to do better on 4,000 images.
 """
 
 from __future__ import annotations
