@@ -316,8 +316,8 @@ def strategies_section(ctx: ReportContext) -> render.Section | None:
                    for p in parts)
     intro = (f"SpRAy (Lapuschkin et al. 2019) on {len(x)} held-out digits: per class, the LRP maps cluster into the "
              f"model's strategies; a small separate strategy is where shortcuts hide. {int(result.flagged.sum())} "
-             "images follow a minority strategy; shown: the three classes with the most. The pellucid scan command runs it "
-             "on any data set.")
+             "images follow a minority strategy; shown: the three classes with the most. The pellucid scan "
+             "command runs it on any data set.")
     return render.Section("Strategies across a data set", intro, body)
 
 

@@ -56,6 +56,15 @@ def train_digits(batchnorm: bool = True, epochs: int = 10, seed: int = 0, progre
     x, y = digits("train")
     model = digits_model(seeded(lambda: digits_net(batchnorm), seed))
 
+    steps = (len(x) + batch_size - 1) // batch_size
+    training.train_loop(model, augmented_epoch(x, y, gen, batch_size, noise), epochs, steps, lr,
+                        f"training digits{'' if batchnorm else ' (no BatchNorm)'}", progress)
+    xt, yt = digits("test")
+    return model, accuracy(model, xt, yt)
+
+
+def augmented_epoch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, batch_size: int, noise: float):
+    """One epoch's batches for the training loop: shuffled, shifted by up to 2 pixels, Gaussian noise added."""
     def epoch():
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), batch_size):
@@ -65,10 +74,7 @@ def train_digits(batchnorm: bool = True, epochs: int = 10, seed: int = 0, progre
                 xb = (xb + noise * torch.randn(xb.shape, generator=gen)).clamp(0, 1)
             yield xb, y[idx]
 
-    training.train_loop(model, epoch, epochs, (len(x) + batch_size - 1) // batch_size, lr,
-                        f"training digits{'' if batchnorm else ' (no BatchNorm)'}", progress)
-    xt, yt = digits("test")
-    return model, accuracy(model, xt, yt)
+    return epoch
 
 
 def shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:

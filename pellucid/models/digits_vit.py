@@ -20,7 +20,7 @@ from ..registry import Model, register_model
 from . import training
 from .base import PixelModel, accuracy, seeded
 from .data import cache_dir, digits
-from .digits import DIGIT_LABELS, DIGITS_MEAN, DIGITS_STD, shift
+from .digits import DIGIT_LABELS, DIGITS_MEAN, DIGITS_STD, augmented_epoch
 from .weights import load_into, read_state_dict
 
 EPOCHS = 20
@@ -49,16 +49,8 @@ def train_digits_vit(epochs: int = EPOCHS, seed: int = 0, progress: bool = True,
     x, y = digits("train")
     model = digits_vit_model(seeded(digits_vit_net, seed))
 
-    def epoch():
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch_size):
-            idx = order[i : i + batch_size]
-            xb = shift(x[idx], gen)
-            if noise:
-                xb = (xb + noise * torch.randn(xb.shape, generator=gen)).clamp(0, 1)
-            yield xb, y[idx]
-
-    training.train_loop(model, epoch, epochs, (len(x) + batch_size - 1) // batch_size, lr, "training digits-vit",
+    steps = (len(x) + batch_size - 1) // batch_size
+    training.train_loop(model, augmented_epoch(x, y, gen, batch_size, noise), epochs, steps, lr, "training digits-vit",
                         progress, weight_decay=0.05)
     xt, yt = digits("test")
     return model, accuracy(model, xt, yt)
