@@ -137,3 +137,20 @@ def test_torchvision_transformers_at_full_size(arch):
     r = pl.lrp(model, x, 1)
     assert r.shape == x.shape and torch.isfinite(r).all() and r.abs().sum() > 0
     assert hook_count(model) == 0
+
+
+def test_attnlrp_on_the_trained_digits_transformer_beats_the_gradient_maps():
+    """digits-vit (trained on first use, cached): AttnLRP's deletion AUC on held-out digits is at least as good
+    (as low) as the better of saliency and gradient x input; Grad-CAM finds its token grid."""
+    from pellucid.models.data import digits
+
+    model = pl.load_model("digits-vit")
+    assert model.accuracy >= 0.95
+    x, y = digits("test")
+    x, y = x[:100], y[:100]
+    auc = {name: float(pl.deletion(model, x, y, a).auc.mean()) for name, a in (
+        ("attnlrp", pl.lrp(model, x, y).sum(1)), ("saliency", pl.saliency(model, x, y)),
+        ("input_x_gradient", pl.input_x_gradient(model, x, y).sum(1)))}
+    assert auc["attnlrp"] <= min(auc["saliency"], auc["input_x_gradient"]), auc
+    cam = pl.grad_cam(model, x[:4], y[:4])
+    assert cam.shape == (4, 28, 28) and torch.isfinite(cam).all()

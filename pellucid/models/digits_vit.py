@@ -4,8 +4,10 @@
 torchvision's ``VisionTransformer`` with a convolutional stem (Xiao et al. 2021, "Early convolutions help
 transformers see better": two 3x3 stride-2 convolutions with BatchNorm and ReLU, then a 1x1 projection) turns
 the 28x28 digit into 7x7 patch tokens of width 64; a class token, learned position embeddings, two
-pre-norm attention blocks (4 heads, MLP 128, GELU), LayerNorm and a linear head follow. A plain patch
-embedding reached 94.7% after 20 epochs here; the stem is meant to do better on 4,000 images.
+pre-norm attention blocks (4 heads, MLP 128, GELU), LayerNorm and a linear head follow. Measured: 95.4% on the
+1,000 held-out digits after 20 epochs; training took 233 s wall (261 s CPU) on two cores shared with other
+jobs (load average 4-8), so a quiet machine's time is not known yet. A plain patch embedding reached 94.7%.
+AttnLRP's deletion AUC on 100 held-out digits: 0.150, against saliency 0.281 and gradient x input 0.227.
 """
 
 from __future__ import annotations
