@@ -60,7 +60,11 @@ def _layer_name(model: PixelModel, layer) -> str:
     module = find_layer(model, layer)
     if isinstance(layer, str):
         return layer
-    return next(name for name, m in named_layers(model).items() if m is module)
+    name = next((name for name, m in named_layers(model).items() if m is module), None)
+    if name is None:
+        raise PellucidError(f"layer {type(layer).__name__} is the whole network, not one of its layers: pass a layer "
+                            "name from pl.layer_names(model)")
+    return name
 
 
 def _flat_activations(model: PixelModel, x: torch.Tensor, layer: str, what: str, batch_size):
