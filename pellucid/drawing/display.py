@@ -175,8 +175,13 @@ def curve(c) -> bytes:
     better = {"deletion": " (lower AUC is better)", "insertion": " (higher AUC is better)",
               "ROAD": " (lower AUC is better)"}.get(c.kind, "")
     ax.set_title(f"{c.kind or 'curve'}{better}", fontsize=9)
-    ax.set_xlabel("fraction of pixels " + ("inserted" if c.kind == "insertion" else "removed"), fontsize=8)
-    ax.set_ylabel("score", fontsize=8)
+    return _finish(fig, ax, "fraction of pixels " + ("inserted" if c.kind == "insertion" else "removed"), "score")
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str) -> bytes:
+    """A curve plot's labels, legend and grid, at notebook size."""
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -193,12 +198,7 @@ def relevance_gain(g) -> bytes:
     ax.fill_between(fr, most, least, color="C0", alpha=0.15)
     ax.set_title(f"Symmetric Relevance Gain {float(g.gain.mean()):.3f} (mean of {len(g.gain)}; higher is better)",
                  fontsize=9)
-    ax.set_xlabel("fraction of pixels removed", fontsize=8)
-    ax.set_ylabel("score (mean)", fontsize=8)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return small(render.fig_png, fig)
+    return _finish(fig, ax, "fraction of pixels removed", "score (mean)")
 
 
 def comparison(c) -> bytes:
