@@ -173,7 +173,6 @@ def scan(model: nn.Module, x: torch.Tensor, y=None, *, method: str | Callable = 
                             f"{sorted(set(targets.tolist()))})")
     if maps is None:
         keep = torch.isin(targets, torch.as_tensor(wanted))
-        small = torch.zeros(n, 1, 1)
         rows = keep.nonzero().flatten()
         computed = streamed_maps(model, x[rows], targets[rows].to(x.device), method, size=size, batch_size=batch_size,
                                  options=options, seed=seed)

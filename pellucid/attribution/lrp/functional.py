@@ -169,10 +169,9 @@ class Functional(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _out_of_place(func):
-    return {torch.Tensor.__iadd__: torch.add, torch.Tensor.add_: torch.add, torch.Tensor.__isub__: torch.sub,
-            torch.Tensor.sub_: torch.sub, torch.Tensor.__imul__: torch.mul, torch.Tensor.mul_: torch.mul,
-            torch.Tensor.__itruediv__: torch.div, torch.Tensor.div_: torch.div}.get(func, func)
+_OUT_OF_PLACE = {torch.Tensor.__iadd__: torch.add, torch.Tensor.add_: torch.add, torch.Tensor.__isub__: torch.sub,
+                 torch.Tensor.sub_: torch.sub, torch.Tensor.__imul__: torch.mul, torch.Tensor.mul_: torch.mul,
+                 torch.Tensor.__itruediv__: torch.div, torch.Tensor.div_: torch.div}
 
 
 def _add(mode, func, args, kwargs):
@@ -191,7 +190,7 @@ def _scale(mode, func, args, kwargs):
     if len(args) != 2 or kwargs.get("out") is not None:
         return NotImplemented
     a, b = args
-    op = _out_of_place(func)
+    op = _OUT_OF_PLACE.get(func, func)
     if op is torch.Tensor.__rmul__:
         op = torch.mul
     if _variable(a) and _variable(b):
