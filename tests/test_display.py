@@ -98,13 +98,37 @@ def results(digits_model, batch):
     }
 
 
+@pytest.fixture(scope="module")
+def learned(digits_model):
+    """The results about a data set and about concepts, on 60 held-out digits, with cheap settings."""
+    import copy
+
+    model = digits_model
+    from pellucid.models.data import digits
+
+    x, y = (t[:60] for t in digits("test"))
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        fc = other.net.fc.weight
+        fc.add_(0.3 * torch.randn(fc.shape, generator=torch.Generator().manual_seed(0)))
+    fours = x[y == 4]
+    return {
+        "scan": pl.scan(model, x, y, method="saliency", clusters=2),
+        "diff": pl.diff(model, other, x, y, method="saliency"),
+        "tcav": pl.tcav(model, fours, 4, "conv2", x[y == 7], runs=3),
+        "concepts": pl.concepts(model, fours, 4, n=3, designs=8, top=4),
+        "reference_images": pl.reference_images(model, "conv3", 0, x[:20], k=4),
+    }
+
+
 RESULTS = ["fooling", "autoattack", "deletion", "insertion", "road", "srg", "explanation_attack", "compare",
            "sanity", "robustness", "visualization", "lrp"]
+LEARNED = ["scan", "diff", "tcav", "concepts", "reference_images"]
 
 
-@pytest.mark.parametrize("name", RESULTS)
-def test_every_result_draws_itself_small(results, name):
-    r = results[name]
+@pytest.mark.parametrize("name", RESULTS + LEARNED)
+def test_every_result_draws_itself_small(request, name):
+    r = request.getfixturevalue("learned" if name in LEARNED else "results")[name]
     shown = pl.show(r)  # Figure(r._repr_png_(), r._repr_html_())
     check_png(shown._repr_png_())
     if hasattr(r, "_repr_html_"):
@@ -114,6 +138,29 @@ def test_every_result_draws_itself_small(results, name):
         assert data["image/png"] == r._repr_png_() == shown.png and data["text/html"] == r._repr_html_() == shown.html
     else:
         assert shown._repr_html_() is None
+
+
+def test_a_scan_draws_its_strategies_from_its_own_thumbnails(learned):
+    """No data set needed: the scan keeps small copies of the images it shows; a flagged strategy is red."""
+    from pellucid.drawing import display_learned
+
+    r = learned["scan"]
+    shown = {i for cs in r.classes.values() for s in cs.strategies for i in s.typical.tolist()}
+    assert shown <= set(r.thumbnails) and len(r.thumbnails) < len(r.score)
+    text = " ".join(parse(r._repr_html_()).text)
+    shown_classes = display_learned._shown_classes(r)
+    assert len(shown_classes) == min(len(r.classes), display_learned.CLASSES_SHOWN)
+    for c in shown_classes:
+        cs = r.classes[c]
+        assert f"class {c}" in text
+        for s in cs.strategies:
+            assert f"{s.size} images ({s.size / len(cs.images):.0%})" in text
+    red = tuple(int(display_learned.FLAGGED_RED[k:k + 2], 16) for k in (1, 3, 5))
+    assert has_colour(decode(r._repr_png_()), red, tol=2) == bool(r.flagged.any())
+    d = learned["diff"]
+    text = " ".join(parse(d._repr_html_()).text)
+    assert f"{int(d.moved.sum())} of {len(d.distance)} images moved" in text
+    assert set(d.order[:8].tolist()) == set(d.thumbnails)
 
 
 def test_show_of_a_result_is_its_own_picture(results):

@@ -105,7 +105,7 @@ def test_no_function_shadows_its_module():
 
 RANKS = (  # a module may import only modules of its own rank or below: core -> models -> methods -> ...
     ("pellucid.models", 1), ("pellucid.drawing.render", 1), ("pellucid.drawing.overlay", 1),
-    ("pellucid.drawing.display", 1),
+    ("pellucid.drawing.display", 1), ("pellucid.drawing.display_learned", 1), ("pellucid.drawing.strategies", 1),
     ("pellucid.attribution", 2), ("pellucid.adversarial", 2), ("pellucid.featureviz", 2), ("pellucid.metrics", 2),
     ("pellucid.text", 2), ("pellucid.shortcuts", 2), ("pellucid.concept", 2), ("pellucid.dataset", 3),
     ("pellucid.drawing", 4), ("pellucid.batch", 4), ("pellucid.cli", 4), ("pellucid.web", 4),

@@ -82,6 +82,18 @@ def test_diff_of_a_model_with_itself_and_bad_input():
     x = pl.sample_images("digits", n=12)[0]
     d = pl.diff(model, model, x, method="saliency")
     assert d.distance.abs().max() < 1e-5 and not d.changed.any() and not d.moved.any()
+    # the last layer negated: LRP's rules are linear in the relevance, so every map is exactly its negative
+    # (distance 2); when every image moves, the bulk is no null, and all of them count as moved
+    import copy
+
+    flipped = copy.deepcopy(model)
+    last = [m for m in flipped.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.neg_()
+        last.bias.neg_()
+    y = model(x).argmax(1)
+    d = pl.diff(model, flipped, x, y)
+    assert torch.allclose(d.distance, torch.full_like(d.distance, 2.0), atol=1e-3) and d.moved.all()
     with pytest.raises(PellucidError, match="one integer class per image"):
         pl.diff(model, model, x, torch.zeros(3, dtype=torch.long))
     with pytest.raises(PellucidError, match="z must be a number > 0"):

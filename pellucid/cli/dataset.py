@@ -103,7 +103,7 @@ def _scan_run(args):
     label = getattr(model, "label", str)
     html = strategies.page(f"strategies of {getattr(model, 'name', args.model)}",
                            f"{len(x)} images of {args.data}; {result.method} maps; SpRAy (spectral clustering per "
-                           "class)", strategies.scan_sections(result, x, label))
+                           "class)", strategies.scan_sections(result, label))
     out = Path(args.out)
     out.write_text(html, encoding="utf-8")
     flagged = int(result.flagged.sum())
@@ -128,7 +128,7 @@ def _diff_run(args):
     label = getattr(model_a, "label", str)
     html = strategies.page("what moved between two models", f"A: {args.model} ({args.weights or 'built-in'}); B: "
                            f"{args.model_b or args.model} ({args.weights_b}); {len(x)} images of {args.data}",
-                           strategies.diff_sections(result, x, label))
+                           strategies.diff_sections(result, label))
     out = Path(args.out)
     out.write_text(html, encoding="utf-8")
     print(f"wrote {out}: {int(result.moved.sum())} of {len(x)} images moved beyond the null, "

@@ -72,6 +72,11 @@ class Concepts:
         return (f"Concepts(target={self.target}, layer={self.layer!r}, n={len(self.concepts)}, "
                 f"error={self.error:.3f}, importance {{{top}{', ...' if len(self.concepts) > 5 else ''}}})")
 
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display_learned
+
+        return display_learned.concepts_png(self)
+
 
 def concept_layer(model: nn.Module, x1: torch.Tensor) -> str:
     """The default layer: the last to finish whose output is a spatial map ``(N, C, h, w)`` with ``h*w > 1`` and

@@ -66,6 +66,11 @@ class TCAVResult:
                 f"p_value={self.p_value:.3g}, significant={self.significant}, runs={len(self.scores)}, "
                 f"layer={self.layer!r}, kind={self.kind!r}, cav accuracy={self.accuracy:.2f})")
 
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display_learned
+
+        return display_learned.tcav_png(self)
+
 
 def t_test(a: torch.Tensor, b: torch.Tensor) -> float:
     """Two-sided p-value of Student's t-test of two samples (Kim et al.'s ``scipy.stats.ttest_ind``); two

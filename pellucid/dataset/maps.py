@@ -25,6 +25,24 @@ def downsize(maps: torch.Tensor, size: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(maps[:, None].float(), out)[:, 0]
 
 
+THUMB = 96
+"""The longer side, in pixels, of the copies of images a result keeps to draw itself."""
+
+
+def thumbnails(x: torch.Tensor, positions) -> dict[int, torch.Tensor]:
+    """``{position: (C, h, w)}`` small CPU copies (longer side at most :data:`THUMB`) of the images a result shows,
+    so it can draw itself without the data set."""
+    keep = sorted({int(i) for i in positions})
+    if not keep:
+        return {}
+    small = x[keep].detach().float().cpu()
+    h, w = small.shape[-2:]
+    scale = min(1.0, THUMB / max(h, w))
+    if scale < 1:
+        small = F.interpolate(small, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
+    return dict(zip(keep, small.clamp(0, 1)))
+
+
 @dataclass(frozen=True)
 class _Slices:
     """The stage's ``load``: rows of an in-memory batch (no I/O) with their targets."""

@@ -4,7 +4,7 @@ each image's evidence moved, whether its prediction changed, and what counts as 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from .._args import prepare
 from .._checks import PellucidError, check_positive_int
 from .._grad import predictions
 from ..registry import method as method_record
-from .maps import streamed_maps
+from .maps import streamed_maps, thumbnails
 
 Z_BEYOND = 8.0
 """How many robust standard deviations (1.4826 x the median absolute deviation) above the median distance an
@@ -21,6 +21,13 @@ image's distance must lie to count as moved: the bulk of a data set does not mov
 a model, so the bulk is the null. Measured between two seeds of the same digits training (LRP, 300 held-out
 digits): the distances have a long tail (the five largest 0.67, 0.63, 0.53, 0.52, 0.37), and 5 deviations
 let some of it through; 8 is the default."""
+
+UNCORRELATED = 1.0
+"""A distance that counts as moved whatever the bulk does: ``1 - cosine`` of 1 or more, the two maps uncorrelated
+or opposed (when most images move, e.g. a model retrained from scratch, the bulk's own bound would exceed it)."""
+
+
+SHOWN_MOVED = 8  # the most moved images a result keeps thumbnails of
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,8 @@ class DiffResult:
     """Per image: ``distance`` (1 - cosine similarity of the two models' downsized maps, 0 to 2), ``pred_a``,
     ``pred_b``, ``changed`` (the prediction differs), ``moved`` (distance beyond ``threshold``); ``order``: the
     images by distance, largest first; ``noise``: the method's own distance between two seeds on model A
-    (zeros for a deterministic method); ``threshold``: the null's bound; ``classes``: per-class summaries."""
+    (zeros for a deterministic method); ``threshold``: the null's bound; ``classes``: per-class summaries;
+    ``thumbnails``: small copies of the images that moved most. In Jupyter it shows those images with both maps."""
 
     distance: torch.Tensor
     pred_a: torch.Tensor
@@ -52,6 +60,26 @@ class DiffResult:
     maps_a: torch.Tensor
     maps_b: torch.Tensor
     method: str
+    thumbnails: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return (f"DiffResult({len(self.distance)} images, method={self.method!r}, moved={int(self.moved.sum())}, "
+                f"changed prediction={int(self.changed.sum())}, threshold={self.threshold:.3f})")
+
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display_learned
+
+        return display_learned.diff_png(self)
+
+    def _repr_html_(self) -> str:
+        from ..drawing import display_learned
+
+        return display_learned.diff_html(self)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from ..drawing import display_learned
+
+        return display_learned.bundle(display_learned.diff_png(self), display_learned.diff_html(self))
 
 
 def map_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -64,11 +92,11 @@ def map_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def robust_threshold(distance: torch.Tensor, noise: torch.Tensor, z: float = Z_BEYOND) -> float:
-    """The null's bound: the median distance plus ``z`` robust standard deviations, and at least the method's own
-    noise (its 99th percentile)."""
+    """The null's bound: the median distance plus ``z`` robust standard deviations (at most
+    :data:`UNCORRELATED`), and at least the method's own noise (its 99th percentile)."""
     med = float(distance.median())
     mad = float((distance - med).abs().median()) * 1.4826
-    bound = med + z * max(mad, 1e-6)
+    bound = min(med + z * max(mad, 1e-6), UNCORRELATED)
     return max(bound, float(noise.quantile(0.99)) if len(noise) else 0.0)
 
 
@@ -114,5 +142,6 @@ def diff(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, y=None, *, met
         classes[c] = ClassDiff(c, int(rows.sum()), float(distance[rows].mean()), int(moved[rows].sum()),
                                int(changed[rows].sum()))
     name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
-    return DiffResult(distance, pred_a, pred_b, changed, moved, distance.argsort(descending=True), noise, threshold,
-                      targets, classes, maps_a, maps_b, name)
+    order = distance.argsort(descending=True)
+    return DiffResult(distance, pred_a, pred_b, changed, moved, order, noise, threshold, targets, classes, maps_a,
+                      maps_b, name, thumbnails(x, order[:SHOWN_MOVED].tolist()))

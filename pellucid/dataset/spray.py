@@ -22,9 +22,10 @@ from torch import nn
 from .._args import prepare
 from .._checks import PellucidError, check_positive_int
 from .._grad import predictions
-from .maps import streamed_maps
+from .maps import streamed_maps, thumbnails
 
 MAX_CLUSTERS = 8
+SHOWN_FLAGGED = 8  # the most flagged images a result keeps thumbnails of
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class ScanResult:
     for a class with one strategy; the rarer its own strategy the higher); ``flagged`` ``(N,)``: in a strategy
     holding at most ``minority`` of its class; ``classes``:
     ``{class: ClassScan}``; ``maps``: the downsized maps ``(N, h, w)``; ``targets``: the class each image was
-    scanned as; ``method``: the method's name."""
+    scanned as; ``method``: the method's name; ``thumbnails``: small copies of the images it shows (each
+    strategy's typical ones, the most flagged). In Jupyter it shows each class's strategies."""
 
     score: torch.Tensor
     flagged: torch.Tensor
@@ -67,9 +69,31 @@ class ScanResult:
     minority: float = 0.25
     labels: list[str] = field(default_factory=list)
 
+    thumbnails: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
     def most_flagged(self, k: int = 10) -> torch.Tensor:
         """The positions of the ``k`` highest scores, highest first."""
         return self.score.argsort(descending=True)[:k]
+
+    def __repr__(self) -> str:
+        per = ", ".join(f"{c}: {cs.clusters}" for c, cs in list(self.classes.items())[:10])
+        return (f"ScanResult({len(self.score)} images, method={self.method!r}, flagged={int(self.flagged.sum())}, "
+                f"strategies per class {{{per}{', ...' if len(self.classes) > 10 else ''}}})")
+
+    def _repr_png_(self) -> bytes:
+        from ..drawing import display_learned
+
+        return display_learned.scan_png(self)
+
+    def _repr_html_(self) -> str:
+        from ..drawing import display_learned
+
+        return display_learned.scan_html(self)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from ..drawing import display_learned
+
+        return display_learned.bundle(display_learned.scan_png(self), display_learned.scan_html(self))
 
 
 def _unit(maps: torch.Tensor) -> torch.Tensor:
@@ -190,4 +214,6 @@ def scan(model: nn.Module, x: torch.Tensor, y=None, *, method: str | Callable = 
             flagged[s.images] = s.size <= minority * len(cs.images)
     name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
     labels = list(getattr(model, "labels", None) or [])
-    return ScanResult(score, flagged, found, small, targets, name, minority, labels)
+    shown = [i for cs in found.values() for s in cs.strategies for i in s.typical.tolist()]
+    shown += score.argsort(descending=True)[:SHOWN_FLAGGED].tolist()
+    return ScanResult(score, flagged, found, small, targets, name, minority, labels, thumbnails(x, shown))

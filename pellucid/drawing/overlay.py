@@ -33,33 +33,40 @@ def heat_limits(m: np.ndarray, signed: bool, percentile: float = 99.5) -> tuple[
     return (-peak, peak) if signed else (float(min(m.min(), 0.0)), peak)
 
 
-def heat_colours(heat, limits: tuple[float, float] | None = None) -> np.ndarray:
-    """``(H, W)`` map to ``(H, W, 3)`` colours in [0, 1] by the one colour rule (``limits`` overrides
-    the map's own, e.g. one scale shared by several maps)."""
+def heat_colours(heat, limits: tuple[float, float] | None = None, signed: bool | None = None) -> np.ndarray:
+    """``(H, W)`` map to ``(H, W, 3)`` colours in [0, 1] by the one colour rule (``limits`` and ``signed``
+    override the map's own, e.g. one scale and one colour map shared by several maps: :func:`shared_scale`)."""
     from matplotlib import colormaps
 
     m = _numpy(heat)
-    signed = is_signed(m)
+    signed = is_signed(m) if signed is None else signed
     lo, hi = limits if limits is not None else heat_limits(m, signed)
     cmap = colormaps[SIGNED_CMAP if signed else UNSIGNED_CMAP]
     return cmap(np.clip((m - lo) / max(hi - lo, 1e-12), 0, 1))[..., :3]
 
 
+def shared_scale(maps) -> tuple[tuple[float, float], bool]:
+    """One ``(limits, signed)`` for several maps drawn side by side: diverging if any has both signs."""
+    m = np.concatenate([_numpy(one).ravel() for one in maps])
+    signed = is_signed(m)
+    return heat_limits(m, signed), signed
+
+
 def overlay_rgb(image: torch.Tensor | None, heat, limits: tuple[float, float] | None = None,
-                alpha: float = ALPHA) -> np.ndarray:
+                alpha: float = ALPHA, signed: bool | None = None) -> np.ndarray:
     """The map over the gray image as an ``(H, W, 3)`` float array in [0, 1].
 
     ``image`` is ``(C, H, W)`` in [0, 1] (or ``None``: the colours alone); a map of another size is
     resized to the image bilinearly.
     """
     if image is None:
-        return heat_colours(heat, limits)
+        return heat_colours(heat, limits, signed)
     image = image.detach().float().cpu()
     heat = torch.as_tensor(_numpy(heat))
     if heat.shape[-2:] != image.shape[-2:]:
         heat = torch.nn.functional.interpolate(heat[None, None], size=image.shape[-2:], mode="bilinear")[0, 0]
     gray = image_array(image).mean(2, keepdims=True)
-    return ((1 - alpha) * gray + alpha * heat_colours(heat, limits)).clip(0, 1)
+    return ((1 - alpha) * gray + alpha * heat_colours(heat, limits, signed)).clip(0, 1)
 
 
 def as_uint8(arr: np.ndarray) -> np.ndarray:

@@ -311,7 +311,7 @@ def strategies_section(ctx: ReportContext) -> render.Section | None:
     x, y = x[:STRATEGY_IMAGES], y[:STRATEGY_IMAGES]
     result = scan(ctx.model, x, y, seed=ctx.seed)
     ranked = sorted(result.classes, key=lambda c: -int(result.flagged[result.classes[c].images].sum()))[:3]
-    parts = scan_sections(result, x, ctx.label, classes=set(ranked), flagged=8)
+    parts = scan_sections(result, ctx.label, classes=set(ranked), flagged=8)
     body = "".join(f"<h3>{html.escape(p.title)}</h3><p class='meta'>{html.escape(p.intro)}</p>{p.body}"
                    for p in parts)
     intro = (f"SpRAy (Lapuschkin et al. 2019) on {len(x)} held-out digits: per class, the LRP maps cluster into the "

@@ -1,6 +1,7 @@
-"""The data-set pages: a scan's strategies per class (``pellucid scan``, the report's "strategies" section)
-and a diff's most moved images (``pellucid diff``). PNGs are drawn with PIL from the overlay colours (no
-matplotlib): small tiles, enlarged without blur for digits."""
+"""The data-set pages: a scan's strategies per class (``pellucid scan``, the report's "strategies" section,
+the web page, Jupyter) and a diff's most moved images (``pellucid diff``). PNGs are drawn with PIL from the
+overlay colours (no pyplot): small tiles, enlarged without blur for digits; the images are the thumbnails
+the results keep. The maps side by side in one row share one colour scale."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import io
 import numpy as np
 import torch
 
-from .overlay import as_uint8, enlarge, image_array, overlay_rgb
+from .overlay import as_uint8, enlarge, image_array, overlay_rgb, shared_scale
 from .render import Section, html_report, img_tag, table
 
 TILE = 84
@@ -58,43 +59,61 @@ def eigengap_svg(values: torch.Tensor, chosen: int, width: int = 220, height: in
             "</svg>")
 
 
-def scan_sections(result, x: torch.Tensor, label=str, classes=None, flagged: int = 8) -> list[Section]:
+def _row(images: list, maps: list) -> np.ndarray:
+    """Tiles of ``maps`` over ``images`` (``None``: the map alone) on one shared colour scale."""
+    limits, signed = shared_scale(maps)
+    return _strip([_tile(overlay_rgb(img, m, limits, signed=signed)) for img, m in zip(images, maps)])
+
+
+def strategy_rows(result, c: int) -> str:
+    """Class ``c``'s strategies: per row the mean map, then the most typical images with their maps."""
+    cs, rows = result.classes[c], []
+    for k, s in enumerate(cs.strategies):
+        typical = s.typical.tolist()
+        strip = _row([None, *(result.thumbnails[i] for i in typical)], [s.mean_map, *(result.maps[i] for i in typical)])
+        share = s.size / max(len(cs.images), 1)
+        rows.append(f"<div class=\"strategy\"><p><b>strategy {k + 1}</b>: {s.size} images ({share:.0%})"
+                    f"{' &mdash; flagged' if k and share <= result.minority else ''}</p>"
+                    f"{img_tag(_png(strip), f'strategy {k + 1}')}</div>")
+    return "".join(rows)
+
+
+def flagged_part(result, label=str, flagged: int = 8) -> str:
+    """The most flagged images with their maps, and a table of their scores ('' when none scores above 0)."""
+    top = [i for i in result.most_flagged(flagged).tolist() if result.score[i] > 0 and i in result.thumbnails]
+    if not top:
+        return ""
+    rows = [[i, label(int(result.targets[i])), f"{float(result.score[i]):.2f}", "yes" if result.flagged[i] else ""]
+            for i in top]
+    strip = _strip([_tile(overlay_rgb(result.thumbnails[i], result.maps[i])) for i in top])
+    return img_tag(_png(strip), "most flagged images") + table(["image", "class", "score", "flagged"], rows)
+
+
+def scan_sections(result, label=str, classes=None, flagged: int = 8) -> list[Section]:
     """One section per class (strategies side by side: mean map, typical images, size; the eigengap plot)
     and one of the most flagged images."""
     sections = []
     for c, cs in result.classes.items():
         if classes is not None and c not in classes:
             continue
-        rows = []
-        for k, s in enumerate(cs.strategies):
-            mean = _tile(overlay_rgb(None, s.mean_map))
-            examples = [_tile(overlay_rgb(x[i], result.maps[i])) for i in s.typical.tolist()]
-            share = s.size / max(len(cs.images), 1)
-            rows.append(f"<div class=\"strategy\"><p><b>strategy {k + 1}</b>: {s.size} images ({share:.0%})"
-                        f"{' &mdash; flagged' if k and share <= result.minority else ''}</p>"
-                        f"{img_tag(_png(_strip([mean, *examples])), f'strategy {k + 1} of {label(c)}')}</div>")
         intro = (f"{len(cs.images)} images, {cs.clusters} strateg{'y' if cs.clusters == 1 else 'ies'} (where the "
                  "eigenvalues jump). Each row: the strategy's mean map, then its most typical images with their maps.")
-        sections.append(Section(f"class {label(c)}", intro, "".join(rows) + eigengap_svg(cs.eigenvalues, cs.clusters)))
-    top = [i for i in result.most_flagged(flagged).tolist() if result.score[i] > 0]
-    if top:
-        tiles = [_tile(overlay_rgb(x[i], result.maps[i])) for i in top]
-        rows = [[i, label(int(result.targets[i])), f"{float(result.score[i]):.2f}", "yes" if result.flagged[i] else ""]
-                for i in top]
+        sections.append(Section(f"class {label(c)}", intro,
+                                strategy_rows(result, c) + eigengap_svg(cs.eigenvalues, cs.clusters)))
+    most = flagged_part(result, label, flagged)
+    if most:
         sections.append(Section("most flagged", "The images whose evidence lies farthest from their class's main "
-                                "strategy, highest score first.",
-                                img_tag(_png(_strip(tiles)), "most flagged images")
-                                + table(["image", "class", "score", "flagged"], rows)))
+                                "strategy, highest score first.", most))
     return sections
 
 
-def diff_sections(result, x: torch.Tensor, label=str, top: int = 8) -> list[Section]:
+def diff_sections(result, label=str, top: int = 8) -> list[Section]:
     """The images whose evidence moved most: image, map of model A, map of model B, distance, predictions."""
-    order = result.order[:top].tolist()
+    order = [i for i in result.order[:top].tolist() if i in result.thumbnails]
     rows, tiles = [], []
     for i in order:
-        maps = [_tile(overlay_rgb(x[i], m[i])) for m in (result.maps_a, result.maps_b)]
-        tiles.append(_strip([_tile(_gray(x[i])), *maps]))
+        image = result.thumbnails[i]
+        tiles.append(_strip([_tile(_gray(image)), _row([image, image], [result.maps_a[i], result.maps_b[i]])]))
         rows.append([i, label(int(result.targets[i])), f"{float(result.distance[i]):.3f}",
                      f"{label(int(result.pred_a[i]))} -> {label(int(result.pred_b[i]))}" if result.changed[i] else
                      label(int(result.pred_a[i])), "yes" if result.moved[i] else ""])

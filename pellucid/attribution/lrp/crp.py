@@ -30,6 +30,16 @@ class ReferenceImages:
     channel: int
     by: str
 
+    def __repr__(self) -> str:
+        top = ", ".join(f"{int(i)}: {float(v):.3g}" for i, v in zip(self.images[:8], self.scores[:8]))
+        return (f"ReferenceImages(layer={self.layer!r}, channel={self.channel}, by={self.by!r}, "
+                f"k={len(self.images)}, {{image: score}} {{{top}}})")
+
+    def _repr_png_(self) -> bytes:
+        from ...drawing import display_learned
+
+        return display_learned.reference_png(self)
+
 
 def _crop(image: torch.Tensor, heat: torch.Tensor, fraction: float) -> torch.Tensor:
     """A square of ``fraction`` of the image's shorter side around ``heat``'s maximum (``heat`` at image size)."""
