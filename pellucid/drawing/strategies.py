@@ -84,7 +84,8 @@ def strategy_tiles(result, c: int, k: int) -> list[np.ndarray]:
     """Strategy ``k`` of class ``c``: its mean map, then its most typical images with their maps, on one scale."""
     s = result.classes[c].strategies[k]
     typical = s.typical.tolist()
-    return _row_tiles([None, *(result.thumbnails[i] for i in typical)], [s.mean_map, *(result.maps[i] for i in typical)])
+    images = [None, *(result.thumbnails[i] for i in typical)]
+    return _row_tiles(images, [s.mean_map, *(result.maps[i] for i in typical)])
 
 
 def strategy_rows(result, c: int) -> str:

@@ -21,9 +21,15 @@ function setButtons() {
   $("run-concepts").disabled = !ready || !sets.facts.layers.length;
 }
 
-async function loadFacts(name) {
+function forget() {  // another model: stop the views' runs, offer nothing until its facts are read
+  for (const run of Object.values(sets.runs)) { run.controller.abort(); cancelJob(run.job); }
+  sets.runs = {};
   sets.facts = null;
   setButtons();
+}
+
+async function loadFacts(name) {
+  forget();
   $("set-info").textContent = "reading the model's images…";
   const r = await fetch(`/api/dataset?model=${encodeURIComponent(name)}`);
   if (state.model !== name) return;
@@ -86,7 +92,7 @@ function showStrategies(res, status) {
     el("div", { className: "tiles" }, tile(s.mean, `strategy ${k + 1}: mean map`, "mean map", "mean"),
        ...s.examples.map(imageTile))));
   const flagged = res.flagged.length
-    ? [el("h3", {}, "Most flagged: farthest from the main strategy"), el("div", { className: "tiles" }, ...res.flagged.map(imageTile))]
+    ? [el("h3", {}, "Most flagged: the highest scores, farthest from the main strategy"), el("div", { className: "tiles" }, ...res.flagged.map(imageTile))]
     : [];
   $("strategies").replaceChildren(legend, ...parts, ...flagged, el("h3", {}, "Every class of this scan (click one)"),
                                   classTable(res));
@@ -128,5 +134,6 @@ function showConcepts(res, status) {
 document.addEventListener("model-ready", (e) => {
   loadFacts(e.detail).catch((err) => { $("set-info").textContent = err.message; });
 });
+$("model").addEventListener("change", forget);
 $("run-strategies").addEventListener("click", findStrategies);
 $("run-concepts").addEventListener("click", findConcepts);

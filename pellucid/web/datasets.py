@@ -200,6 +200,7 @@ def dataset_routes(app: FastAPI, srv: Server) -> None:
             c = _check_class(model, ask.target, y, where)
             xc = x[y == c][: ask.images]
             found = craft(model, xc, c, layer=ask.layer or None, n=ask.n, top=CROPS, seed=0)
-            return {**concepts_view(srv, model, found, where, len(xc)), "seconds": round(time.perf_counter() - start, 3)}
+            seconds = round(time.perf_counter() - start, 3)
+            return {**concepts_view(srv, model, found, where, len(xc)), "seconds": seconds}
 
         return await srv.run(request, slot, fn, ask.job)

@@ -49,8 +49,8 @@ class ConceptsAsk(BaseModel):
     model: str = "digits"
     target: int = Field(ge=0)
     layer: str | None = Field(None, max_length=200)
-    n: int = Field(6, ge=1, le=12)
-    images: int = Field(16, ge=1, le=64)
+    n: int = Field(6, ge=1, le=10)
+    images: int = Field(16, ge=1, le=32)  # Sobol indices cost designs x (n + 2) passes per image
     job: str | None = Field(None, max_length=64)
 
 
