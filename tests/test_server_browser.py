@@ -151,3 +151,66 @@ def test_the_page_in_chromium(browser, served, tmp_path, digits_model):
     assert not outside, f"the page fetched from outside: {outside}"
     page.close()
 
+
+
+def open_views(browser, port: int):
+    """The page at the data-set views, its facts read; console errors and outside requests collected."""
+    base = f"http://127.0.0.1:{port}"
+    page = browser.new_page(viewport={"width": 1360, "height": 940})
+    errors, outside = [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else outside.append(r.url))
+    page.goto(base + "/")
+    page.wait_for_function("() => document.querySelector('#set-info').textContent.startsWith('on ')", timeout=60_000)
+    return page, errors, outside
+
+
+def all_loaded(page, selector: str) -> list[int]:
+    page.wait_for_function("(s) => [...document.querySelectorAll(s)].every(i => i.complete)", arg=selector,
+                           timeout=30_000)
+    return page.eval_on_selector_all(selector, "imgs => imgs.map(i => i.naturalWidth)")
+
+
+def test_the_strategies_view_in_chromium(browser, served):
+    x, y = pl.sample_images("digits", n=100)
+    alone = pl.scan(pl.load_model("digits"), x, y, method="lrp", seed=0).classes[3]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page, errors, outside = open_views(browser, served[1])
+    page.select_option("#set-class", "3")
+    page.fill("#scan-images", "100")
+    page.click("#run-strategies")
+    page.wait_for_selector("#strategies .strategy", timeout=60_000)
+    heads = page.eval_on_selector_all("#strategies .strategy h4", "hs => hs.map(h => h.textContent)")
+    assert [int(h.split(": ")[1].split(" ")[0]) for h in heads] == [s.size for s in alone.strategies]
+    widths = all_loaded(page, "#strategies img")
+    assert len(widths) >= len(alone.strategies) * 2 and all(w > 0 for w in widths), widths
+    assert "class 3: 10 of 100 held-out digits" in page.inner_text("#strategies-status")
+    page.locator("#dataset").screenshot(path=str(ARTIFACTS / "serve-strategies.png"))
+    page.click("#strategies table.classes tbody tr:nth-child(8)")  # another class, from the kept scan
+    page.wait_for_function("() => document.querySelector('#strategies-status').textContent.includes('class 7')")
+    assert "kept from before" in page.inner_text("#strategies-status")
+    assert not errors and not outside, (errors, outside)
+    page.close()
+
+
+def test_the_concepts_view_in_chromium(browser, served):
+    x, y = pl.sample_images("digits", n=1000)
+    alone = pl.concepts(pl.load_model("digits"), x[y == 3][:16], 3, layer="relu3", n=4, top=6, seed=0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page, errors, outside = open_views(browser, served[1])
+    page.select_option("#set-class", "3")
+    page.select_option("#concept-layer", "relu3")
+    page.fill("#concept-n", "4")
+    page.click("#run-concepts")
+    page.wait_for_selector("#concepts li", timeout=60_000)
+    names = page.eval_on_selector_all("#concepts li .name", "ns => ns.map(n => n.textContent)")
+    assert names == [f"#{r} concept {k.index}" for r, k in enumerate(alone.concepts, 1)]
+    widths = all_loaded(page, "#concepts img")
+    assert len(widths) == 4 * 6 and all(w > 0 for w in widths), widths
+    bars = page.eval_on_selector_all("#concepts .bar span", "bs => bs.map(b => parseFloat(b.style.width))")
+    assert bars[0] == 100 and bars == sorted(bars, reverse=True)
+    assert "at relu3 from 16 held-out digits" in page.inner_text("#concepts-status")
+    page.locator("#dataset").screenshot(path=str(ARTIFACTS / "serve-concepts.png"))
+    assert not errors and not outside, (errors, outside)
+    page.close()

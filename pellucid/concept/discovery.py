@@ -78,13 +78,12 @@ class Concepts:
         return display_learned.concepts_png(self)
 
 
-def concept_layer(model: nn.Module, x1: torch.Tensor) -> str:
-    """The default layer: the last to finish whose output is a spatial map ``(N, C, h, w)`` with ``h*w > 1`` and
-    no negative value (NMF needs them non-negative), i.e. the last spatial layer before global pooling."""
-    layers = named_layers(model)
+def _spatial_layers(model: nn.Module, x1: torch.Tensor) -> list[tuple[str, bool]]:
+    """Each layer whose output is a spatial map ``(N, C, h, w)`` with ``h*w > 1``, in the order they finish, and
+    whether that output has no negative value."""
     done: list[tuple[str, bool]] = []
     with model_state(model) as state:
-        for name, m in layers.items():
+        for name, m in named_layers(model).items():
             def record(_m, _i, out, n=name):
                 if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
                     done.append((n, bool(out.min() >= 0)))
@@ -92,6 +91,19 @@ def concept_layer(model: nn.Module, x1: torch.Tensor) -> str:
             state.forward_hook(m, record)
         with torch.no_grad():
             model(x1)
+    return done
+
+
+def concept_layers(model: nn.Module, x1: torch.Tensor) -> list[str]:
+    """The layers CRAFT can factorize, in the order they finish: spatial maps ``(N, C, h, w)`` with no negative
+    value on ``x1``."""
+    return list(dict.fromkeys(n for n, nonneg in _spatial_layers(model, x1) if nonneg))  # a module run twice: once
+
+
+def concept_layer(model: nn.Module, x1: torch.Tensor) -> str:
+    """The default layer: the last to finish whose output is a spatial map ``(N, C, h, w)`` with ``h*w > 1`` and
+    no negative value (NMF needs them non-negative), i.e. the last spatial layer before global pooling."""
+    done = _spatial_layers(model, x1)
     if not done:
         raise PellucidError("no layer of this model outputs a spatial map (N, C, h, w); CRAFT needs one")
     good = [n for n, nonneg in done if nonneg]

@@ -17,7 +17,8 @@ from .render import Section, html_report, img_tag, table
 TILE = 84
 
 
-def _png(arr: np.ndarray) -> bytes:
+def tile_png(arr: np.ndarray) -> bytes:
+    """A float ``(H, W, 3)`` tile (or a strip of tiles) as a PNG."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -42,6 +43,16 @@ def _gray(image: torch.Tensor) -> np.ndarray:
     return np.repeat(arr.mean(2, keepdims=True), 3, axis=2) if arr.shape[2] == 1 else arr
 
 
+def image_tile(image: torch.Tensor) -> np.ndarray:
+    """One ``(C, H, W)`` image as an RGB tile (gray images in three channels)."""
+    return _tile(_gray(image))
+
+
+def map_tile(image: torch.Tensor, heat) -> np.ndarray:
+    """A map over its image, on the map's own colour scale."""
+    return _tile(overlay_rgb(image, heat))
+
+
 def eigengap_svg(values: torch.Tensor, chosen: int, width: int = 220, height: int = 90) -> str:
     """The Laplacian's smallest eigenvalues as an inline SVG plot, the chosen number of strategies marked."""
     v = [float(a) for a in values]
@@ -59,22 +70,33 @@ def eigengap_svg(values: torch.Tensor, chosen: int, width: int = 220, height: in
             "</svg>")
 
 
-def _row(images: list, maps: list) -> np.ndarray:
+def _row_tiles(images: list, maps: list) -> list[np.ndarray]:
     """Tiles of ``maps`` over ``images`` (``None``: the map alone) on one shared colour scale."""
     limits, signed = shared_scale(maps)
-    return _strip([_tile(overlay_rgb(img, m, limits, signed=signed)) for img, m in zip(images, maps)])
+    return [_tile(overlay_rgb(img, m, limits, signed=signed)) for img, m in zip(images, maps)]
+
+
+def _row(images: list, maps: list) -> np.ndarray:
+    return _strip(_row_tiles(images, maps))
+
+
+def strategy_tiles(result, c: int, k: int) -> list[np.ndarray]:
+    """Strategy ``k`` of class ``c``: its mean map, then its most typical images with their maps, on one scale."""
+    s = result.classes[c].strategies[k]
+    typical = s.typical.tolist()
+    images = [None, *(result.thumbnails[i] for i in typical)]
+    return _row_tiles(images, [s.mean_map, *(result.maps[i] for i in typical)])
 
 
 def strategy_rows(result, c: int) -> str:
     """Class ``c``'s strategies: per row the mean map, then the most typical images with their maps."""
     cs, rows = result.classes[c], []
     for k, s in enumerate(cs.strategies):
-        typical = s.typical.tolist()
-        strip = _row([None, *(result.thumbnails[i] for i in typical)], [s.mean_map, *(result.maps[i] for i in typical)])
+        strip = _strip(strategy_tiles(result, c, k))
         share = s.size / max(len(cs.images), 1)
         rows.append(f"<div class=\"strategy\"><p><b>strategy {k + 1}</b>: {s.size} images ({share:.0%})"
                     f"{' &mdash; flagged' if k and share <= result.minority else ''}</p>"
-                    f"{img_tag(_png(strip), f'strategy {k + 1}')}</div>")
+                    f"{img_tag(tile_png(strip), f'strategy {k + 1}')}</div>")
     return "".join(rows)
 
 
@@ -85,8 +107,8 @@ def flagged_part(result, label=str, flagged: int = 8) -> str:
         return ""
     rows = [[i, label(int(result.targets[i])), f"{float(result.score[i]):.2f}", "yes" if result.flagged[i] else ""]
             for i in top]
-    strip = _strip([_tile(overlay_rgb(result.thumbnails[i], result.maps[i])) for i in top])
-    return img_tag(_png(strip), "most flagged images") + table(["image", "class", "score", "flagged"], rows)
+    strip = _strip([map_tile(result.thumbnails[i], result.maps[i]) for i in top])
+    return img_tag(tile_png(strip), "most flagged images") + table(["image", "class", "score", "flagged"], rows)
 
 
 def scan_sections(result, label=str, classes=None, flagged: int = 8) -> list[Section]:
@@ -113,7 +135,7 @@ def diff_sections(result, label=str, top: int = 8) -> list[Section]:
     rows, tiles = [], []
     for i in order:
         image = result.thumbnails[i]
-        tiles.append(_strip([_tile(_gray(image)), _row([image, image], [result.maps_a[i], result.maps_b[i]])]))
+        tiles.append(_strip([image_tile(image), _row([image, image], [result.maps_a[i], result.maps_b[i]])]))
         rows.append([i, label(int(result.targets[i])), f"{float(result.distance[i]):.3f}",
                      f"{label(int(result.pred_a[i]))} -> {label(int(result.pred_b[i]))}" if result.changed[i] else
                      label(int(result.pred_a[i])), "yes" if result.moved[i] else ""])
@@ -126,7 +148,7 @@ def diff_sections(result, label=str, top: int = 8) -> list[Section]:
              f"({result.threshold:.3f}: the bulk of the images, which do not move, and the method's own noise). "
              f"{int(result.moved.sum())} of {len(result.distance)} images moved; "
              f"{int(result.changed.sum())} changed prediction.")
-    return [Section("what moved", intro, img_tag(_png(grid), "image | model A | model B")
+    return [Section("what moved", intro, img_tag(tile_png(grid), "image | model A | model B")
                     + table(["image", "class", "distance", "prediction", "moved"], rows)),
             Section("per class", "", summary)]
 

@@ -156,6 +156,7 @@ async function selectModel(name, again = true) {
   }
   if (again && state.image) await choose(state.image);
   enable();
+  document.dispatchEvent(new CustomEvent("model-ready", { detail: name }));  // datasets.js
 }
 
 function updateChannelMax() {

@@ -1,6 +1,6 @@
 """``pellucid serve``: a local web page to explore a model, fully offline.
 
-FastAPI + uvicorn serve one static page (``pellucid/static``: HTML, JS, CSS, no build step, nothing
+FastAPI + uvicorn serve one static page (``pellucid/static``: HTML, two scripts, CSS, no build step, nothing
 fetched from elsewhere, enforced by a Content-Security-Policy). The web framework is imported by this
 package only; ``import pellucid`` never loads it.
 
@@ -9,6 +9,7 @@ package only; ``import pellucid`` never loads it.
 - ``uploads``: samples, uploads checked by content (through :func:`pellucid.io.decode_image`), predictions;
 - ``analysis``: attribution overlays, the report, attacks and fooling images, from :mod:`pellucid.registry`;
 - ``visualize``: class and channel visualizations streamed as NDJSON;
+- ``datasets``: the data-set views, a class's strategies (SpRAy) and its concepts (CRAFT), on held-out images;
 - ``views``: PNGs of images, overlays (:func:`pellucid.overlay.overlay_rgb`) and differences; top-5;
 - ``security``: the Host check and the security headers.
 """

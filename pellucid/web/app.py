@@ -20,6 +20,7 @@ from .._checks import PellucidError
 from ..io import MAX_PIXELS
 from .analysis import attack_routes, attacks_info, explain_routes, methods_info
 from .catalog import builtin_models, text_models
+from .datasets import dataset_routes
 from .jobs import ModelSlot, Server
 from .schema import validation_error
 from .security import LOCAL_HOSTS, Guard, allowed_hosts
@@ -27,7 +28,7 @@ from .uploads import MAX_SIDE, MAX_UPLOAD_BYTES, image_routes
 from .visualize import visualize_routes
 
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "style.css": "text/css; charset=utf-8"}
+          "datasets.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 RESULT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
@@ -58,7 +59,8 @@ def create_app(models: dict[str, torch.nn.Module | Callable[[], torch.nn.Module]
     app = FastAPI(title="pellucid", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.server = srv
     app.add_middleware(Guard, allowed_hosts=allowed_hosts)
-    for add_routes in (page_routes, image_routes, explain_routes, attack_routes, visualize_routes):
+    for add_routes in (page_routes, image_routes, explain_routes, attack_routes, visualize_routes,
+                       dataset_routes):
         add_routes(app, srv)
 
     @app.exception_handler(HTTPException)

@@ -37,6 +37,23 @@ class VisualAsk(BaseModel):
     job: str | None = Field(None, max_length=64)
 
 
+class StrategiesAsk(BaseModel):
+    model: str = "digits"
+    target: int = Field(ge=0)
+    method: str = "lrp"
+    images: int = Field(400, ge=2, le=1000)  # the held-out digits: 1,000
+    job: str | None = Field(None, max_length=64)
+
+
+class ConceptsAsk(BaseModel):
+    model: str = "digits"
+    target: int = Field(ge=0)
+    layer: str | None = Field(None, max_length=200)
+    n: int = Field(6, ge=1, le=10)
+    images: int = Field(16, ge=1, le=32)  # Sobol indices cost designs x (n + 2) passes per image
+    job: str | None = Field(None, max_length=64)
+
+
 def _shown(value) -> str | None:
     """A request value for a message (``NaN``, ``inf``, strings, numbers); ``None`` for containers."""
     if isinstance(value, float) and not math.isfinite(value):
