@@ -33,8 +33,11 @@ $(DOCS_STAMP): pyproject.toml
 	$(DOCS_VENV)/bin/python -m pip install -q -r $(DOCS_VENV)/requirements.txt
 	touch $(DOCS_STAMP)
 
-docs: $(DOCS_STAMP)
-	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet
+# the tutorials are run first (pellucid's venv; a run copy is kept while its notebook and pellucid are unchanged),
+# so their pages show figures
+docs: $(DOCS_STAMP) $(STAMP)
+	$(PY) examples/run_notebooks.py build/notebooks
+	PELLUCID_NOTEBOOKS=build/notebooks NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

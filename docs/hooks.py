@@ -3,13 +3,16 @@
 - ``<!-- readme: ## Heading -->`` in a page is replaced by that section of README.md (up to the next heading
   of the same level), its ``docs/img/`` pictures pointed at the site's copy: one text, no copy to drift.
 - Every ``examples/*.ipynb`` becomes a page ``examples/NAME.html`` in the Tutorials section, rendered by
-  mkdocs-jupyter with the outputs it was saved with (nothing is run).
+  mkdocs-jupyter. ``make docs`` first runs them (``examples/run_notebooks.py``) and names the folder of the run
+  copies in ``PELLUCID_NOTEBOOKS``: the pages then show their figures, and a notebook without a run copy fails
+  the build. Without that variable the pages show the committed notebooks, which hold no outputs.
 - Sphinx roles in docstrings (``:func:`x```, ``:class:`~pellucid.X```) render as plain code.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -81,9 +84,24 @@ def on_config(config, **_):
     return config
 
 
+def notebook_root() -> Path:
+    """The folder whose ``examples/`` holds the notebooks the pages show: the run copies of ``make docs``
+    (``PELLUCID_NOTEBOOKS``), else the repository."""
+    run = os.environ.get("PELLUCID_NOTEBOOKS")
+    if not run:
+        return ROOT
+    root = Path(run).resolve()
+    missing = [p.name for p in notebooks() if not (root / "examples" / p.name).is_file()]
+    if missing:
+        raise PluginError(f"PELLUCID_NOTEBOOKS={run}: no run copy of {', '.join(missing)} in {root / 'examples'}; "
+                          "run `python examples/run_notebooks.py` into it (make docs does)")
+    return root
+
+
 @event_priority(100)  # before mkdocs-jupyter's, which turns .ipynb files into pages
 def on_files(files, config, **_):
+    root = notebook_root()
     for path in notebooks():  # a file of the repository, not of docs/ (mkdocs-jupyter needs a src_dir)
-        files.append(File(f"examples/{path.name}", src_dir=str(ROOT), dest_dir=config["site_dir"],
+        files.append(File(f"examples/{path.name}", src_dir=str(root), dest_dir=config["site_dir"],
                           use_directory_urls=config["use_directory_urls"]))
     return files

@@ -93,7 +93,8 @@ class ScanResult:
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         from ..drawing import display_learned
 
-        return display_learned.bundle(display_learned.scan_png(self), display_learned.scan_html(self))
+        png = display_learned.scan_png(self)
+        return display_learned.bundle(png, display_learned.scan_html(self, png))
 
 
 def _unit(maps: torch.Tensor) -> torch.Tensor:

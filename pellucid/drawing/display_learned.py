@@ -67,12 +67,16 @@ def scan_png(result) -> bytes:
     return small(render.fig_png, fig)
 
 
-def scan_html(result) -> str:
+def scan_html(result, png: bytes | None = None) -> str:
+    """The summary, the picture of :func:`scan_png` (``png``, drawn here if not given), and folded below it each
+    class's strategies with their typical images and the most flagged images."""
     label = lambda c: _label(result, c)  # noqa: E731
     parts = strategies.scan_sections(result, label, classes=set(_shown_classes(result)))
     body = "".join(f"<h4>{html.escape(p.title)}</h4><p>{html.escape(p.intro)}</p>{p.body}" for p in parts)
-    return (f"<div><b>SpRAy scan</b>: {len(result.score)} images, {result.method} maps, "
-            f"{int(result.flagged.sum())} flagged{body}</div>")
+    return (f"<div><p><b>SpRAy scan</b>: {len(result.score)} images, {result.method} maps, "
+            f"{int(result.flagged.sum())} flagged</p>{render.img_tag(png or scan_png(result), 'strategies per class')}"
+            f"<details><summary>each class's strategies with their most typical images, and the most flagged "
+            f"images</summary>{body}</details></div>")
 
 
 def diff_png(result) -> bytes:
