@@ -10,6 +10,7 @@ import torch
 from conftest import check_side_effects
 
 import pellucid as pl
+from pellucid._checks import PellucidError
 from pellucid.concept import discovery, significance, vectors
 from pellucid.concept.crops import cut, random_boxes
 from pellucid.featureviz.objectives import Capture
@@ -131,6 +132,64 @@ def test_tcav_result_and_random_crops(digits_model, digit_sets):
     assert torch.equal(r.scores, again.scores) and r.p_value == again.p_value
     strict = pl.tcav(digits_model, x, CLS, "relu2", concept_x, runs=4, kind="mean", seed=3, bonferroni=10 ** 6)
     assert strict.p_value == r.p_value and not strict.significant
+
+
+def test_tcav_refuses_a_layer_followed_only_by_linear_maps(digits_model, digit_sets):
+    """After pool3 the digits CNN has Flatten and one Linear: d logit / d pool3 is the class's weight row for every
+    image, so a run's TCAV score could only be 0 or 1. tcav says so and names relu3, where the max-pool's routing
+    makes the gradient differ per image; a layer whose gradients differ is returned as it is."""
+    x, concept, other = digit_sets
+    with pytest.raises(PellucidError, match=r"'pool3' the target's gradient is the same .* e\.g\. 'relu3'"):
+        pl.tcav(digits_model, x, CLS, "pool3", concept, random_x=other, runs=4)
+    assert significance.sensitive_layer(digits_model, x, CLS, "pool3") == "relu3"
+    assert significance.sensitive_layer(digits_model, x, CLS, "flatten") == "relu3"
+    assert significance.sensitive_layer(digits_model, x, CLS, "conv2") == "conv2"
+    weight_row = digits_model.net.fc.weight[CLS].detach()
+    grads = vectors.layer_gradients(digits_model, x, as_target(CLS, len(x), 10), "pool3", len(x))
+    assert torch.allclose(grads, weight_row.expand_as(grads), atol=1e-6)
+
+
+def test_the_reports_concepts_section(digits_model, digits_batch):
+    """Per class of the first sample digits: CRAFT's concepts as pl.concepts finds them alone, and a TCAV table
+    of the top three at relu3 (pool3, CRAFT's layer, has one gradient for all images)."""
+    from html.parser import HTMLParser
+    from pathlib import Path
+
+    from pellucid.drawing import report_dataset as rd
+    from pellucid.drawing.report import ReportContext
+
+    x, y = digits_batch
+    ctx = ReportContext(digits_model, x, y, Path("."), progress=False)
+    section = rd.concepts_section(ctx)
+    sets = rd.concept_sets(ctx)
+    xt, yt = digits("test")
+    assert [c for c, _ in sets] == list(dict.fromkeys(ctx.predicted.tolist()))[:rd.CONCEPT_CLASSES]
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                self.rows.append([])
+
+        def handle_data(self, data):
+            if self.rows and data.strip():
+                self.rows[-1].append(data.strip())
+
+    cells = Cells()
+    cells.feed(section.body)
+    tables = [r for r in cells.rows if r and r[0].startswith("concept ")]
+    assert len(tables) == rd.CONCEPTS_TESTED * len(sets)
+    for k, (c, images) in enumerate(sets):
+        assert torch.equal(images, xt[yt == c][:rd.CONCEPT_IMAGES])
+        alone = pl.concepts(digits_model, images, c, n=5, designs=16, top=4 * rd.TCAV_RUNS, seed=0)
+        rows = tables[k * rd.CONCEPTS_TESTED:(k + 1) * rd.CONCEPTS_TESTED]
+        assert [r[0] for r in rows] == [f"concept {a.index}" for a in alone.concepts[:rd.CONCEPTS_TESTED]]
+        assert [r[1] for r in rows] == [f"{a.importance:.2f}" for a in alone.concepts[:rd.CONCEPTS_TESTED]]
+        assert all(0 <= float(r[2]) <= 1 and 0 <= float(r[4]) <= 1 and r[5] in ("yes", "no") for r in rows)
+    assert "TCAV at relu3" in section.body and section.body.count("<img") == len(sets)
 
 
 def test_t_test_is_scipys_student_test():

@@ -72,6 +72,30 @@ class TCAVResult:
         return display_learned.tcav_png(self)
 
 
+def same_gradients(grads: torch.Tensor) -> bool:
+    """Whether every image's gradient ``(N, D)`` is the same (a layer followed by linear maps only)."""
+    scale = float(grads.abs().max())
+    return len(grads) > 1 and bool(((grads - grads[:1]).abs() <= 1e-6 * max(scale, 1e-30)).all())
+
+
+def sensitive_layer(model: nn.Module, x: torch.Tensor, target, layer, batch_size: int | None = None) -> str:
+    """``layer``'s name, or where the target's gradient is the same for every image of ``x`` (the layer is followed
+    by linear maps only, and TCAV's scores would be 0 or 1), the nearest earlier layer where it is not."""
+    from ..models.layers import find_layer, named_layers
+
+    x, t, bs = prepare(model, x, target, batch_size)
+    layers = named_layers(model)
+    names = list(layers)
+    module = find_layer(model, layer)
+    start = next(i for i, n in enumerate(names) if layers[n] is module)
+    for name in reversed(names[: start + 1]):
+        grads = layer_gradients(model, x, t, name, bs)
+        if not same_gradients(grads):
+            return name
+    raise PellucidError(f"the target's gradient is the same for every image at {layer_name(model, layer)!r} and "
+                        "every layer before it")
+
+
 def t_test(a: torch.Tensor, b: torch.Tensor) -> float:
     """Two-sided p-value of Student's t-test of two samples (Kim et al.'s ``scipy.stats.ttest_ind``); two
     constant samples give 1 when they are equal and 0 when they are not."""
@@ -146,6 +170,10 @@ def tcav(model: nn.Module, x: torch.Tensor, target, layer: str | nn.Module, conc
     gen = generator(seed, "cpu")
     concept = flat_activations(model, concept_x, layer, batch_size)  # a bad layer fails here, clearly
     grads = layer_gradients(model, x, t, layer, bs)
+    if same_gradients(grads):
+        raise PellucidError(f"at layer {layer_name(model, layer)!r} the target's gradient is the same for every image "
+                            "(only linear layers follow it), so each run's TCAV score could only be 0 or 1; choose "
+                            f"an earlier layer, e.g. {sensitive_layer(model, x, target, layer, bs)!r}")
     if random_x is None:
         boxes = random_boxes(x, torch.randint(len(x), (3 * runs * share,), generator=gen), gen, RANDOM_SIDES)
         random = crop_activations(model, x, boxes, layer, batch_size, reduce=lambda a: a.flatten(1))

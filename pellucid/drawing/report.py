@@ -293,37 +293,13 @@ def attribution_section(ctx: ReportContext) -> render.Section:
                           render.img_tag(png, "attribution grid", width=1000))
 
 
+from .report_dataset import concepts_section, strategies_section  # noqa: E402  (they take a ReportContext)
+
 # the report's sections, in reading order: those on the image model, then the langid GRU (shown once, in the
 # main report: the pages of other image models linked from it leave it out)
-STRATEGY_IMAGES = 400  # held-out digits the strategies section scans (LRP: a few seconds on two cores)
-
-
-def strategies_section(ctx: ReportContext) -> render.Section | None:
-    """SpRAy on the model's held-out set (the digits models): per class the strategies, for the three classes
-    with the most flagged images, and the most flagged images. ``None`` for a model without such a set."""
-    if getattr(ctx.model, "samples", None) != "digits":
-        return None
-    from ..dataset import scan
-    from ..models.data import digits
-    from .strategies import scan_sections
-
-    x, y = digits("test")
-    x, y = x[:STRATEGY_IMAGES], y[:STRATEGY_IMAGES]
-    result = scan(ctx.model, x, y, seed=ctx.seed)
-    ranked = sorted(result.classes, key=lambda c: -int(result.flagged[result.classes[c].images].sum()))[:3]
-    parts = scan_sections(result, ctx.label, classes=set(ranked), flagged=8)
-    body = "".join(f"<h3>{html.escape(p.title)}</h3><p class='meta'>{html.escape(p.intro)}</p>{p.body}"
-                   for p in parts)
-    intro = (f"SpRAy (Lapuschkin et al. 2019) on {len(x)} held-out digits: per class, the LRP maps cluster into the "
-             f"model's strategies; a small separate strategy is where shortcuts hide. {int(result.flagged.sum())} "
-             "images follow a minority strategy; shown: the three classes with the most. The pellucid scan "
-             "command runs it on any data set.")
-    return render.Section("Strategies across a data set", intro, body)
-
-
 IMAGE_SECTIONS: list[Callable[[ReportContext], render.Section | None]] = [
     predictions_section, attribution_section, faithfulness_section, fooled_section, learned_section,
-    strategies_section,
+    strategies_section, concepts_section,
 ]
 SECTIONS = [*IMAGE_SECTIONS, langid_section]
 
