@@ -13,6 +13,8 @@ the stabilizer keep (:meth:`Rule.relevance` computes it in closed form when aske
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,10 +66,12 @@ def square(p: torch.Tensor) -> torch.Tensor:
     return p * p
 
 
+@functools.cache  # one function per gamma: the modified weights are cached per (module, function)
 def gamma_plus(gamma: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda p: p + gamma * p.clamp(min=0)
 
 
+@functools.cache
 def gamma_minus(gamma: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda p: p + gamma * p.clamp(max=0)
 
@@ -152,7 +156,11 @@ class Rule:
                 continue
             z = _signed_sum([(p.sign, zp.detach()) for p, _, zp in parts])  # stabilized if shift
             seen = r if group.where is None else r * group.where(out.detach())
-            if shift:  # z already carries the stabilizer; the clamp only guards against rounding (a conv's sum of
+            if shift and not absorbed and not any(p.plain or zp.data_ptr() in (xp.data_ptr(), x.data_ptr())
+                                                  for p, xp, zp in parts):
+                # z is the parts' own output (or their sum), which nothing else reads: divide in its memory
+                s = torch.div(seen, z.clamp_min_(shift) if shift > 0 else z.clamp_max_(shift), out=z)
+            elif shift:  # z already carries the stabilizer; the clamp only guards against rounding (a conv's sum of
                 # non-negative terms may come out a hair below 0 in some algorithms), as Zennit's sign rule does
                 s = seen / (z.clamp_min(shift) if shift > 0 else z.clamp_max(shift))
             else:
@@ -166,22 +174,25 @@ class Rule:
                 bias = _signed_sum([(p.sign, _run(module, p, torch.zeros_like(xp))[0].detach()) for p, xp, _ in parts])
                 leaving += group.weight * (s * (z - shift - bias)).flatten(1).sum(1)
         grads = torch.autograd.grad(zs, xs, seeds) if zs else ()
-        r_in = _signed_sum([(k, xp.detach() * g) for k, xp, g in zip(scale, xs, grads)])
+        # a gradient is a fresh tensor (unless autograd passed a seed through): products and sum go into its memory
+        taken = {t.data_ptr() for t in (r, *seeds)}
+        fresh = len({g.data_ptr() for g in grads} - taken) == len(grads)
+        r_in = _signed_sum([(k, g.mul_(xp.detach()) if fresh else xp.detach() * g)
+                            for k, xp, g in zip(scale, xs, grads)], inplace=fresh)
         if r_in is None:  # every part skipped or zero-weighted: nothing passes
             r_in = torch.zeros_like(x)
         return r_in, (entering - leaving if absorbed else None)
 
 
-def _signed_sum(terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor | None:
-    """``sum(k * t)`` without a copy for a single term of weight 1 (these tensors are whole activations)."""
+def _signed_sum(terms: list[tuple[float, torch.Tensor]], inplace: bool = False) -> torch.Tensor | None:
+    """``sum(k * t)`` without a copy for a single term of weight 1 (these tensors are whole activations);
+    ``inplace``: the terms are the caller's own scratch tensors, and the sum goes into the first one."""
     total = None
     for k, t in terms:
         if total is None:
-            total = t if k == 1 else k * t
-        elif k == 1:
-            total = total + t
+            total = t if k == 1 else t.mul_(k) if inplace else k * t
         else:
-            total = total.add(t, alpha=k)
+            total = total.add_(t, alpha=k) if inplace else total + t if k == 1 else total.add(t, alpha=k)
     return total
 
 
@@ -205,7 +216,7 @@ def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0) -> 
         for name, p in saved.items():
             if p is None:
                 continue
-            new = part.params(p) if part.params is not None else p
+            new = _modified(module, name, p, part.params) if part.params is not None else p
             if name == "bias":
                 new = new if part.bias else torch.zeros_like(p)
                 if shift:
@@ -214,6 +225,23 @@ def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0) -> 
         return module.forward(x), folded
     finally:
         module._parameters.update(saved)
+
+
+_MODIFIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _modified(module: nn.Module, name: str, p: torch.Tensor, fn: Callable) -> torch.Tensor:
+    """``fn(p)``, kept per module while ``p`` is unchanged (its storage and version): the canonical copy's
+    weights stay the same from call to call, so z+ and its kin modify each weight once, not every pass."""
+    cache = _MODIFIED.setdefault(module, {})
+    stamp = (p.data_ptr(), p._version, p.dtype, p.device)
+    hit = cache.get((name, fn))
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    with torch.no_grad():
+        new = fn(p)
+    cache[(name, fn)] = (stamp, new)
+    return new
 
 
 # ---------------------------------------------------------------------------------------------
