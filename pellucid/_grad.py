@@ -7,6 +7,7 @@ back one chunk of at most ``batch_size`` rows at a time, so memory is bounded by
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import torch
@@ -16,6 +17,15 @@ from ._checks import PellucidError
 from .targets import Target
 
 RowMaker = Callable[[slice], torch.Tensor]
+
+
+def second_order() -> contextlib.AbstractContextManager:
+    """Forward passes inside it can be differentiated twice (``create_graph=True``, then a gradient of that
+    gradient): attention runs on PyTorch's math kernel, since the fused CPU kernels of
+    ``scaled_dot_product_attention`` (which torchvision's and timm's transformers call) have no double backward."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def default_batch_size(x: torch.Tensor, model: nn.Module | None = None) -> int:

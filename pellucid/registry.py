@@ -45,7 +45,9 @@ class Method:
     ``options(x, seed, quick)`` gives the keyword arguments that suit the images (window sizes, seeds,
     and with ``quick=True`` fewer samples for large images); ``report`` the cheaper settings of the
     report's faithfulness table; ``signed`` whether the map has a meaningful sign; ``grid`` whether
-    ``pellucid explain`` shows it by default.
+    ``pellucid explain`` shows it by default; ``attention`` whether it holds on models with attention (DeepLIFT's
+    rescale rule has none for LayerNorm and softmax, so its completeness check fails there): the report leaves
+    a method that does not out of a transformer's tables.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Method:
     grid: bool = True
     summary: str = ""
     modality: str = "image"
+    attention: bool = True
 
     def __post_init__(self):
         if self.cost not in COSTS or self.sanity not in SANITY or self.modality not in MODALITIES:

@@ -394,8 +394,8 @@ def _deeplift_shap_map(model, x, target, baselines="noise", **kw):
     return deeplift_shap(model, x, target, baselines, **kw).sum(1)
 
 
-register_method(Method("deeplift", "DeepLIFT", _deeplift_map, signed=True, grid=False,
+register_method(Method("deeplift", "DeepLIFT", _deeplift_map, signed=True, grid=False, attention=False,
                        summary="Rescale-rule multipliers from a black image; sums to f(x) - f(black)"))
 register_method(Method("deeplift_shap", "DeepLIFT-SHAP", _deeplift_shap_map, seeded=True, cost="moderate",
-                       sanity="small", signed=True, grid=False,
+                       sanity="small", signed=True, grid=False, attention=False,
                        summary="DeepLIFT averaged over 16 noise baselines"))

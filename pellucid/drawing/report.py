@@ -192,8 +192,12 @@ def faithfulness_section(ctx: ReportContext) -> render.Section:
     n = min(len(ctx.x), 6 if small else 2)
     # bounded by cost class: small images every method but the expensive ones outside the explain grid
     # (Score-CAM, Ablation-CAM, KernelSHAP); large images the cheap ones of the explain grid
+    from ..attribution.lrp.canonize import has_attention
+
+    attention = has_attention(ctx.model)
     records = {name: m for name, m in registered().items()
-               if (m.cost == "cheap" and (small or m.grid)) or (small and (m.cost == "moderate" or m.grid))}
+               if ((m.cost == "cheap" and (small or m.grid)) or (small and (m.cost == "moderate" or m.grid)))
+               and (m.attention or not attention)}
     # each method with the report's cheaper settings (its record's ``report``) and its seed
     methods = {name: partial(m.fn, **{**m.defaults(ctx.x, ctx.seed, quick=True), **m.report})
                for name, m in records.items()}

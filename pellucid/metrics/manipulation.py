@@ -20,7 +20,7 @@ from torch import nn
 
 from .._args import prepare
 from .._checks import PellucidError, check_number, check_positive_int, checked_keywords
-from .._grad import chunks, logits_of, quadrature
+from .._grad import chunks, logits_of, quadrature, second_order
 from .._state import ModelState, model_state
 from ..targets import Target
 from ._maps import as_map, resolve_method
@@ -211,7 +211,7 @@ def explanation_attack(model: nn.Module, x: torch.Tensor, target=None, method: s
         for step in range(steps):
             grads = torch.empty_like(adv)
             for rows in chunks(n, max(1, bs // passes)):
-                with torch.enable_grad():
+                with torch.enable_grad(), second_order():
                     xi = adv[rows].detach().requires_grad_(True)
                     m = surrogate(model, xi, t.select(torch.arange(rows.start, rows.stop)), extras).flatten(1)
                     mass = (m * top_mask[rows]).sum(1) / m.sum(1).clamp_min(1e-12)

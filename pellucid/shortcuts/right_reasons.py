@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .._checks import PellucidError, check_images, check_number, check_positive_int, generator
+from .._grad import second_order
 from ..models.training import train_loop
 from ..targets import as_indices
 
@@ -40,7 +41,8 @@ def right_reasons_penalty(forward, xb: torch.Tensor, mb: torch.Tensor) -> tuple[
     """``(logits, penalty)``: the penalty is Ross et al.'s ``sum((mask * d sum_k log p_k / dx) ** 2)`` per image,
     averaged over the batch, with the graph kept (``create_graph``) so that training descends it."""
     xb = xb.detach().requires_grad_(True)
-    logits = forward(xb)
+    with second_order():
+        logits = forward(xb)
     grad, = torch.autograd.grad(logits.log_softmax(1).sum(), xb, create_graph=True)
     return logits, (mb * grad).pow(2).sum() / len(xb)
 
