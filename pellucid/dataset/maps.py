@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import PellucidError, check_positive_int
+from .._grad import default_batch_size
 from ..registry import method as method_record
 from .stage import Stage, run_stage
 
@@ -45,23 +46,28 @@ def thumbnails(x: torch.Tensor, positions) -> dict[int, torch.Tensor]:
 
 @dataclass(frozen=True)
 class _Slices:
-    """The stage's ``load``: rows of an in-memory batch (no I/O) with their targets."""
+    """The stage's ``load``: rows of an in-memory batch (no I/O) with their targets; with ``index``, the chunk's
+    rows are those positions of ``x`` (gathered chunk by chunk: a subset of a large batch is never copied whole)."""
 
     x: torch.Tensor
     targets: torch.Tensor
+    index: torch.Tensor | None = None
 
     def __call__(self, rows: slice):
-        return self.x[rows], self.targets[rows]
+        if self.index is None:
+            return self.x[rows], self.targets[rows]
+        return self.x[self.index[rows].to(self.x.device)], self.targets[rows]
 
 
 def streamed_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str | Callable = "lrp", *,
                   size: int = 32, batch_size: int | None = None, options: dict | None = None,
-                  seed: int = 0) -> torch.Tensor:
+                  seed: int = 0, index: torch.Tensor | None = None) -> torch.Tensor:
     """``(N, h, w)`` float32 maps of ``method`` (a registered name or ``fn(model, x, target) -> (N, H, W)``) for
-    images ``x`` with one target each, downsized to ``size`` as each chunk is done."""
+    images ``x`` with one target each (``index``: for the images ``x[index]`` only, one target each), downsized to
+    ``size`` as each chunk is done."""
     check_positive_int(size, "size")
-    if batch_size is None:
-        batch_size = 64 if x[0].numel() <= 4096 else 8
+    if batch_size is None:  # the model's own chunk size (EfficientNet-Lite0 at 224²: 4), bounding the peak memory
+        batch_size = default_batch_size(x, model)
     check_positive_int(batch_size, "batch_size")
     opts = dict(options or {})
     if isinstance(method, str):
@@ -84,6 +90,8 @@ def streamed_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, meth
                                 f"{getattr(m, 'shape', type(m).__name__)}")
         return downsize(m.detach(), size).cpu()
 
-    chunks = [slice(i, min(i + batch_size, len(x))) for i in range(0, len(x), batch_size)]
-    out = [done.value for done in run_stage(Stage(_Slices(x, targets), lambda: worker), chunks, worker=worker)]
+    total = len(x) if index is None else len(index)
+    chunks = [slice(i, min(i + batch_size, total)) for i in range(0, total, batch_size)]
+    load = _Slices(x, targets, None if index is None else torch.as_tensor(index).cpu())
+    out = [done.value for done in run_stage(Stage(load, lambda: worker), chunks, worker=worker)]
     return torch.cat(out) if out else torch.zeros(0, size, size)

@@ -199,8 +199,8 @@ def scan(model: nn.Module, x: torch.Tensor, y=None, *, method: str | Callable = 
     if maps is None:
         keep = torch.isin(targets, torch.as_tensor(wanted))
         rows = keep.nonzero().flatten()
-        computed = streamed_maps(model, x[rows], targets[rows].to(x.device), method, size=size, batch_size=batch_size,
-                                 options=options, seed=seed)
+        computed = streamed_maps(model, x, targets[rows].to(x.device), method, size=size, batch_size=batch_size,
+                                 options=options, seed=seed, index=None if keep.all() else rows)
         small = torch.zeros(n, *computed.shape[1:])
         small[rows] = computed
     else:
