@@ -11,7 +11,6 @@ import html
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,34 +18,8 @@ from torch import nn
 
 from .._grad import predictions
 from . import render
-
-
-@dataclass
-class ReportContext:
-    model: nn.Module
-    x: torch.Tensor
-    labels: torch.Tensor | None
-    out: Path
-    seed: int = 0
-    progress: bool = True
-    cache: dict = field(default_factory=dict)
-
-    @property
-    def probs(self) -> torch.Tensor:
-        if "probs" not in self.cache:
-            self.cache["probs"] = predictions(self.model, self.x)
-        return self.cache["probs"]
-
-    @property
-    def predicted(self) -> torch.Tensor:
-        return self.probs.argmax(1)
-
-    @property
-    def row_titles(self) -> list[str]:
-        return render.image_row_titles(self.model, self.probs, self.labels)
-
-    def label(self, k: int) -> str:
-        return self.model.label(k) if hasattr(self.model, "label") else str(k)
+from .report_context import ReportContext
+from .report_dataset import concepts_section, strategies_section
 
 
 def predictions_section(ctx: ReportContext) -> render.Section:
@@ -297,7 +270,6 @@ def attribution_section(ctx: ReportContext) -> render.Section:
                           render.img_tag(png, "attribution grid", width=1000))
 
 
-from .report_dataset import concepts_section, strategies_section  # noqa: E402  (they take a ReportContext)
 
 # the report's sections, in reading order: those on the image model, then the langid GRU (shown once, in the
 # main report: the pages of other image models linked from it leave it out)

@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
 
 import torch
 
 from . import render
-
-if TYPE_CHECKING:
-    from .report import ReportContext
+from .report_context import ReportContext
 
 STRATEGY_IMAGES = 400  # held-out digits the strategies section scans (LRP: a few seconds on two cores)
 CONCEPT_CLASSES = 3  # classes the concepts section explains: those of the first sample images
