@@ -154,10 +154,13 @@ class Rule:
                 parts.append((part, xp, zp))
             if not parts:
                 continue
-            z = _signed_sum([(p.sign, zp.detach()) for p, _, zp in parts])  # stabilized if shift
+            # the parts' own outputs (no plain part: none is the forward pass's tensor, which later layers saved)
+            # are scratch: nothing reads their values again (a convolution's backward does not), so their sum
+            # and the division can go into their memory
+            scratch = not any(p.plain or zp.data_ptr() in (xp.data_ptr(), x.data_ptr()) for p, xp, zp in parts)
+            z = _signed_sum([(p.sign, zp.detach()) for p, _, zp in parts], inplace=scratch)  # stabilized if shift
             seen = r if group.where is None else r * group.where(out.detach())
-            if shift and not absorbed and not any(p.plain or zp.data_ptr() in (xp.data_ptr(), x.data_ptr())
-                                                  for p, xp, zp in parts):
+            if shift and not absorbed and scratch:
                 # z is the parts' own output (or their sum), which nothing else reads: divide in its memory
                 s = torch.div(seen, z.clamp_min_(shift) if shift > 0 else z.clamp_max_(shift), out=z)
             elif shift:  # z already carries the stabilizer; the clamp only guards against rounding (a conv's sum of
