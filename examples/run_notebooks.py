@@ -6,9 +6,10 @@ included::
 
     python examples/run_notebooks.py build/notebooks    # -> build/notebooks/examples/NAME.ipynb
 
-A saved copy is kept while neither its notebook nor pellucid's source changed (a hash in its metadata), so a
-second ``make docs`` runs nothing. Each notebook starts from an empty namespace (``%reset -f``): one that leans
-on another's variables fails.
+A saved copy is kept while neither its notebook, this runner nor pellucid's source changed (a hash in its
+metadata), so a second ``make docs`` runs nothing; ``make docs`` runs each notebook in a kernel of its own. The
+test suite shares one kernel and resets its namespace before each notebook (``%reset -f``): one that leans on
+another's variables fails.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ def figures(nb) -> list:
 
 
 def source_hash(path: Path) -> str:
-    """What an executed copy depends on: the notebook and every source file of pellucid."""
-    digest = hashlib.sha256(path.read_bytes())
+    """What an executed copy depends on: the notebook, this runner and every source file of pellucid."""
+    digest = hashlib.sha256(path.read_bytes() + Path(__file__).read_bytes())
     for source in sorted((ROOT / "pellucid").rglob("*")):
         if source.is_file() and source.suffix in (".py", ".js", ".css", ".html"):
             digest.update(source.relative_to(ROOT).as_posix().encode() + source.read_bytes())
@@ -116,20 +117,23 @@ def main(argv: list[str]) -> int:
     todo = []
     for path in NOTEBOOKS:
         saved, key = out / path.name, source_hash(path)
-        if saved.is_file() and nbformat.read(saved, as_version=4).metadata.get("pellucid_source") == key:
+        try:
+            fresh = nbformat.read(saved, as_version=4).metadata.get("pellucid_source") == key
+        except (OSError, ValueError):  # missing or unreadable (a run cut short): run it again
+            fresh = False
+        if fresh:
             print(f"{path.name}: up to date", file=sys.stderr)
         else:
             todo.append((path, saved, key))
-    if not todo:
-        return 0
-    with tempfile.TemporaryDirectory() as work, kernel(work) as km:
-        for path, saved, key in todo:
-            start = time.perf_counter()
+    for path, saved, key in todo:
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as work, kernel(work) as km:  # a kernel each: no state carried over
             nb = execute(path, km)
-            nb.metadata["pellucid_source"] = key
-            nbformat.write(nb, saved)
-            print(f"{path.name}: ran in {time.perf_counter() - start:.0f}s, {len(figures(nb))} figures",
-                  file=sys.stderr)
+        nb.metadata["pellucid_source"] = key
+        partial = saved.with_suffix(".partial")
+        nbformat.write(nb, partial)
+        partial.replace(saved)  # whole or not at all
+        print(f"{path.name}: ran in {time.perf_counter() - start:.0f}s, {len(figures(nb))} figures", file=sys.stderr)
     return 0
 
 

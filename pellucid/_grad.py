@@ -8,6 +8,7 @@ back one chunk of at most ``batch_size`` rows at a time, so memory is bounded by
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 
 import torch
@@ -19,13 +20,32 @@ from .targets import Target
 RowMaker = Callable[[slice], torch.Tensor]
 
 
-def second_order() -> contextlib.AbstractContextManager:
+_SECOND_ORDER = {"lock": threading.Lock(), "users": 0, "saved": None}
+
+
+@contextlib.contextmanager
+def second_order() -> Iterator[None]:
     """Forward passes inside it can be differentiated twice (``create_graph=True``, then a gradient of that
     gradient): attention runs on PyTorch's math kernel, since the fused CPU kernels of
-    ``scaled_dot_product_attention`` (which torchvision's and timm's transformers call) have no double backward."""
+    ``scaled_dot_product_attention`` (which torchvision's and timm's transformers call) have no double backward.
+    The kernel choice is process-wide: counted, so threads that overlap (the web page's jobs) restore it once,
+    when the last leaves."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    return sdpa_kernel([SDPBackend.MATH])
+    state = _SECOND_ORDER
+    with state["lock"]:
+        if state["users"] == 0:
+            state["saved"] = sdpa_kernel([SDPBackend.MATH])
+            state["saved"].__enter__()
+        state["users"] += 1
+    try:
+        yield
+    finally:
+        with state["lock"]:
+            state["users"] -= 1
+            if state["users"] == 0:
+                state["saved"].__exit__(None, None, None)
+                state["saved"] = None
 
 
 def default_batch_size(x: torch.Tensor, model: nn.Module | None = None) -> int:

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from conftest import check_side_effects
+from torch import nn
 
 import pellucid as pl
 from pellucid._checks import PellucidError
@@ -149,6 +150,31 @@ def test_tcav_refuses_a_layer_followed_only_by_linear_maps(digits_model, digit_s
     assert torch.allclose(grads, weight_row.expand_as(grads), atol=1e-6)
 
 
+def test_the_earlier_layer_is_one_that_runs(digit_sets):
+    """sensitive_layer walks the layers in the order they run: a registered but unused module is skipped, and
+    identical images (whose gradients agree everywhere) get a clear error, not a crash."""
+    from pellucid.models.base import seeded
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu = nn.Conv2d(1, 8, 3, padding=1), nn.ReLU()
+            self.unused = nn.Conv2d(8, 8, 1)  # registered between relu and pool, never called
+            self.pool, self.fc = nn.MaxPool2d(2), nn.Linear(8 * 14 * 14, 10)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.relu(self.conv(x))).flatten(1))
+
+    model = pl.wrap(seeded(Net, 0), input_size=(1, 28, 28))
+    x = digit_sets[0][:6]
+    assert significance.sensitive_layer(model, x, 3, "pool") == "relu"
+    with pytest.raises(PellucidError, match="'unused' does not run"):
+        significance.sensitive_layer(model, x, 3, "unused")
+    same = x[:1].repeat(4, 1, 1, 1)
+    with pytest.raises(PellucidError, match="are the images identical"):
+        significance.sensitive_layer(model, same, 3, "pool")
+
+
 def test_the_reports_concepts_section(digits_model, digits_batch):
     """Per class of the first sample digits: CRAFT's concepts as pl.concepts finds them alone, and a TCAV table
     of the top three at relu3 (pool3, CRAFT's layer, has one gradient for all images)."""
@@ -190,6 +216,9 @@ def test_the_reports_concepts_section(digits_model, digits_batch):
         assert [r[1] for r in rows] == [f"{a.importance:.2f}" for a in alone.concepts[:rd.CONCEPTS_TESTED]]
         assert all(0 <= float(r[2]) <= 1 and 0 <= float(r[4]) <= 1 and r[5] in ("yes", "no") for r in rows)
     assert "TCAV at relu3" in section.body and section.body.count("<img") == len(sets)
+    # a model with no spatial layer CRAFT can factorize (an MLP): no section, not a broken report
+    mlp = pl.wrap(nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10)), input_size=(1, 28, 28))
+    assert rd.concepts_section(ReportContext(mlp, x, y, Path("."), progress=False)) is None
 
 
 def test_t_test_is_scipys_student_test():

@@ -248,6 +248,43 @@ def test_the_canonical_copy_is_cached_until_a_weight_changes(digits_model, digit
     assert torch.equal(after, pl.lrp(copy.deepcopy(model), x, y))
 
 
+def test_modified_weights_are_cached_and_bounded(digits_model, digits_batch):
+    """z+'s clamped weights are computed once per canonical module and reused; sweeping gamma keeps at most
+    MODIFIED_PER_MODULE of them per module, and every sweep value still gets its own weights (its own maps)."""
+    from pellucid.attribution.lrp import rules
+
+    x, y = digits_batch[0][:2], digits_batch[1][:2]
+    model = copy.deepcopy(digits_model)
+    first = pl.lrp(model, x, y)
+    conv = canonize._CACHE[model.net].net.conv2
+    cached = {k: v[1] for k, v in rules._MODIFIED[conv].items()}
+    assert torch.equal(pl.lrp(model, x, y), first)
+    assert all(rules._MODIFIED[conv][k][1] is v for k, v in cached.items())  # reused, not recomputed
+    maps = [pl.lrp(model, x, y, "epsilon_gamma_box", gamma=g) for g in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)]
+    assert len(rules._MODIFIED[conv]) <= rules.MODIFIED_PER_MODULE
+    assert all(not torch.allclose(a, b) for a, b in zip(maps, maps[1:]))
+    assert torch.equal(maps[0], pl.lrp(model, x, y, "epsilon_gamma_box", gamma=0.1))
+
+
+def test_a_users_module_whose_output_its_backward_reads(digits_batch):
+    """A user's leaf layer ending in tanh (its backward reads its output) under z+: the rule must not reuse the
+    memory of its re-run outputs (the copy was first made in place and autograd refused)."""
+    class Dense(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(cout, cin, generator=torch.Generator().manual_seed(0)) * 0.05)
+            self.bias = nn.Parameter(torch.zeros(cout))
+
+        def forward(self, x):
+            return torch.tanh(nn.functional.linear(x, self.weight, self.bias))
+
+    net = seeded(lambda: nn.Sequential(nn.Flatten(), Dense(784, 32), nn.ReLU(), nn.Linear(32, 10)), 0)
+    model = pl.wrap(net, input_size=(1, 28, 28))
+    x = digits_batch[0][:3]
+    r = pl.lrp(model, x, 0, {Dense: "zplus", nn.Linear: "epsilon"})
+    assert r.shape == x.shape and torch.isfinite(r).all() and r.abs().sum() > 0
+
+
 def test_lrp_has_no_side_effects(digits_model, digits_batch):
     x, y = digits_batch[0][:2], digits_batch[1][:2]
     check_side_effects(lambda m, xx: pl.lrp(m, xx, y), digits_model, x)

@@ -96,6 +96,8 @@ def test_diff_of_a_model_with_itself_and_bad_input():
     assert torch.allclose(d.distance, torch.full_like(d.distance, 2.0), atol=1e-3) and d.moved.all()
     with pytest.raises(PellucidError, match="one integer class per image"):
         pl.diff(model, model, x, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(PellucidError, match="classes is empty"):
+        pl.scan(model, x, classes=[])
     with pytest.raises(PellucidError, match="z must be a number > 0"):
         pl.diff(model, model, x, z=0)
 

@@ -80,20 +80,31 @@ def same_gradients(grads: torch.Tensor) -> bool:
 
 def sensitive_layer(model: nn.Module, x: torch.Tensor, target, layer, batch_size: int | None = None) -> str:
     """``layer``'s name, or where the target's gradient is the same for every image of ``x`` (the layer is followed
-    by linear maps only, and TCAV's scores would be 0 or 1), the nearest earlier layer where it is not."""
+    by linear maps only, and TCAV's scores would be 0 or 1), the nearest layer that runs before it where it is not.
+    Layers are taken in the order they run (a module registered but never called is skipped)."""
+    from .._state import model_state
     from ..models.layers import find_layer, named_layers
 
     x, t, bs = prepare(model, x, target, batch_size)
-    layers = named_layers(model)
-    names = list(layers)
     module = find_layer(model, layer)
-    start = next(i for i, n in enumerate(names) if layers[n] is module)
-    for name in reversed(names[: start + 1]):
-        grads = layer_gradients(model, x, t, name, bs)
-        if not same_gradients(grads):
+    ran: list[str] = []
+    with model_state(model) as state:
+        for name, m in named_layers(model).items():
+            def record(_m, _i, out, n=name):
+                if isinstance(out, torch.Tensor) and n not in ran:
+                    ran.append(n)
+            state.forward_hook(m, record)
+        with torch.no_grad():
+            model(x[:1])
+    names = {id(m): n for n, m in named_layers(model).items()}
+    own = names.get(id(module), layer_name(model, layer))
+    if own not in ran:
+        raise PellucidError(f"layer {own!r} does not run (or returns no tensor) on these images")
+    for name in [own] + ran[: ran.index(own)][::-1]:
+        if not same_gradients(layer_gradients(model, x, t, name, bs)):
             return name
-    raise PellucidError(f"the target's gradient is the same for every image at {layer_name(model, layer)!r} and "
-                        "every layer before it")
+    raise PellucidError(f"the target's gradient is the same for every image at {own!r} and at every layer that runs "
+                        "before it: are the images identical?")
 
 
 def t_test(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -172,8 +183,9 @@ def tcav(model: nn.Module, x: torch.Tensor, target, layer: str | nn.Module, conc
     grads = layer_gradients(model, x, t, layer, bs)
     if same_gradients(grads):
         raise PellucidError(f"at layer {layer_name(model, layer)!r} the target's gradient is the same for every image "
-                            "(only linear layers follow it), so each run's TCAV score could only be 0 or 1; choose "
-                            f"an earlier layer, e.g. {sensitive_layer(model, x, target, layer, bs)!r}")
+                            "(only linear layers follow it, or the images are identical), so each run's TCAV score "
+                            "could only be 0 or 1; choose an earlier layer, e.g. "
+                            f"{sensitive_layer(model, x, target, layer, bs)!r}")
     if random_x is None:
         boxes = random_boxes(x, torch.randint(len(x), (3 * runs * share,), generator=gen), gen, RANDOM_SIDES)
         random = crop_activations(model, x, boxes, layer, batch_size, reduce=lambda a: a.flatten(1))

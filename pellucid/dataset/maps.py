@@ -34,14 +34,16 @@ def thumbnails(x: torch.Tensor, positions) -> dict[int, torch.Tensor]:
     """``{position: (C, h, w)}`` small CPU copies (longer side at most :data:`THUMB`) of the images a result shows,
     so it can draw itself without the data set."""
     keep = sorted({int(i) for i in positions})
-    if not keep:
-        return {}
-    small = x[keep].detach().float().cpu()
-    h, w = small.shape[-2:]
+    h, w = x.shape[-2:]
     scale = min(1.0, THUMB / max(h, w))
-    if scale < 1:
-        small = F.interpolate(small, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
-    return dict(zip(keep, small.clamp(0, 1)))
+    out = {}
+    for start in range(0, len(keep), 32):  # a few at a time: never a full-size copy of many images
+        rows = keep[start:start + 32]
+        small = x[rows].detach().float()
+        if scale < 1:
+            small = F.interpolate(small, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
+        out.update(zip(rows, small.clamp(0, 1).cpu()))
+    return out
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,10 @@ digits): the distances have a long tail (the five largest 0.67, 0.63, 0.53, 0.52
 let some of it through; 8 is the default."""
 
 UNCORRELATED = 1.0
-"""A distance that counts as moved whatever the bulk does: ``1 - cosine`` of 1 or more, the two maps uncorrelated
-or opposed (when most images move, e.g. a model retrained from scratch, the bulk's own bound would exceed it)."""
+"""A distance that counts as moved whatever the bulk does: ``1 - cosine`` of 1 or more, the two maps orthogonal or
+opposed (when most images move, e.g. a model retrained from scratch, the bulk's own bound would exceed it). The
+cosine is of the maps as they are, not centred: two non-negative maps (saliency, Grad-CAM) never reach it, so for
+them only the bulk's bound applies."""
 
 
 SHOWN_MOVED = 8  # the most moved images a result keeps thumbnails of
@@ -134,7 +136,7 @@ def diff(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, y=None, *, met
     noise = map_distance(maps_a, streamed_maps(model_a, x, t, method, seed=seed + 1, **kw)) if seeded \
         else torch.zeros(n)
     threshold = robust_threshold(distance, noise, z)
-    moved = distance > threshold
+    moved = (distance > threshold) | (distance >= UNCORRELATED)
     changed = pred_a != pred_b
     classes = {}
     for c in sorted(set(targets.tolist())):

@@ -192,6 +192,8 @@ def scan(model: nn.Module, x: torch.Tensor, y=None, *, method: str | Callable = 
     if not isinstance(minority, int | float) or isinstance(minority, bool) or not 0 < minority < 1:
         raise PellucidError(f"minority must be a fraction in (0, 1), got {minority!r}")
     wanted = sorted(set(targets.tolist())) if classes is None else [int(c) for c in classes]
+    if not wanted:
+        raise PellucidError("classes is empty; give the classes to scan, or None for every class present")
     missing = [c for c in wanted if not (targets == c).any()]
     if missing:
         raise PellucidError(f"no image of class {missing[0]} to scan (classes present: "

@@ -71,12 +71,16 @@ def concept_tests(ctx: ReportContext, x: torch.Tensor, c: int, found) -> tuple[s
     return render.table(["concept", "importance", "TCAV score", "random CAVs", "p-value", "significant"], rows), layer
 
 
-def concepts_section(ctx: ReportContext) -> render.Section:
+def concepts_section(ctx: ReportContext) -> render.Section | None:
     """Per class (those of the first sample images): CRAFT's most important concepts with their crops and
-    importance, and a TCAV test of each where the class has enough images."""
+    importance, and a TCAV test of each where the class has enough images. ``None`` for a model with no layer
+    CRAFT can factorize (a spatial map with no negative value: an MLP, a ViT whose patches have no ReLU)."""
     from ..concept import concepts
+    from ..concept.discovery import concept_layers
     from .display_learned import concepts_png
 
+    if not concept_layers(ctx.model, ctx.x[:1]):
+        return None
     parts = []
     for c, x in concept_sets(ctx):
         found = concepts(ctx.model, x, c, n=5, designs=16, top=4 * TCAV_RUNS, seed=ctx.seed)

@@ -100,9 +100,12 @@ class Comparison:
         return display.bundle(png, display.comparison_html(self, BETTER, png))
 
 
-def _methods(methods) -> dict[str, MapMethod]:
-    if methods is None:
-        return registered_methods()
+def _methods(methods, model: nn.Module) -> dict[str, MapMethod]:
+    if methods is None:  # every registered method that holds on this model (DeepLIFT not on attention)
+        from ..attribution.lrp.canonize import has_attention
+
+        attention = has_attention(model)
+        return {name: m for name, m in registered_methods().items() if m.attention or not attention}
     if isinstance(methods, dict):
         return {str(k): resolve_method(v)[1] for k, v in methods.items()}
     if isinstance(methods, str) or callable(methods):
@@ -171,19 +174,19 @@ def compare(model: nn.Module, x: torch.Tensor, target, methods: Sequence | dict 
     """Deletion, insertion and ROAD AUCs, infidelity, max-sensitivity, seed stability, explanation-attack
     similarity, sanity check and runtime of each method, and a seeded random baseline.
 
-    ``methods``: names (``pellucid.registry.methods()``), callables ``(model, x, target) -> map``
-    or a ``{name: method}`` dict; default every available method. ``sanity`` runs the cascading
-    randomization for all (True), none (False) or the named methods. ``trust`` picks the trust measures
-    (:data:`TRUST`: all with True, none with False, some by name, or ``{measure: settings}`` overriding
-    :data:`TRUST_SETTINGS`, e.g. ``{"sensitivity": {"samples": 3, "methods": ["saliency"]}}``). Seed
-    stability is computed for seeded methods only (a second run with ``seed + 1``), the explanation attack
-    for :data:`ATTACKABLE` methods only; other cells are ``None``. Values are means over the batch.
+    ``methods``: names (``pellucid.registry.methods()``), callables ``(model, x, target) -> map`` or a ``{name:
+    method}`` dict; default every registered method that holds on the model (not DeepLIFT on a transformer).
+    ``sanity`` runs the cascading randomization for all (True), none (False) or the named methods. ``trust`` picks
+    the trust measures (:data:`TRUST`: all with True, none with False, some by name, or ``{measure: settings}``
+    overriding :data:`TRUST_SETTINGS`, e.g. ``{"sensitivity": {"samples": 3, "methods": ["saliency"]}}``). Seed
+    stability is computed for seeded methods only (a second run with ``seed + 1``), the explanation attack for
+    :data:`ATTACKABLE` methods only; other cells are ``None``. Values are means over the batch.
     Example: ``print(pl.compare(model, x, y, ["saliency", "input_x_gradient"]))``.
     """
     steps = _check_steps(steps)
     x, _, _ = prepare(model, x, target, batch_size)
     measures = _trust(trust)
-    table = _methods(methods)
+    table = _methods(methods, model)
     table["random"] = _random_map(seed)
     checked = set(table) if sanity is True else set() if sanity is False else set(sanity) | {"random"}
     if checked - set(table):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,11 @@ from ..._checks import PellucidError
 
 STABILIZER = 1e-6
 """The stabilizer of every rule but epsilon (Zennit's ``stabilizer``): ``z + 1e-6 * sign(z)``."""
+
+
+SCRATCH_SAFE = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+"""Layers whose backward does not read their output: a rule may reuse the memory of their re-run outputs (a
+user's module that ends in, say, a tanh saves its output, so its re-runs are left alone)."""
 
 
 # input modifiers
@@ -157,7 +163,8 @@ class Rule:
             # the parts' own outputs (no plain part: none is the forward pass's tensor, which later layers saved)
             # are scratch: nothing reads their values again (a convolution's backward does not), so their sum
             # and the division can go into their memory
-            scratch = not any(p.plain or zp.data_ptr() in (xp.data_ptr(), x.data_ptr()) for p, xp, zp in parts)
+            scratch = isinstance(module, SCRATCH_SAFE) and not any(
+                p.plain or zp.data_ptr() in (xp.data_ptr(), x.data_ptr()) for p, xp, zp in parts)
             z = _signed_sum([(p.sign, zp.detach()) for p, _, zp in parts], inplace=scratch)  # stabilized if shift
             seen = r if group.where is None else r * group.where(out.detach())
             if shift and not absorbed and scratch:
@@ -231,19 +238,27 @@ def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0) -> 
 
 
 _MODIFIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MODIFIED_PER_MODULE = 4
+"""Modified parameters kept per module (the default composites need 4: weight and bias, each through plus and
+minus); the least recently used goes first, so sweeping gamma or building rules anew does not grow the cache."""
 
 
 def _modified(module: nn.Module, name: str, p: torch.Tensor, fn: Callable) -> torch.Tensor:
     """``fn(p)``, kept per module while ``p`` is unchanged (its storage and version): the canonical copy's
-    weights stay the same from call to call, so z+ and its kin modify each weight once, not every pass."""
-    cache = _MODIFIED.setdefault(module, {})
+    weights stay the same from call to call, so z+ and its kin modify each weight once, not every pass. The
+    cache lives as long as the module (the model's cached canonical copy)."""
+    cache = _MODIFIED.setdefault(module, OrderedDict())
     stamp = (p.data_ptr(), p._version, p.dtype, p.device)
     hit = cache.get((name, fn))
     if hit is not None and hit[0] == stamp:
+        cache.move_to_end((name, fn))
         return hit[1]
     with torch.no_grad():
         new = fn(p)
     cache[(name, fn)] = (stamp, new)
+    cache.move_to_end((name, fn))
+    while len(cache) > MODIFIED_PER_MODULE:
+        cache.popitem(last=False)
     return new
 
 
