@@ -79,9 +79,9 @@ class DiffResult:
         return display_learned.diff_html(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        from ..drawing import display_learned
+        from ..drawing import display, display_learned
 
-        return display_learned.bundle(display_learned.diff_png(self), display_learned.diff_html(self))
+        return display.bundle(display_learned.diff_png(self), display_learned.diff_html(self))
 
 
 def map_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -91,10 +91,10 @@ class ScanResult:
         return display_learned.scan_html(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        from ..drawing import display_learned
+        from ..drawing import display, display_learned
 
         png = display_learned.scan_png(self)
-        return display_learned.bundle(png, display_learned.scan_html(self, png))
+        return display.bundle(png, display_learned.scan_html(self, png))
 
 
 def _unit(maps: torch.Tensor) -> torch.Tensor:

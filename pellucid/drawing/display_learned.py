@@ -11,7 +11,7 @@ import html
 import numpy as np
 
 from . import render, strategies
-from .display import bundle, small  # noqa: F401  (bundle: the results' _repr_mimebundle_)
+from .display import small
 from .overlay import heat_colours, image_array, overlay_rgb, shared_scale
 
 CLASSES_SHOWN = 8  # classes a scan's picture shows (those with the most flagged images first)
