@@ -246,6 +246,11 @@ def test_the_canonical_copy_is_cached_until_a_weight_changes(digits_model, digit
     after = pl.lrp(model, x, y)
     assert canonize._CACHE[model.net] is not canon and not torch.allclose(after, before)
     assert torch.equal(after, pl.lrp(copy.deepcopy(model), x, y))
+    # an edit through .data keeps the parameter's version: the weights' sums still tell
+    with torch.no_grad():
+        model.net.conv2.weight.data.mul_(-1)
+    edited = pl.lrp(model, x, y)
+    assert not torch.allclose(edited, after) and torch.equal(edited, pl.lrp(copy.deepcopy(model), x, y))
 
 
 def test_modified_weights_are_cached_and_bounded(digits_model, digits_batch):

@@ -52,10 +52,14 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def signature(net: nn.Module) -> tuple:
-    """What a cached copy depends on: the modules, and every parameter's and buffer's storage and version."""
+    """What a cached copy depends on: the modules, every parameter's and buffer's storage and version, and the sum
+    of each floating one (an edit through ``.data`` leaves the version as it was; one pass over the weights)."""
     tensors = [*net.parameters(), *net.buffers()]
+    floats = [t.detach() for t in tensors if t.is_floating_point()]
+    with torch.no_grad():
+        sums = torch.stack([t.sum(dtype=torch.float32) for t in floats]).tolist() if floats else []
     return (tuple(map(id, net.modules())),
-            tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
+            tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors), tuple(sums))
 
 
 def canonical(net: nn.Module, probe: torch.Tensor) -> Canonical:
