@@ -288,7 +288,7 @@ def lrp(r) -> bytes:
                              gridspec_kw={"width_ratios": [1] * n + [1.8] * extra})
     for i in range(n):
         ax = axes[0][i]
-        ax.imshow(heat_colours(rel[i]), interpolation="nearest" if rel.shape[-1] < 64 else "antialiased")
+        ax.imshow(heat_colours(rel[i]), interpolation=render.interpolation(rel.shape[-1]))
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"score {float(r.score[i]):.3g}\nsum {float(rel[i].sum()):.3g}", fontsize=7)

@@ -6,7 +6,7 @@ import this module inside their repr methods."""
 
 from __future__ import annotations
 
-import html
+from functools import partial
 
 import numpy as np
 
@@ -70,9 +70,9 @@ def scan_png(result) -> bytes:
 def scan_html(result, png: bytes | None = None) -> str:
     """The summary, the picture of :func:`scan_png` (``png``, drawn here if not given), and folded below it each
     class's strategies with their typical images and the most flagged images."""
-    label = lambda c: _label(result, c)  # noqa: E731
+    label = partial(_label, result)
     parts = strategies.scan_sections(result, label, classes=set(_shown_classes(result)))
-    body = "".join(f"<h4>{html.escape(p.title)}</h4><p>{html.escape(p.intro)}</p>{p.body}" for p in parts)
+    body = render.subsections(parts, 4)
     return (f"<div><p><b>SpRAy scan</b>: {len(result.score)} images, {result.method} maps, "
             f"{int(result.flagged.sum())} flagged</p>{render.img_tag(png or scan_png(result), 'strategies per class')}"
             f"<details><summary>each class's strategies with their most typical images, and the most flagged "
@@ -104,9 +104,9 @@ def diff_png(result) -> bytes:
 
 
 def diff_html(result) -> str:
-    label = lambda c: _label(result, c)  # noqa: E731
+    label = partial(_label, result)
     parts = strategies.diff_sections(result, label)
-    body = "".join(f"<h4>{html.escape(p.title)}</h4><p>{html.escape(p.intro)}</p>{p.body}" for p in parts)
+    body = render.subsections(parts, 4)
     return f"<div><b>diff</b> of two models{body}</div>"
 
 
@@ -152,7 +152,7 @@ def concepts_png(c, top: int = 5, crops: int = 6) -> bytes:
             ax = axes[r][j + 1]
             _off(ax)
             if j < len(k.crops):
-                ax.imshow(image_array(k.crops[j]), interpolation="nearest" if k.crops.shape[-1] < 64 else "antialiased")
+                ax.imshow(image_array(k.crops[j]), interpolation=render.interpolation(k.crops.shape[-1]))
     fig.suptitle(f"concepts of class {c.target} at {c.layer} (importance: total Sobol index; "
                  f"NMF error {c.error:.2f})", fontsize=8)
     fig.tight_layout()
@@ -165,9 +165,9 @@ def reference_png(r) -> bytes:
     k = len(r.images)
     fig, axes = plt.subplots(2, max(k, 1), figsize=(1.3 * max(k, 1) + 0.3, 3.0), squeeze=False)
     for j in range(k):
-        axes[0][j].imshow(image_array(r.crops[j]), interpolation="nearest" if r.crops.shape[-1] < 64 else "antialiased")
+        axes[0][j].imshow(image_array(r.crops[j]), interpolation=render.interpolation(r.crops.shape[-1]))
         axes[0][j].set_title(f"image {int(r.images[j])}\n{float(r.scores[j]):.3g}", fontsize=7)
-        axes[1][j].imshow(heat_colours(r.maps[j]), interpolation="nearest" if r.maps.shape[-1] < 64 else "antialiased")
+        axes[1][j].imshow(heat_colours(r.maps[j]), interpolation=render.interpolation(r.maps.shape[-1]))
         for ax in (axes[0][j], axes[1][j]):
             _off(ax)
     axes[0][0].set_ylabel("crop", fontsize=7)

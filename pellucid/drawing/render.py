@@ -52,11 +52,17 @@ def shared_limits(maps: dict[str, torch.Tensor], shared: bool) -> dict:
     return out
 
 
+def interpolation(side: int) -> str:
+    """How ``imshow`` draws a picture ``side`` pixels across: each pixel a sharp square below 64 (a 28x28 digit
+    stays legible), smoothed above."""
+    return "nearest" if side < 64 else "antialiased"
+
+
 def show_map(ax, image: torch.Tensor, heat: torch.Tensor, overlay: bool, limits=None):
     """Draw one attribution map with the one colour rule of :func:`pellucid.overlay.overlay_rgb`
     (signed maps in red/blue around 0, non-negative ones in 'inferno'), over the gray image or alone."""
     rgb = overlay_rgb(image if overlay else None, heat, limits)
-    out = ax.imshow(rgb, interpolation="nearest" if max(rgb.shape[:2]) < 64 else "antialiased")
+    out = ax.imshow(rgb, interpolation=interpolation(max(rgb.shape[:2])))
     ax.set_xticks([])
     ax.set_yticks([])
     return out
@@ -274,6 +280,14 @@ th{background:#f4f4f4} td:first-child,th:first-child{text-align:left} .meta{colo
 """
 
 
+def subsections(sections: Sequence[Section], level: int = 3, intro_class: str = "") -> str:
+    """Sections nested in another (a report section, a notebook cell): each its ``<h{level}>`` title, its
+    intro paragraph (of ``intro_class``) and its body."""
+    cls = f" class='{intro_class}'" if intro_class else ""
+    return "".join(f"<h{level}>{html.escape(s.title)}</h{level}><p{cls}>{html.escape(s.intro)}</p>{s.body}"
+                   for s in sections)
+
+
 def html_report(title: str, subtitle: str, sections: Sequence[Section]) -> str:
     """One self-contained page: inline CSS, images as data URIs, no script and no network."""
     nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
@@ -316,7 +330,7 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
         if i >= n:
             ax.axis("off")
             continue
-        ax.imshow(image_array(images[i]), interpolation="nearest" if images.shape[-1] < 64 else "antialiased")
+        ax.imshow(image_array(images[i]), interpolation=interpolation(images.shape[-1]))
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()

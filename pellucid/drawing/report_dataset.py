@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import html
-
 import torch
 
 from . import render
@@ -16,11 +14,6 @@ CONCEPT_IMAGES = 60  # held-out digits per class that CRAFT factorizes
 CONCEPTS_TESTED = 3  # the most important concepts of a class, drawn and tested by TCAV
 TCAV_RUNS = 10  # TCAV runs per concept (each on its own 4 of the concept's crops)
 TCAV_MIN_IMAGES = 10  # fewer images of a class than this: no TCAV (its score is a fraction of them)
-
-
-def _parts(parts: list[render.Section]) -> str:
-    return "".join(f"<h3>{html.escape(p.title)}</h3><p class='meta'>{html.escape(p.intro)}</p>{p.body}"
-                   for p in parts)
 
 
 def strategies_section(ctx: ReportContext) -> render.Section | None:
@@ -36,7 +29,7 @@ def strategies_section(ctx: ReportContext) -> render.Section | None:
     x, y = x[:STRATEGY_IMAGES], y[:STRATEGY_IMAGES]
     result = scan(ctx.model, x, y, seed=ctx.seed)
     ranked = sorted(result.classes, key=lambda c: -int(result.flagged[result.classes[c].images].sum()))[:3]
-    body = _parts(scan_sections(result, ctx.label, classes=set(ranked), flagged=8))
+    body = render.subsections(scan_sections(result, ctx.label, classes=set(ranked), flagged=8), 3, "meta")
     intro = (f"SpRAy (Lapuschkin et al. 2019) on {len(x)} held-out digits: per class, the LRP maps cluster into the "
              f"model's strategies; a small separate strategy is where shortcuts hide. {int(result.flagged.sum())} "
              "images follow a minority strategy; shown: the three classes with the most. The pellucid scan "
@@ -100,4 +93,4 @@ def concepts_section(ctx: ReportContext) -> render.Section | None:
              "ACE (Ghorbani et al. 2019): TCAV (Kim et al. 2018) with its crops as the concept images, against "
              "random crops of the same images, Bonferroni-corrected. The pellucid concepts and pellucid tcav "
              "commands run them on folders of images.")
-    return render.Section("What concepts it uses", intro, _parts(parts))
+    return render.Section("What concepts it uses", intro, render.subsections(parts, 3, "meta"))
