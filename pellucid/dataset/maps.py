@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._args import num_classes
 from .._checks import PellucidError, check_positive_int
 from .._grad import default_batch_size
 from ..registry import method as method_record
+from ..targets import as_indices
 from .stage import Stage, run_stage
 
 
@@ -24,6 +26,16 @@ def downsize(maps: torch.Tensor, size: int) -> torch.Tensor:
     if out == (h, w):
         return maps.float()
     return F.adaptive_avg_pool2d(maps[:, None].float(), out)[:, 0]
+
+
+def image_classes(y, n: int, model: nn.Module) -> torch.Tensor:
+    """``y`` as one class per image, ``(n,)`` int64 on the CPU, each a class of ``model``
+    (:func:`pellucid.targets.as_indices`, the one check of index values); a clear error otherwise."""
+    classes = torch.as_tensor(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+    if classes.dim() != 1 or len(classes) != n or classes.is_floating_point():
+        raise PellucidError(f"y must hold one integer class per image ({n}), got shape {tuple(classes.shape)}"
+                            f"{' of floats' if classes.is_floating_point() else ''}")
+    return as_indices(classes, n, "y", num_classes(model))
 
 
 THUMB = 96

@@ -13,7 +13,7 @@ from .._args import prepare
 from .._checks import PellucidError, check_positive_int
 from .._grad import predictions
 from ..registry import method as method_record
-from .maps import streamed_maps, thumbnails
+from .maps import image_classes, streamed_maps, thumbnails
 
 Z_BEYOND = 8.0
 """How many robust standard deviations (1.4826 x the median absolute deviation) above the median distance an
@@ -123,10 +123,7 @@ def diff(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, y=None, *, met
     if y is None:
         targets = pred_a
     else:
-        targets = torch.as_tensor(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-        if targets.dim() != 1 or len(targets) != n or targets.is_floating_point():
-            raise PellucidError(f"y must hold one integer class per image ({n}), got shape {tuple(targets.shape)}")
-        targets = targets.long()
+        targets = image_classes(y, n, model_a)
     kw = dict(size=size, batch_size=batch_size, options=options)
     t = targets.to(x.device)
     maps_a = streamed_maps(model_a, x, t, method, seed=seed, **kw)

@@ -22,7 +22,7 @@ from torch import nn
 from .._args import prepare
 from .._checks import PellucidError, check_positive_int
 from .._grad import predictions
-from .maps import streamed_maps, thumbnails
+from .maps import image_classes, streamed_maps, thumbnails
 
 MAX_CLUSTERS = 8
 SHOWN_FLAGGED = 8  # the most flagged images a result keeps thumbnails of
@@ -182,11 +182,7 @@ def scan(model: nn.Module, x: torch.Tensor, y=None, *, method: str | Callable = 
     if y is None:
         targets = predictions(model, x, batch_size).argmax(1).cpu()
     else:
-        targets = torch.as_tensor(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-        if targets.dim() != 1 or len(targets) != n or targets.is_floating_point():
-            raise PellucidError(f"y must hold one integer class per image ({n}), got shape {tuple(targets.shape)}"
-                                f"{' of floats' if targets.is_floating_point() else ''}")
-        targets = targets.long()
+        targets = image_classes(y, n, model)
     if clusters != "auto":
         check_positive_int(clusters, "clusters")
     if not isinstance(minority, int | float) or isinstance(minority, bool) or not 0 < minority < 1:
