@@ -24,8 +24,8 @@ from .._args import check_call, num_classes
 from .._checks import PellucidError, check_number, checked_keywords, generator
 from .._grad import LayerSwap, chunks, logits_of
 from .._state import model_state
-from ..featureviz.layer_outputs import activations
-from ..models.layers import find_layer, named_layers
+from ..featureviz.layer_outputs import activations, each_layer_output
+from ..models.layers import find_layer
 from ..targets import as_indices, as_target
 from .crops import crop_activations, cut, grid_boxes
 from .sobol import design, jansen_total
@@ -82,15 +82,12 @@ def _spatial_layers(model: nn.Module, x1: torch.Tensor) -> list[tuple[str, bool]
     """Each layer whose output is a spatial map ``(N, C, h, w)`` with ``h*w > 1``, in the order they finish, and
     whether that output has no negative value."""
     done: list[tuple[str, bool]] = []
-    with model_state(model) as state:
-        for name, m in named_layers(model).items():
-            def record(_m, _i, out, n=name):
-                if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
-                    done.append((n, bool(out.min() >= 0)))
 
-            state.forward_hook(m, record)
-        with torch.no_grad():
-            model(x1)
+    def record(name: str, out) -> None:
+        if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
+            done.append((name, bool(out.min() >= 0)))
+
+    each_layer_output(model, x1, record)
     return done
 
 

@@ -82,20 +82,18 @@ def sensitive_layer(model: nn.Module, x: torch.Tensor, target, layer, batch_size
     """``layer``'s name, or where the target's gradient is the same for every image of ``x`` (the layer is followed
     by linear maps only, and TCAV's scores would be 0 or 1), the nearest layer that runs before it where it is not.
     Layers are taken in the order they run (a module registered but never called is skipped)."""
-    from .._state import model_state
+    from ..featureviz.layer_outputs import each_layer_output
     from ..models.layers import find_layer, named_layers
 
     x, t, bs = prepare(model, x, target, batch_size)
     module = find_layer(model, layer)
     ran: list[str] = []
-    with model_state(model) as state:
-        for name, m in named_layers(model).items():
-            def record(_m, _i, out, n=name):
-                if isinstance(out, torch.Tensor) and n not in ran:
-                    ran.append(n)
-            state.forward_hook(m, record)
-        with torch.no_grad():
-            model(x[:1])
+
+    def record(name: str, out) -> None:
+        if isinstance(out, torch.Tensor) and name not in ran:
+            ran.append(name)
+
+    each_layer_output(model, x[:1], record)
     names = {id(m): n for n, m in named_layers(model).items()}
     own = names.get(id(module), layer_name(model, layer))
     if own not in ran:

@@ -35,11 +35,14 @@ def activations(model: nn.Module, x: torch.Tensor, layer: str | nn.Module, *,
     return torch.cat(outs)
 
 
-def _shape_recorder(shapes: dict, name: str) -> Callable:
-    def hook(_m, _inputs, out) -> None:
-        shapes.setdefault(name, tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None)
-
-    return hook
+def each_layer_output(model: nn.Module, x: torch.Tensor, read: Callable[[str, object], None]) -> None:
+    """One forward of ``x`` without gradients, ``read(name, output)`` called as each named layer finishes (in the
+    order the layers run; a layer the forward does not reach is never read). The hooks go with the state manager."""
+    with model_state(model) as state:
+        for name, m in named_layers(model).items():
+            state.forward_hook(m, lambda _m, _inputs, out, n=name: read(n, out))
+        with torch.no_grad():
+            model(x)
 
 
 def _check_size(size) -> tuple[int, ...]:
@@ -64,20 +67,20 @@ def layer_names(model: nn.Module, size: Sequence[int] | None = None) -> list[tup
     size = _check_size(size) if given else getattr(model, "input_size", None)
     layers = named_layers(model)
     shapes: dict[str, tuple] = {}
+
+    def shape(name: str, out) -> None:
+        shapes.setdefault(name, tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None)
+
     if size is not None:
-        with model_state(model) as state:
-            for name, m in layers.items():
-                state.forward_hook(m, _shape_recorder(shapes, name))
-            try:
-                with torch.no_grad():
-                    model(torch.full((1, *size), 0.5, device=_model_device(model)))
-            except (RuntimeError, ValueError) as e:
-                if not given:
-                    raise
-                want = getattr(model, "input_size", None)
-                raise PellucidError(f"the model cannot run on an input of size {size} "
-                                    f"({str(e).splitlines()[0][:160]}); give its input size"
-                                    f"{f' {tuple(want)}' if want else ', e.g. (3, 224, 224)'}") from e
+        try:
+            each_layer_output(model, torch.full((1, *size), 0.5, device=_model_device(model)), shape)
+        except (RuntimeError, ValueError) as e:
+            if not given:
+                raise
+            want = getattr(model, "input_size", None)
+            raise PellucidError(f"the model cannot run on an input of size {size} "
+                                f"({str(e).splitlines()[0][:160]}); give its input size"
+                                f"{f' {tuple(want)}' if want else ', e.g. (3, 224, 224)'}") from e
     return [(name, type(m).__name__, shapes.get(name)) for name, m in layers.items()]
 
 
