@@ -223,6 +223,101 @@ def test_composites_match_zennit(arch, photos64):
             assert corr(a, b) >= 0.99, composite
 
 
+def same_padded_net(explicit: bool) -> nn.Module:
+    """Convolutions that pad their input themselves with ``F.pad`` (TensorFlow's "same", odd padding at the bottom
+    and right, as EfficientNet's), a depthwise one whose output stays signed, and a 1x1 convolution reading that
+    signed output (z+ then needs both of its input's signs). ``explicit``: the same weights with the padding as
+    ``nn.ZeroPad2d`` modules in front of plain convolutions."""
+    from pellucid.models.efficientnet import SameConv2d
+
+    def build():
+        return nn.Sequential(SameConv2d(3, 8, 3, 2), nn.ReLU(), SameConv2d(8, 8, 5, 2, groups=8),
+                             SameConv2d(8, 16, 1, bias=True), nn.ReLU(), SameConv2d(16, 12, 3, 1, bias=True),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5))
+
+    net = seeded(build, 3).eval()
+    if not explicit:
+        return net
+    layers = []
+    for m in net:
+        if isinstance(m, SameConv2d):
+            plain = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, groups=m.groups,
+                              bias=m.bias is not None)
+            plain.load_state_dict(m.state_dict())
+            total = max(m.kernel_size[0] - m.stride[0], 0)  # the inputs here are 64, 32, 16, 16: even sizes
+            layers += [nn.ZeroPad2d((total // 2, total - total // 2) * 2), plain]
+        else:
+            layers.append(m)
+    return nn.Sequential(*layers).eval()
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus", "epsilon_alpha2_beta1", "zero"])
+def test_a_layer_that_pads_itself_matches_the_padding_as_its_own_layer(composite, photos64):
+    """A rule runs a layer's recorded convolution on the padded input it read (no second padding) and crops the
+    relevance back; a signed input runs z+ and alpha-beta as one convolution on [x+, x-]. The oracle: the same
+    network with the padding as a module of its own (its gradient crops)."""
+    t = torch.tensor([1, 4])
+    ours = pl.lrp(pl.wrap(same_padded_net(False), MEAN, STD), photos64, t, composite)
+    want = pl.lrp(pl.wrap(same_padded_net(True), MEAN, STD), photos64, t, composite)
+    assert want.abs().sum() > 0
+    assert torch.allclose(ours, want, rtol=1e-4, atol=1e-6 * float(want.abs().max()))
+
+
+def test_a_layer_that_pads_itself_matches_zennit(photos64):
+    """Zennit runs each layer's own forward with modified weights: the oracle of the replayed, padded and side by
+    side convolutions (no BatchNorm, no residual: no canonizer needed)."""
+    pytest.importorskip("zennit")
+    from zennit.composites import EpsilonAlpha2Beta1, EpsilonPlus, EpsilonPlusFlat
+
+    net = same_padded_net(False)
+    model = pl.wrap(net, MEAN, STD)
+    t = torch.tensor([0, 3])
+    xn = (photos64 - model.mean) / model.std
+    for name, made in (("epsilon_plus", EpsilonPlus), ("epsilon_alpha2_beta1", EpsilonAlpha2Beta1),
+                       ("epsilon_plus_flat", EpsilonPlusFlat)):
+        with made().context(copy.deepcopy(net)) as modified:
+            xi = xn.clone().requires_grad_(True)
+            out = modified(xi)
+            ref = torch.autograd.grad(out, xi, nn.functional.one_hot(t, out.shape[1]) * out)[0]
+        ours = pl.lrp(model, photos64, t, name)
+        for a, b in zip(ours, ref):
+            assert corr(a, b) >= 0.9999, name
+            assert float((a - b).abs().max()) <= 1e-3 * float(b.abs().max()), name
+
+
+def test_the_recorder_replays_only_a_layers_own_call(photos64):
+    """A layer's call is replayed only when it is the layer: its own weight and bias, on its input (or a zero
+    padding of it), making its output. A layer with an activation inside, or one calling its weight twice, runs
+    its module again."""
+    from pellucid.attribution.lrp.functional import Functional
+    from pellucid.attribution.lrp.replay import Recorder
+
+    class Inside(nn.Linear):  # an activation after the linear map, inside the layer
+        def forward(self, x):
+            return torch.tanh(super().forward(x))
+
+    class Twice(nn.Conv2d):
+        def forward(self, x):
+            return super().forward(x) + super().forward(x.flip(-1))
+
+    net = same_padded_net(False)
+    layers = [net[0], net[2], net[3], Inside(4, 3), Twice(3, 2, 3, padding=1), nn.Linear(4, 3)]
+    inputs = [photos64, torch.rand(2, 8, 32, 32), torch.randn(2, 8, 16, 16), torch.randn(2, 4), photos64,
+              torch.randn(5, 4)]
+    recorder = Recorder({id(m.weight): m.bias for m in layers})
+    taken = []
+    for m, x in zip(layers, inputs):
+        x = x.requires_grad_(True)
+        with Functional(1e-6, frozenset(), recorder):
+            out = m(x)
+        taken.append(recorder.take(m, x, out))
+    same3, same5, one, inside, twice, linear = taken
+    assert same3.pads == (0, 1, 0, 1) and same5.pads == (1, 2, 1, 2) and one.pads is None
+    assert inside is None and twice is None and linear is not None and linear.pads is None
+    assert same3.crop(same3.input).shape == photos64.shape
+    assert torch.equal(same3.run(same3.input, net[0].weight, net[0].bias), net[0](photos64))
+
+
 # ---------------------------------------------------------------------------------------------
 # mappings, layers, the cache, side effects, bad input
 

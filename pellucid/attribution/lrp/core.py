@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from ..rulemap import apply_rules, tap
 from .canonize import canonical, has_attention, mirror_hooks
 from .composites import ATTENTION_DEFAULT, DEFAULT, assign, plan
 from .functional import Functional
+from .replay import Recorder
 from .rules import STABILIZER, Rule
 
 
@@ -66,13 +68,15 @@ class _Seed(torch.autograd.Function):
 
 
 class _Relevance:
-    """A callable for :func:`iter_gradients`: the canonical network with residual sums split, seeded."""
+    """A callable for :func:`iter_gradients`: the canonical network with residual sums split, seeded; the ruled
+    layers' calls noted on ``recorder``."""
 
-    def __init__(self, net: nn.Module, epsilon: float | None, owned: frozenset):
-        self.net, self.epsilon, self.owned = net, epsilon, owned
+    def __init__(self, net: nn.Module, epsilon: float | None, owned: frozenset, recorder: Recorder):
+        self.net, self.epsilon, self.owned, self.recorder = net, epsilon, owned, recorder
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with Functional(self.epsilon, self.owned):
+        self.recorder.reset()
+        with Functional(self.epsilon, self.owned, self.recorder):
             out = self.net(x)
         if not isinstance(out, torch.Tensor):
             raise PellucidError(f"LRP needs a model that returns a tensor of logits, got {type(out).__name__}")
@@ -80,14 +84,19 @@ class _Relevance:
 
 
 class _Ruled:
-    """A rule on one module, noting the absorbed relevance of a named layer."""
+    """A rule on one module, running the layer's recorded call (:mod:`.replay`) and noting the absorbed relevance
+    of a named layer."""
 
-    def __init__(self, rule: Rule, note=None):
-        self.rule, self.note = rule, note
+    def __init__(self, rule: Rule, recorder: Recorder, note=None):
+        self.rule, self.recorder, self.note = rule, recorder, note
         self.reads_output = rule.reads_output
 
-    def backward(self, module, inp, out, grad):
-        r_in, absorbed = self.rule.relevance(module, inp, out, grad, absorbed=self.note is not None)
+    def bind(self, module, inp, out):
+        replay = self.recorder.take(module, inp, out)  # taken on every call: the next call records its own
+        return partial(self.backward, module, inp, out, replay) if inp.requires_grad else None
+
+    def backward(self, module, inp, out, replay, grad):
+        r_in, absorbed = self.rule.relevance(module, inp, out, grad, absorbed=self.note is not None, replay=replay)
         if self.note is not None:
             self.note(absorbed)
         return r_in
@@ -140,7 +149,9 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
         rules = assign(chosen, {n: canon.modules[n] for n in canon.order}, canon.order, canon.unmerged)
         notes = {n: {"out": [], "in": [], "absorbed": []} for n in names}
         mirror_hooks(state, net, canon)
-        apply_rules(state, {canon.modules[n]: _Ruled(r, notes[n]["absorbed"].append if n in notes else None)
+        recorder = Recorder({id(canon.modules[n].weight): canon.modules[n]._parameters.get("bias") for n in rules
+                             if isinstance(canon.modules[n]._parameters.get("weight"), torch.Tensor)})
+        apply_rules(state, {canon.modules[n]: _Ruled(r, recorder, notes[n]["absorbed"].append if n in notes else None)
                             for n, r in rules.items()})
         for name, channels in kept.items():
             state.forward_hook(canon.modules[name], _keep_hook(name, channels))
@@ -148,7 +159,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
             _note(state, canon.modules[name], notes[name])
         owned = frozenset(id(p) for n in rules for p in (*canon.modules[n].parameters(recurse=False),
                                                           *canon.modules[n].buffers(recurse=False)))
-        relevance_of = _Relevance(canon.net, None if chosen.exact else STABILIZER, owned)
+        relevance_of = _Relevance(canon.net, None if chosen.exact else STABILIZER, owned, recorder)
         grads, scores = [], []
         for _, g, s in iter_gradients(relevance_of, xn, len(xn), t, bs):
             grads.append(g)

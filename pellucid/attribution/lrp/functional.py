@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..._checks import PellucidError
+from .replay import CONVS, Recorder, zero_pad
 from .rules import divide
 
 
@@ -151,11 +152,11 @@ def _sum(a, b, sign: float, epsilon):
 class Functional(TorchFunctionMode):
     """During LRP's forward pass: the operations of the module docstring become relevance nodes, and
     ``inplace=True`` arguments are dropped. ``owned``: ids of the weights of ruled layers (their own rule
-    applies, so ``F.linear`` on them runs as it is)."""
+    applies, so ``F.linear`` on them runs as it is); ``recorder`` notes those layers' calls (:mod:`.replay`)."""
 
-    def __init__(self, epsilon: float | None, owned: frozenset = frozenset()):
+    def __init__(self, epsilon: float | None, owned: frozenset = frozenset(), recorder: Recorder | None = None):
         super().__init__()
-        self.epsilon, self.owned = epsilon, owned
+        self.epsilon, self.owned, self.recorder = epsilon, owned, recorder
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -252,6 +253,8 @@ def _linear(mode, func, args, kwargs):
     given = dict(zip(("input", "weight", "bias"), args))
     given.update(kwargs)
     x, weight, bias = given.get("input"), given.get("weight"), given.get("bias")
+    if mode.recorder is not None and id(weight) in mode.recorder.weights:  # a ruled layer's: its rule applies
+        return mode.recorder.call(func, args, kwargs)
     if not _variable(x) or id(weight) in mode.owned:
         return NotImplemented
     return proportional(lambda v: F.linear(v, weight, bias), mode.epsilon, x)
@@ -292,6 +295,24 @@ def _batch_norm(mode, func, args, kwargs):
     rest = {k: given.get(k) for k in ("running_mean", "running_var", "weight", "bias")}
     eps = given.get("eps", 1e-5)
     return proportional(lambda v: F.batch_norm(v, training=False, eps=eps, **rest), mode.epsilon, x)
+
+
+def _conv(mode, func, args, kwargs):
+    """A convolution runs as it is; a ruled layer's is noted for its rule (:mod:`.replay`)."""
+    if mode.recorder is None:
+        return NotImplemented
+    return mode.recorder.call(func, args, kwargs)
+
+
+def _pad(mode, func, args, kwargs):
+    """Zero padding runs as it is, noted: a ruled layer may pad its input before its convolution."""
+    x = args[0] if args else kwargs.get("input")
+    widths = zero_pad(args, kwargs) if mode.recorder is not None and _variable(x) else None
+    if widths is None:
+        return NotImplemented
+    padded = func(*args, **kwargs)
+    mode.recorder.pad(x, padded, widths)
+    return padded
 
 
 def _attention(q, k, v, mask=None, scale=None, epsilon=None, causal=False):
@@ -390,6 +411,7 @@ for _funcs, _handler in ((ADDS | SUBS, _add), (MULS | DIVS, _scale), (MATMULS, _
                          ({torch.einsum}, _einsum), ({F.batch_norm}, _batch_norm), (SOFTMAXES, _softmax),
                          (NONLINEAR, _nonlinear),
                          (REDUCTIONS, _reduce), ({F.linear}, _linear), ({F.layer_norm}, _layer_norm),
-                         ({F.scaled_dot_product_attention}, _sdpa), ({F.multi_head_attention_forward}, _mha)):
+                         ({F.scaled_dot_product_attention}, _sdpa), ({F.multi_head_attention_forward}, _mha),
+                         (set(CONVS), _conv), ({F.pad}, _pad)):
     for _f in _funcs:
         _HANDLERS[_f] = _handler

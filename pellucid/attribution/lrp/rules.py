@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..._checks import PellucidError
+from .replay import Replay
 
 STABILIZER = 1e-6
 """The stabilizer of every rule but epsilon (Zennit's ``stabilizer``): ``z + 1e-6 * sign(z)``."""
@@ -131,39 +132,51 @@ class Rule:
         return any(p.plain for g in self.groups for p in g.parts) or any(g.where for g in self.groups)
 
     def relevance(self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor, r: torch.Tensor,
-                  absorbed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  absorbed: bool = False, replay: Replay | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(R_in, absorbed per image or None)`` for relevance ``r`` at ``module``'s output ``out``.
 
         ``inp`` and ``out`` are the forward pass's tensors (with their graph: a plain part differentiates it).
+        ``replay``: how the layer ran its convolution or linear map (:mod:`.replay`); the parts then run that call
+        on the tensor it read (no second padding), and a group of a positive and a negative part runs as one call
+        on both halves side by side (``[x+, x-]`` against ``[W+, W-]``: one convolution instead of two).
         """
-        x = inp.detach()
-        nonneg = None if not _skippable(self) else bool(_flat(x).min() >= 0)
-        zs, xs, seeds, scale = [], [], [], []
+        if replay is not None and replay.pads is not None and not self.zero_keeping:
+            replay = None  # ones or bounds on a padded input would fill its padding: run the module
+        x = inp.detach() if replay is None else replay.input.detach()
+        nonneg = None if not _skippable(self) else _nonnegative(inp, x)
+        zs, xs, seeds, scale, paired = [], [], [], [], []
         entering = r.flatten(1).sum(1) if absorbed else None
         leaving = torch.zeros_like(entering) if absorbed else None
         for group in self.groups:
             if group.weight == 0:
                 continue
             parts, shift = [], 0.0  # shift: the stabilizer, when a part's bias carried it
-            for part in group.parts:
-                if nonneg and part.inputs is negative and not part.bias:
-                    continue  # x has no negative values: this part's input and output are all zeros
-                if part.plain:
-                    parts.append((part, inp, out))
-                    continue
-                xp = (x if part.inputs is positive and nonneg else part.inputs(x) if part.inputs else x)
-                xp = xp.detach().requires_grad_(True)
-                fold = 0.0 if shift or group.sign is None or self.epsilon is None or part.sign != 1 \
-                    else group.sign * self.epsilon
-                zp, folded = _run(module, part, xp, fold)
-                shift = shift or (fold if folded else 0.0)
-                parts.append((part, xp, zp))
+            if replay is not None and not absorbed and not nonneg and _pairs(group, replay):
+                fold = 0.0 if group.sign is None or self.epsilon is None else group.sign * self.epsilon
+                xp, zp, shift = _run_pair(module, group, x, fold, replay)
+                parts.append((group.parts[0], xp, zp))
+                pair = True
+            else:
+                pair = False
+                for part in group.parts:
+                    if nonneg and part.inputs is negative and not part.bias:
+                        continue  # x has no negative values: this part's input and output are all zeros
+                    if part.plain:
+                        parts.append((part, inp, out))
+                        continue
+                    xp = (x if part.inputs is positive and nonneg else part.inputs(x) if part.inputs else x)
+                    xp = xp.detach().requires_grad_(True)
+                    fold = 0.0 if shift or group.sign is None or self.epsilon is None or part.sign != 1 \
+                        else group.sign * self.epsilon
+                    zp, folded = _run(module, part, xp, fold, replay)
+                    shift = shift or (fold if folded else 0.0)
+                    parts.append((part, xp, zp))
             if not parts:
                 continue
             # the parts' own outputs (no plain part: none is the forward pass's tensor, which later layers saved)
             # are scratch: nothing reads their values again (a convolution's backward does not), so their sum
             # and the division can go into their memory
-            scratch = isinstance(module, SCRATCH_SAFE) and not any(
+            scratch = (replay is not None or isinstance(module, SCRATCH_SAFE)) and not any(
                 p.plain or zp.data_ptr() in (xp.data_ptr(), x.data_ptr()) for p, xp, zp in parts)
             z = _signed_sum([(p.sign, zp.detach()) for p, _, zp in parts], inplace=scratch)  # stabilized if shift
             seen = r if group.where is None else r * group.where(out.detach())
@@ -180,18 +193,96 @@ class Rule:
                 xs.append(xp)
                 seeds.append(s)
                 scale.append(group.weight * part.sign)
+                paired.append(pair)
             if absorbed:
-                bias = _signed_sum([(p.sign, _run(module, p, torch.zeros_like(xp))[0].detach()) for p, xp, _ in parts])
+                bias = _signed_sum([(p.sign, _run(module, p, torch.zeros_like(xp), 0.0, replay)[0].detach())
+                                    for p, xp, _ in parts])
                 leaving += group.weight * (s * (z - shift - bias)).flatten(1).sum(1)
         grads = torch.autograd.grad(zs, xs, seeds) if zs else ()
         # a gradient is a fresh tensor (unless autograd passed a seed through): products and sum go into its memory
         taken = {t.data_ptr() for t in (r, *seeds)}
         fresh = len({g.data_ptr() for g in grads} - taken) == len(grads)
-        r_in = _signed_sum([(k, g.mul_(xp.detach()) if fresh else xp.detach() * g)
-                            for k, xp, g in zip(scale, xs, grads)], inplace=fresh)
+        terms = []
+        for k, xp, g, pair in zip(scale, xs, grads, paired):
+            if pair:  # [x+, x-] side by side: the two halves' products add up
+                c = x.shape[replay.channel_dim]
+                prod = g.mul_(xp.detach()) if fresh else xp.detach() * g
+                g = torch.add(prod.narrow(replay.channel_dim, 0, c), prod.narrow(replay.channel_dim, c, c))
+                terms.append((k, replay.crop(g)))
+            elif replay is not None and replay.pads is not None and xp is not inp:  # the padding has no relevance
+                terms.append((k, replay.crop(g) * inp.detach()))
+            else:
+                terms.append((k, g.mul_(xp.detach()) if fresh else xp.detach() * g))
+        r_in = _signed_sum(terms, inplace=fresh or replay is not None)
         if r_in is None:  # every part skipped or zero-weighted: nothing passes
-            r_in = torch.zeros_like(x)
+            r_in = torch.zeros_like(inp)
         return r_in, (entering - leaving if absorbed else None)
+
+    @property
+    def zero_keeping(self) -> bool:
+        """Whether every input modifier keeps 0 at 0 (so it commutes with zero padding)."""
+        return all(p.inputs in (None, positive, negative) for g in self.groups for p in g.parts)
+
+
+def _nonnegative(inp: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether ``x`` has no negative value: known from the operation that made ``inp`` (a ReLU, a clamp at 0 or
+    above), else read from the values."""
+    fn = inp.grad_fn
+    kind = type(fn).__name__ if fn is not None else ""
+    if kind == "ReluBackward0":
+        return True
+    if kind == "HardtanhBackward0" and fn._saved_min_val >= 0:
+        return True
+    if kind in ("ClampBackward1", "ClampMinBackward0"):
+        low = getattr(fn, "_saved_min", None)
+        if isinstance(low, int | float) and low >= 0:
+            return True
+    return bool(_flat(x).min() >= 0)
+
+
+def _pairs(group: Group, replay: Replay) -> bool:
+    """Whether ``group`` is a positive part with its bias and a negative part without, of the same sign, both
+    with modified parameters: it then runs as one call on ``[x+, x-]`` (an ungrouped layer only)."""
+    if len(group.parts) != 2 or replay.groups != 1:
+        return False
+    a, b = group.parts
+    return (a.inputs is positive and b.inputs is negative and a.params is not None and b.params is not None
+            and a.bias and not b.bias and a.sign == b.sign == 1)
+
+
+@functools.cache
+def _side_by_side(first: Callable, second: Callable, dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A parameter modifier giving ``first(W)`` and ``second(W)`` side by side along input channels ``dim``."""
+    def both(p: torch.Tensor) -> torch.Tensor:
+        last = p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+        joined = torch.cat([first(p), second(p)], dim)
+        return joined.contiguous(memory_format=torch.channels_last) if last else joined
+    return both
+
+
+def _run_pair(module: nn.Module, group: Group, x: torch.Tensor, fold: float,
+              replay: Replay) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The two parts of a :func:`_pairs` group as one call: ``([x+, x-], z, shift)``, the first part's bias
+    carrying the stabilizer ``fold``."""
+    a, b = group.parts
+    dim = replay.channel_dim
+    c = x.shape[dim]
+    shape = list(x.shape)
+    shape[dim] = 2 * c
+    last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    both = torch.empty(shape, dtype=x.dtype, device=x.device,
+                       memory_format=torch.channels_last if last else torch.contiguous_format)
+    torch.clamp(x, min=0, out=both.narrow(dim, 0, c))
+    torch.clamp(x, max=0, out=both.narrow(dim, c, c))
+    both.requires_grad_(True)
+    weight = _modified(module, "weight", module.weight, _side_by_side(a.params, b.params, 1))
+    bias = module._parameters.get("bias")
+    if bias is not None:
+        bias = _modified(module, "bias", bias, a.params)
+    if fold:
+        bias = bias + fold if bias is not None else torch.full((weight.shape[0],), fold, dtype=x.dtype,
+                                                               device=x.device)
+    return both, replay.run(both, weight, bias), fold
 
 
 def _signed_sum(terms: list[tuple[float, torch.Tensor]], inplace: bool = False) -> torch.Tensor | None:
@@ -217,9 +308,22 @@ def _skippable(rule: Rule) -> bool:
     return any(p.inputs is negative and not p.bias for g in rule.groups for p in g.parts)
 
 
-def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0) -> tuple[torch.Tensor, bool]:
-    """``module.forward(x)`` with its own parameters modified by ``part`` (no hooks run), and whether ``shift``
-    went into its bias (the stabilizer rides along in the layer's own bias add: a pass saved)."""
+def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0,
+         replay: Replay | None = None) -> tuple[torch.Tensor, bool]:
+    """``module.forward(x)`` with its own parameters modified by ``part`` (no hooks run), or the layer's recorded
+    call (``replay``) on them, and whether ``shift`` went into its bias (the stabilizer rides along in the layer's
+    own bias add: a pass saved)."""
+    if replay is not None:
+        weight, bias = module._parameters["weight"], module._parameters.get("bias")
+        if part.params is not None:
+            weight = _modified(module, "weight", weight, part.params)
+        if bias is not None:
+            bias = (_modified(module, "bias", bias, part.params) if part.params is not None else bias) \
+                if part.bias else None
+        if shift:
+            bias = bias + shift if bias is not None else torch.full((weight.shape[0],), shift, dtype=x.dtype,
+                                                                    device=x.device)
+        return replay.run(x, weight, bias), bool(shift)
     saved = dict(module._parameters)
     folded = False
     try:
