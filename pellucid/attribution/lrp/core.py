@@ -76,8 +76,11 @@ class _Relevance:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.recorder.reset()
-        with Functional(self.epsilon, self.owned, self.recorder):
-            out = self.net(x)
+        try:
+            with Functional(self.epsilon, self.owned, self.recorder):
+                out = self.net(x)
+        finally:  # the hooks took their calls: what is left would tie this pass's graph to the rules (a cycle)
+            self.recorder.reset()
         if not isinstance(out, torch.Tensor):
             raise PellucidError(f"LRP needs a model that returns a tensor of logits, got {type(out).__name__}")
         return _Seed.apply(out)
