@@ -48,9 +48,32 @@ class Replay:
 
     @property
     def groups(self) -> int:
-        if self.func not in CONVS:
-            return 1
-        return int(self.rest[3] if len(self.rest) > 3 else self.kwargs.get("groups", 1))
+        return int(self._conv_args()[3]) if self.func in CONVS else 1
+
+    @property
+    def direct(self) -> bool:
+        """Whether :meth:`input_grad` can compute this call's backward itself (a linear map, or a convolution whose
+        stride, padding and dilation are numbers: not ``padding="same"``)."""
+        if self.func is LINEAR:
+            return not self.kwargs
+        return all(isinstance(v, int) or isinstance(v, tuple | list) and all(isinstance(i, int) for i in v)
+                   for v in self._conv_args()[:3])
+
+    def _conv_args(self) -> tuple:
+        names = ("stride", "padding", "dilation", "groups")
+        defaults = (1, 0, 1, 1)
+        return tuple(self.rest[i] if i < len(self.rest) else self.kwargs.get(n, d)
+                     for i, (n, d) in enumerate(zip(names, defaults)))
+
+    def input_grad(self, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``d run(x, weight, .) / d x^T grad``: the call's own backward, without a graph."""
+        if self.func is LINEAR:
+            return grad.matmul(weight)
+        d = CONVS[self.func]
+        stride, padding, dilation, groups = self._conv_args()
+        per_dim = [list(v) if isinstance(v, tuple | list) else [v] * d for v in (stride, padding, dilation)]
+        return torch.ops.aten.convolution_backward(grad, x, weight, None, *per_dim, False, [0] * d, groups,
+                                                   [True, False, False])[0]
 
     def crop(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` (shaped like ``input``) cut back to the layer's input: the padding removed (a view)."""

@@ -143,8 +143,9 @@ class Rule:
         if replay is not None and replay.pads is not None and not self.zero_keeping:
             replay = None  # ones or bounds on a padded input would fill its padding: run the module
         x = inp.detach() if replay is None else replay.input.detach()
+        direct = replay is not None and replay.direct  # the layer's own backward is called, not autograd
         nonneg = None if not _skippable(self) else _nonnegative(inp, x)
-        zs, xs, seeds, scale, paired = [], [], [], [], []
+        zs, xs, seeds, scale, paired, weights = [], [], [], [], [], []
         entering = r.flatten(1).sum(1) if absorbed else None
         leaving = torch.zeros_like(entering) if absorbed else None
         for group in self.groups:
@@ -153,8 +154,8 @@ class Rule:
             parts, shift = [], 0.0  # shift: the stabilizer, when a part's bias carried it
             if replay is not None and not absorbed and not nonneg and _pairs(group, replay):
                 fold = 0.0 if group.sign is None or self.epsilon is None else group.sign * self.epsilon
-                xp, zp, shift = _run_pair(module, group, x, fold, replay)
-                parts.append((group.parts[0], xp, zp))
+                xp, zp, shift, weight = _run_pair(module, group, x, fold, replay)
+                parts.append((group.parts[0], xp, zp, weight))
                 pair = True
             else:
                 pair = False
@@ -162,23 +163,23 @@ class Rule:
                     if nonneg and part.inputs is negative and not part.bias:
                         continue  # x has no negative values: this part's input and output are all zeros
                     if part.plain:
-                        parts.append((part, inp, out))
+                        parts.append((part, inp, out, None))
                         continue
                     xp = (x if part.inputs is positive and nonneg else part.inputs(x) if part.inputs else x)
-                    xp = xp.detach().requires_grad_(True)
+                    xp = xp.detach() if direct else xp.detach().requires_grad_(True)
                     fold = 0.0 if shift or group.sign is None or self.epsilon is None or part.sign != 1 \
                         else group.sign * self.epsilon
-                    zp, folded = _run(module, part, xp, fold, replay)
+                    zp, folded, weight = _run(module, part, xp, fold, replay if direct else None)
                     shift = shift or (fold if folded else 0.0)
-                    parts.append((part, xp, zp))
+                    parts.append((part, xp, zp, weight))
             if not parts:
                 continue
             # the parts' own outputs (no plain part: none is the forward pass's tensor, which later layers saved)
             # are scratch: nothing reads their values again (a convolution's backward does not), so their sum
             # and the division can go into their memory
             scratch = (replay is not None or isinstance(module, SCRATCH_SAFE)) and not any(
-                p.plain or zp.data_ptr() in (xp.data_ptr(), x.data_ptr()) for p, xp, zp in parts)
-            z = _signed_sum([(p.sign, zp.detach()) for p, _, zp in parts], inplace=scratch)  # stabilized if shift
+                p.plain or zp.data_ptr() in (xp.data_ptr(), x.data_ptr()) for p, xp, zp, _ in parts)
+            z = _signed_sum([(p.sign, zp.detach()) for p, _, zp, _ in parts], inplace=scratch)  # stabilized if shift
             seen = r if group.where is None else r * group.where(out.detach())
             if shift and not absorbed and scratch:
                 # z is the parts' own output (or their sum), which nothing else reads: divide in its memory
@@ -188,17 +189,18 @@ class Rule:
                 s = seen / (z.clamp_min(shift) if shift > 0 else z.clamp_max(shift))
             else:
                 s = divide(seen, z, self.epsilon)
-            for part, xp, zp in parts:
+            for part, xp, zp, weight in parts:
                 zs.append(zp)
                 xs.append(xp)
                 seeds.append(s)
                 scale.append(group.weight * part.sign)
                 paired.append(pair)
+                weights.append(weight)
             if absorbed:
                 bias = _signed_sum([(p.sign, _run(module, p, torch.zeros_like(xp), 0.0, replay)[0].detach())
-                                    for p, xp, _ in parts])
+                                    for p, xp, _, _ in parts])
                 leaving += group.weight * (s * (z - shift - bias)).flatten(1).sum(1)
-        grads = torch.autograd.grad(zs, xs, seeds) if zs else ()
+        grads = _input_grads(zs, xs, seeds, weights, replay)
         # a gradient is a fresh tensor (unless autograd passed a seed through): products and sum go into its memory
         taken = {t.data_ptr() for t in (r, *seeds)}
         fresh = len({g.data_ptr() for g in grads} - taken) == len(grads)
@@ -261,9 +263,10 @@ def _side_by_side(first: Callable, second: Callable, dim: int) -> Callable[[torc
 
 
 def _run_pair(module: nn.Module, group: Group, x: torch.Tensor, fold: float,
-              replay: Replay) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The two parts of a :func:`_pairs` group as one call: ``([x+, x-], z, shift)``, the first part's bias
-    carrying the stabilizer ``fold``."""
+              replay: Replay) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
+    """The two parts of a :func:`_pairs` group as one call: ``([x+, x-], z, shift, weight)``, the first part's
+    bias carrying the stabilizer ``fold`` (``weight``: ``[W+, W-]`` when the replay's backward is called directly,
+    else ``None`` and ``[x+, x-]`` requires grad)."""
     a, b = group.parts
     dim = replay.channel_dim
     c = x.shape[dim]
@@ -274,7 +277,8 @@ def _run_pair(module: nn.Module, group: Group, x: torch.Tensor, fold: float,
                        memory_format=torch.channels_last if last else torch.contiguous_format)
     torch.clamp(x, min=0, out=both.narrow(dim, 0, c))
     torch.clamp(x, max=0, out=both.narrow(dim, c, c))
-    both.requires_grad_(True)
+    if not replay.direct:
+        both.requires_grad_(True)
     weight = _modified(module, "weight", module.weight, _side_by_side(a.params, b.params, 1))
     bias = module._parameters.get("bias")
     if bias is not None:
@@ -282,7 +286,25 @@ def _run_pair(module: nn.Module, group: Group, x: torch.Tensor, fold: float,
     if fold:
         bias = bias + fold if bias is not None else torch.full((weight.shape[0],), fold, dtype=x.dtype,
                                                                device=x.device)
-    return both, replay.run(both, weight, bias), fold
+    if replay.direct:
+        with torch.no_grad():
+            return both, replay.run(both, weight, bias), fold, weight
+    return both, replay.run(both, weight, bias), fold, None
+
+
+def _input_grads(zs: list, xs: list, seeds: list, weights: list, replay: Replay | None) -> list:
+    """``d z_i / d x_i^T seed_i`` for each part: by the replayed layer's own backward where its weight is given,
+    by autograd on the graph of the others."""
+    grads = [None] * len(zs)
+    traced = [i for i, w in enumerate(weights) if w is None]
+    if traced:
+        found = torch.autograd.grad([zs[i] for i in traced], [xs[i] for i in traced], [seeds[i] for i in traced])
+        for i, g in zip(traced, found):
+            grads[i] = g
+    for i, w in enumerate(weights):
+        if w is not None:
+            grads[i] = replay.input_grad(seeds[i], xs[i], w)
+    return grads
 
 
 def _signed_sum(terms: list[tuple[float, torch.Tensor]], inplace: bool = False) -> torch.Tensor | None:
@@ -309,10 +331,10 @@ def _skippable(rule: Rule) -> bool:
 
 
 def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0,
-         replay: Replay | None = None) -> tuple[torch.Tensor, bool]:
+         replay: Replay | None = None) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
     """``module.forward(x)`` with its own parameters modified by ``part`` (no hooks run), or the layer's recorded
-    call (``replay``) on them, and whether ``shift`` went into its bias (the stabilizer rides along in the layer's
-    own bias add: a pass saved)."""
+    call (``replay``) on them without a graph; whether ``shift`` went into its bias (the stabilizer rides along in
+    the layer's own bias add: a pass saved); and the weight a replay used (``None`` for the module)."""
     if replay is not None:
         weight, bias = module._parameters["weight"], module._parameters.get("bias")
         if part.params is not None:
@@ -323,7 +345,8 @@ def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0,
         if shift:
             bias = bias + shift if bias is not None else torch.full((weight.shape[0],), shift, dtype=x.dtype,
                                                                     device=x.device)
-        return replay.run(x, weight, bias), bool(shift)
+        with torch.no_grad():
+            return replay.run(x, weight, bias), bool(shift), weight
     saved = dict(module._parameters)
     folded = False
     try:
@@ -336,7 +359,7 @@ def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0,
                 if shift:
                     new, folded = new + shift, True
             module._parameters[name] = new
-        return module.forward(x), folded
+        return module.forward(x), folded, None
     finally:
         module._parameters.update(saved)
 
