@@ -225,14 +225,15 @@ def test_composites_match_zennit(arch, photos64):
 
 def same_padded_net(explicit: bool) -> nn.Module:
     """Convolutions that pad their input themselves with ``F.pad`` (TensorFlow's "same", odd padding at the bottom
-    and right, as EfficientNet's), a depthwise one whose output stays signed, and a 1x1 convolution reading that
-    signed output (z+ then needs both of its input's signs). ``explicit``: the same weights with the padding as
-    ``nn.ZeroPad2d`` modules in front of plain convolutions."""
+    and right, as EfficientNet's), a depthwise one whose output stays signed, a 1x1 convolution reading that
+    signed output (z+ then needs both of its input's signs) and a grouped one reading the 1x1's signed output
+    (padded, its parts one by one). ``explicit``: the same weights with the padding as ``nn.ZeroPad2d`` modules in
+    front of plain convolutions."""
     from pellucid.models.efficientnet import SameConv2d
 
     def build():
         return nn.Sequential(SameConv2d(3, 8, 3, 2), nn.ReLU(), SameConv2d(8, 8, 5, 2, groups=8),
-                             SameConv2d(8, 16, 1, bias=True), nn.ReLU(), SameConv2d(16, 12, 3, 1, bias=True),
+                             SameConv2d(8, 16, 1, bias=True), SameConv2d(16, 12, 3, 2, groups=4, bias=True),
                              nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5))
 
     net = seeded(build, 3).eval()
@@ -265,16 +266,19 @@ def test_a_layer_that_pads_itself_matches_the_padding_as_its_own_layer(composite
 
 def test_a_layer_that_pads_itself_matches_zennit(photos64):
     """Zennit runs each layer's own forward with modified weights: the oracle of the replayed, padded and side by
-    side convolutions (no BatchNorm, no residual: no canonizer needed)."""
+    side convolutions, and of flat and z^B on a first layer that pads (ones and bounds, then zero padding); no
+    BatchNorm, no residual: no canonizer needed."""
     pytest.importorskip("zennit")
-    from zennit.composites import EpsilonAlpha2Beta1, EpsilonPlus, EpsilonPlusFlat
+    from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat
 
     net = same_padded_net(False)
     model = pl.wrap(net, MEAN, STD)
     t = torch.tensor([0, 3])
     xn = (photos64 - model.mean) / model.std
+    low, high = -model.mean / model.std, (1 - model.mean) / model.std  # z^B's bounds: the pixel range, normalized
     for name, made in (("epsilon_plus", EpsilonPlus), ("epsilon_alpha2_beta1", EpsilonAlpha2Beta1),
-                       ("epsilon_plus_flat", EpsilonPlusFlat)):
+                       ("epsilon_plus_flat", EpsilonPlusFlat),
+                       ("epsilon_gamma_box", lambda: EpsilonGammaBox(low=low, high=high))):
         with made().context(copy.deepcopy(net)) as modified:
             xi = xn.clone().requires_grad_(True)
             out = modified(xi)

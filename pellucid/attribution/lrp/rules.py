@@ -140,8 +140,6 @@ class Rule:
         on the tensor it read (no second padding), and a group of a positive and a negative part runs as one call
         on both halves side by side (``[x+, x-]`` against ``[W+, W-]``: one convolution instead of two).
         """
-        if replay is not None and replay.pads is not None and not self.zero_keeping:
-            replay = None  # ones or bounds on a padded input would fill its padding: run the module
         x = inp.detach() if replay is None else replay.input.detach()
         direct = replay is not None and replay.direct  # the layer's own backward is called, not autograd
         nonneg = None if not _skippable(self) else _nonnegative(inp, x)
@@ -165,7 +163,7 @@ class Rule:
                     if part.plain:
                         parts.append((part, inp, out, None))
                         continue
-                    xp = (x if part.inputs is positive and nonneg else part.inputs(x) if part.inputs else x)
+                    xp = (x if part.inputs is positive and nonneg else _part_input(part, x, inp, replay))
                     xp = xp.detach() if direct else xp.detach().requires_grad_(True)
                     fold = 0.0 if shift or group.sign is None or self.epsilon is None or part.sign != 1 \
                         else group.sign * self.epsilon
@@ -212,7 +210,7 @@ class Rule:
                 g = torch.add(prod.narrow(replay.channel_dim, 0, c), prod.narrow(replay.channel_dim, c, c))
                 terms.append((k, replay.crop(g)))
             elif replay is not None and replay.pads is not None and xp is not inp:  # the padding has no relevance
-                terms.append((k, replay.crop(g) * inp.detach()))
+                terms.append((k, replay.crop(g) * replay.crop(xp.detach())))
             else:
                 terms.append((k, g.mul_(xp.detach()) if fresh else xp.detach() * g))
         r_in = _signed_sum(terms, inplace=fresh or replay is not None)
@@ -220,10 +218,16 @@ class Rule:
             r_in = torch.zeros_like(inp)
         return r_in, (entering - leaving if absorbed else None)
 
-    @property
-    def zero_keeping(self) -> bool:
-        """Whether every input modifier keeps 0 at 0 (so it commutes with zero padding)."""
-        return all(p.inputs in (None, positive, negative) for g in self.groups for p in g.parts)
+
+
+def _part_input(part: Part, x: torch.Tensor, inp: torch.Tensor, replay: Replay | None) -> torch.Tensor:
+    """The part's input: its modifier on ``x`` (the tensor the layer's call read). A padded replay's padding stays
+    zero: a modifier that keeps 0 at 0 commutes with the padding; ones or bounds go on the layer's input first."""
+    if part.inputs is None:
+        return x
+    if replay is None or replay.pads is None or part.inputs in (positive, negative):
+        return part.inputs(x)
+    return nn.functional.pad(part.inputs(inp.detach()), replay.pads)
 
 
 def _nonnegative(inp: torch.Tensor, x: torch.Tensor) -> bool:
