@@ -152,16 +152,17 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
         rules = assign(chosen, {n: canon.modules[n] for n in canon.order}, canon.order, canon.unmerged)
         notes = {n: {"out": [], "in": [], "absorbed": []} for n in names}
         mirror_hooks(state, net, canon)
-        recorder = Recorder({id(canon.modules[n].weight): canon.modules[n]._parameters.get("bias") for n in rules
-                             if isinstance(canon.modules[n]._parameters.get("weight"), torch.Tensor)})
+        ruled = [canon.modules[n] for n in rules]
+        recorder = Recorder({id(m._parameters["weight"]): m._parameters.get("bias") for m in ruled
+                             if isinstance(m._parameters.get("weight"), torch.Tensor)})
         apply_rules(state, {canon.modules[n]: _Ruled(r, recorder, notes[n]["absorbed"].append if n in notes else None)
                             for n, r in rules.items()})
         for name, channels in kept.items():
             state.forward_hook(canon.modules[name], _keep_hook(name, channels))
         for name in names:
             _note(state, canon.modules[name], notes[name])
-        owned = frozenset(id(p) for n in rules for p in (*canon.modules[n].parameters(recurse=False),
-                                                          *canon.modules[n].buffers(recurse=False)))
+        owned = frozenset(id(t) for m in ruled for t in (*m._parameters.values(), *m._buffers.values())
+                          if t is not None)
         relevance_of = _Relevance(canon.net, None if chosen.exact else STABILIZER, owned, recorder)
         grads, scores = [], []
         for _, g, s in iter_gradients(relevance_of, xn, len(xn), t, bs):

@@ -210,7 +210,7 @@ class Rule:
                 g = torch.add(prod.narrow(replay.channel_dim, 0, c), prod.narrow(replay.channel_dim, c, c))
                 terms.append((k, replay.crop(g)))
             elif replay is not None and replay.pads is not None and xp is not inp:  # the padding has no relevance
-                terms.append((k, replay.crop(g) * replay.crop(xp.detach())))
+                terms.append((k, replay.crop(g.mul_(xp.detach()) if fresh else g * xp.detach())))
             else:
                 terms.append((k, g.mul_(xp.detach()) if fresh else xp.detach() * g))
         r_in = _signed_sum(terms, inplace=fresh or replay is not None)
