@@ -312,9 +312,10 @@ def test_lrp_keeps_nothing_alive_after_it_returns(photos64):
 
 
 def test_the_recorder_replays_only_a_layers_own_call(photos64):
-    """A layer's call is replayed only when it is the layer: its own weight and bias, on its input (or a zero
-    padding of it), making its output. A layer with an activation inside, or one calling its weight twice, runs
-    its module again."""
+    """A layer's call is replayed only when it is the layer: its own weight and bias, on its batched input (or a
+    zero padding of it), making its output unchanged since. A layer with an activation inside (in place or not),
+    one calling its weight twice or one convolving single images runs its module again; a convolution after a
+    padding layer replays on its own input."""
     from pellucid.attribution.lrp.functional import Functional
     from pellucid.attribution.lrp.replay import Recorder
 
@@ -326,22 +327,99 @@ def test_the_recorder_replays_only_a_layers_own_call(photos64):
         def forward(self, x):
             return super().forward(x) + super().forward(x.flip(-1))
 
+    class InPlace(nn.Conv2d):  # an activation applied in place: the same tensor, another value
+        def forward(self, x):
+            return super().forward(x).relu_()
+
+    class Unbatched(nn.Conv2d):  # one image (C, H, W) at a time
+        def forward(self, x):
+            return torch.stack([super(Unbatched, self).forward(image) for image in x])
+
     net = same_padded_net(False)
-    layers = [net[0], net[2], net[3], Inside(4, 3), Twice(3, 2, 3, padding=1), nn.Linear(4, 3)]
+    padded = nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(3, 2, 3))  # padded by a layer of its own
+    layers = [net[0], net[2], net[3], Inside(4, 3), Twice(3, 2, 3, padding=1), nn.Linear(4, 3), InPlace(3, 2, 3),
+              Unbatched(3, 2, 3), padded]
     inputs = [photos64, torch.rand(2, 8, 32, 32), torch.randn(2, 8, 16, 16), torch.randn(2, 4), photos64,
-              torch.randn(5, 4)]
-    recorder = Recorder({id(m.weight): m.bias for m in layers})
+              torch.randn(5, 4), photos64, photos64, photos64]
+    recorder = Recorder({id(m.weight): m.bias for m in (*layers[:-1], padded[1])})
     taken = []
     for m, x in zip(layers, inputs):
         x = x.requires_grad_(True)
         with Functional(1e-6, frozenset(), recorder):
+            if m is padded:  # the convolution reads the padding layer's output
+                m, x = padded[1], padded[0](x)
             out = m(x)
         taken.append(recorder.take(m, x, out))
-    same3, same5, one, inside, twice, linear = taken
+    same3, same5, one, inside, twice, linear, in_place, unbatched, after_pad = taken
     assert same3.pads == (0, 1, 0, 1) and same5.pads == (1, 2, 1, 2) and one.pads is None
     assert inside is None and twice is None and linear is not None and linear.pads is None
+    assert in_place is None and unbatched is None and after_pad is not None and after_pad.pads is None
     assert same3.crop(same3.input).shape == photos64.shape
     assert torch.equal(same3.run(same3.input, net[0].weight, net[0].bias), net[0](photos64))
+
+
+@pytest.mark.parametrize("composite", ["zero", "epsilon_gamma_box", "epsilon_plus_flat"])
+def test_a_layer_that_pads_itself_keeps_its_books(composite, photos64):
+    """``layers=`` on layers that pad themselves: the bias share of a plain part runs on the padded zeros its
+    call read; entering = leaving + absorbed at each."""
+    result = pl.lrp(pl.wrap(same_padded_net(False), MEAN, STD), photos64, 2, composite, layers=["0", "2", "3", "4"])
+    for name in ("0", "2", "3", "4"):
+        entering, leaving, absorbed = books(result, name)
+        scale = float(entering.abs().max() + leaving.abs().max())
+        assert torch.allclose(entering, leaving + absorbed, atol=1e-4 * scale), (composite, name)
+
+
+def test_layers_that_replay_differently_give_the_maps_of_their_plain_twins(photos64):
+    """The same network written three ways: convolutions padded by the module, padded with F.pad and then run
+    with ``padding="valid"`` (autograd differentiates that call), and convolving one image at a time (never
+    replayed)."""
+    import torch.nn.functional as F
+
+    class PadValid(nn.Conv2d):
+        def forward(self, x):
+            return F.conv2d(F.pad(x, (1, 1, 1, 1)), self.weight, self.bias, self.stride, "valid", self.dilation,
+                            self.groups)
+
+    class Unbatched(nn.Conv2d):
+        def forward(self, x):
+            return torch.stack([super(Unbatched, self).forward(image) for image in x])
+
+    class Net(nn.Module):
+        def __init__(self, kind: str = "plain"):
+            super().__init__()
+            three = {"padvalid": lambda: PadValid(6, 8, 3), "unbatched": lambda: Unbatched(6, 8, 3, padding=1)}
+            one = Unbatched if kind == "unbatched" else nn.Conv2d
+            self.a, self.b = nn.Conv2d(3, 6, 3, padding=1), three.get(kind, lambda: nn.Conv2d(6, 8, 3, padding=1))()
+            self.c, self.head = one(6, 8, 1), nn.Linear(8, 5)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            y = self.b(h)
+            y = (y + self.c(self.a(x))) * 0.5  # the shortcut reads a signed input
+            return self.head(torch.relu(y).mean((2, 3)))
+
+    plain = seeded(lambda: Net(), 1).eval()
+    x, t = photos64[:, :, :16, :16], torch.tensor([3, 0])
+    for kind in ("padvalid", "unbatched"):
+        twin = Net(kind).eval()
+        twin.load_state_dict(plain.state_dict())
+        for composite in ("epsilon_plus", "epsilon_alpha2_beta1", "zero"):
+            want = pl.lrp(pl.wrap(plain), x, t, composite)
+            ours = pl.lrp(pl.wrap(twin), x, t, composite)
+            assert want.abs().sum() > 0
+            assert torch.allclose(ours, want, rtol=1e-4, atol=1e-6 * float(want.abs().max())), (kind, composite)
+
+
+def test_pairs_of_modifiers_are_cached_boundedly_and_a_clamp_tells_its_sign_only_when_it_can():
+    from pellucid.attribution.lrp import rules
+
+    for i in range(100):  # rules built anew, each with its own modifiers
+        rules._side_by_side(lambda p, i=i: p + i, rules.minus, 1)
+    assert rules._side_by_side.cache_info().currsize <= 32
+    y = torch.randn(3, 4, requires_grad=True) * 1
+    assert rules._nonnegative(y.clamp(min=0), y.detach().clamp(min=0))
+    odd = y.clamp(min=0, max=-1)  # min above max: every value is max, -1
+    assert not rules._nonnegative(odd, odd.detach())
 
 
 # ---------------------------------------------------------------------------------------------

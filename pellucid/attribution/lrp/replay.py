@@ -9,13 +9,15 @@ call: the function, the tensor the function read (the layer's input, or that inp
 arguments. A rule runs ``replay.run(x, weight, bias)`` instead of the module; it must then give relevance to the
 tensor the function read and :meth:`Replay.crop` it back to the layer's input.
 
-A call is replayed only when it is unambiguous: one call on the layer's weight with its own bias, reading the
-layer's input (or a zero padding of it), whose result is the layer's output. Anything else (a weight
-standardized in ``forward``, a second call, an activation after the call) runs the module as before.
+A call is replayed only when it is unambiguous: one batched call on the layer's weight with its own bias, reading
+the layer's input (or a zero padding of it), whose result is the layer's output, neither changed in place since.
+Anything else (a weight standardized in ``forward``, a second call, an activation after the call, in place or
+not, an unbatched input) runs the module as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -118,13 +120,15 @@ class Recorder:
         if key in self.calls or given.get("bias") is not self.weights[key] or "input" not in given:
             self.calls[key] = _AMBIGUOUS  # a second call, or another bias: the module runs again instead
             return output
-        x, pads = given["input"], None
+        x, pads, source = given["input"], None, None
+        if not isinstance(x, torch.Tensor) or func in CONVS and x.dim() != CONVS[func] + 2:
+            self.calls[key] = _AMBIGUOUS  # an unbatched convolution: the module runs again
+            return output
         if self.padded is not None and x is self.padded[1]:
-            x, pads = self.padded[1], self.padded[2]
-            source = self.padded[0]
-        else:
-            source = x
-        self.calls[key] = (source, output, Replay(func, x, tuple(args[3:]), rest_kwargs, pads))
+            pads, source = self.padded[2], self.padded[0]
+        # the versions tell an in-place change after the call (an activation applied in place inside forward)
+        self.calls[key] = (source, x, output, (x._version, output._version),
+                           Replay(func, x, tuple(args[3:]), rest_kwargs, pads))
         return output
 
     def take(self, module: torch.nn.Module, inp: torch.Tensor, out: torch.Tensor) -> Replay | None:
@@ -132,9 +136,14 @@ class Recorder:
         zero padding) and made the module's output ``out`` (nothing ran after it, such as an activation)."""
         weight = module._parameters.get("weight")
         found = self.calls.pop(id(weight), None) if weight is not None else None
-        if found is None or found is _AMBIGUOUS or found[0] is not inp or found[1] is not out:
+        if found is None or found is _AMBIGUOUS:
             return None
-        return found[2]
+        source, read, output, versions, replay = found
+        if output is not out or versions != (read._version, output._version):
+            return None
+        if read is inp:  # the call read the layer's input itself (padded, if at all, by an earlier layer)
+            return dataclasses.replace(replay, pads=None) if replay.pads is not None else replay
+        return replay if source is inp else None
 
 
 def zero_pad(args: tuple, kwargs: dict) -> tuple | None:

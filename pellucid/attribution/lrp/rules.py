@@ -167,7 +167,7 @@ class Rule:
                     xp = xp.detach() if direct else xp.detach().requires_grad_(True)
                     fold = 0.0 if shift or group.sign is None or self.epsilon is None or part.sign != 1 \
                         else group.sign * self.epsilon
-                    zp, folded, weight = _run(module, part, xp, fold, replay if direct else None)
+                    zp, folded, weight = _run(module, part, xp, fold, replay)
                     shift = shift or (fold if folded else 0.0)
                     parts.append((part, xp, zp, weight))
             if not parts:
@@ -195,8 +195,8 @@ class Rule:
                 paired.append(pair)
                 weights.append(weight)
             if absorbed:
-                bias = _signed_sum([(p.sign, _run(module, p, torch.zeros_like(xp), 0.0, replay)[0].detach())
-                                    for p, xp, _, _ in parts])
+                bias = _signed_sum([(p.sign, _run(module, p, torch.zeros_like(x if p.plain else xp), 0.0,
+                                                  replay)[0].detach()) for p, xp, _, _ in parts])
                 leaving += group.weight * (s * (z - shift - bias)).flatten(1).sum(1)
         grads = _input_grads(zs, xs, seeds, weights, replay)
         # a gradient is a fresh tensor (unless autograd passed a seed through): products and sum go into its memory
@@ -240,8 +240,8 @@ def _nonnegative(inp: torch.Tensor, x: torch.Tensor) -> bool:
     if kind == "HardtanhBackward0" and fn._saved_min_val >= 0:
         return True
     if kind in ("ClampBackward1", "ClampMinBackward0"):
-        low = getattr(fn, "_saved_min", None)
-        if isinstance(low, int | float) and low >= 0:
+        low, high = getattr(fn, "_saved_min", None), getattr(fn, "_saved_max", None)
+        if isinstance(low, int | float) and low >= 0 and (high is None or high >= low):  # min > max gives max
             return True
     return bool(_flat(x).min() >= 0)
 
@@ -256,7 +256,7 @@ def _pairs(group: Group, replay: Replay) -> bool:
             and a.bias and not b.bias and a.sign == b.sign == 1)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=32)  # bounded: rules built anew with their own modifiers do not pile up
 def _side_by_side(first: Callable, second: Callable, dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """A parameter modifier giving ``first(W)`` and ``second(W)`` side by side along input channels ``dim``."""
     def both(p: torch.Tensor) -> torch.Tensor:
@@ -337,8 +337,9 @@ def _skippable(rule: Rule) -> bool:
 def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0,
          replay: Replay | None = None) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
     """``module.forward(x)`` with its own parameters modified by ``part`` (no hooks run), or the layer's recorded
-    call (``replay``) on them without a graph; whether ``shift`` went into its bias (the stabilizer rides along in
-    the layer's own bias add: a pass saved); and the weight a replay used (``None`` for the module)."""
+    call (``replay``) on them; whether ``shift`` went into its bias (the stabilizer rides along in the layer's own
+    bias add: a pass saved); and the weight when the replay's own backward is to run (the call then has no graph),
+    else ``None`` (autograd differentiates it)."""
     if replay is not None:
         weight, bias = module._parameters["weight"], module._parameters.get("bias")
         if part.params is not None:
@@ -349,6 +350,8 @@ def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0,
         if shift:
             bias = bias + shift if bias is not None else torch.full((weight.shape[0],), shift, dtype=x.dtype,
                                                                     device=x.device)
+        if not replay.direct:  # autograd differentiates the call (its padding is a string)
+            return replay.run(x, weight, bias), bool(shift), None
         with torch.no_grad():
             return replay.run(x, weight, bias), bool(shift), weight
     saved = dict(module._parameters)
