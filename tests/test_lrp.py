@@ -410,6 +410,37 @@ def test_layers_that_replay_differently_give_the_maps_of_their_plain_twins(photo
             assert torch.allclose(ours, want, rtol=1e-4, atol=1e-6 * float(want.abs().max())), (kind, composite)
 
 
+def test_an_output_changed_in_place_further_on_is_recomputed_and_a_changed_input_is_refused(digits_batch):
+    """Rules that read a layer's output (epsilon, LRP-0) keep no copy of it: an in-place op after the layer
+    (``y.relu_()``) changes its version, and the rule runs the layer again. A layer's input changed in place after
+    the layer read it cannot be recovered: a clear error."""
+    class Net(nn.Module):
+        def __init__(self, mode: str):
+            super().__init__()
+            self.mode = mode
+            self.a, self.b, self.c = nn.Linear(784, 32), nn.Linear(32, 16), nn.Linear(16, 10)
+
+        def forward(self, x):
+            y = self.a(x.flatten(1))
+            y = y.relu_() if self.mode == "in place" else torch.relu(y)
+            z = self.b(y)
+            if self.mode == "input changed":
+                y.clamp_(max=0.5)  # an in-place change of b's input, after b ran
+            return self.c(torch.relu(z))
+
+    plain = seeded(lambda: Net("plain"), 2).eval()
+    x = digits_batch[0][:3]
+    for composite in ("epsilon_plus", "zero"):
+        twin = Net("in place").eval()
+        twin.load_state_dict(plain.state_dict())
+        want = pl.lrp(pl.wrap(plain, input_size=(1, 28, 28)), x, 1, composite)
+        assert torch.allclose(pl.lrp(pl.wrap(twin, input_size=(1, 28, 28)), x, 1, composite), want, atol=1e-7)
+    broken = Net("input changed").eval()
+    broken.load_state_dict(plain.state_dict())
+    with pytest.raises(PellucidError, match="changed in place after the layer ran"):
+        pl.lrp(pl.wrap(broken, input_size=(1, 28, 28)), x, 1)
+
+
 def test_pairs_of_modifiers_are_cached_boundedly_and_a_clamp_tells_its_sign_only_when_it_can():
     from pellucid.attribution.lrp import rules
 

@@ -90,15 +90,24 @@ class _Ruled:
     """A rule on one module, running the layer's recorded call (:mod:`.replay`) and noting the absorbed relevance
     of a named layer."""
 
+    reads_output = False  # no copy of the output: its version tells whether something changed it in place
+
     def __init__(self, rule: Rule, recorder: Recorder, note=None):
         self.rule, self.recorder, self.note = rule, recorder, note
-        self.reads_output = rule.reads_output
 
     def bind(self, module, inp, out):
         replay = self.recorder.take(module, inp, out)  # taken on every call: the next call records its own
-        return partial(self.backward, module, inp, out, replay) if inp.requires_grad else None
+        if not inp.requires_grad:
+            return None
+        return partial(self.backward, module, inp, out, replay, (inp._version, out._version))
 
-    def backward(self, module, inp, out, replay, grad):
+    def backward(self, module, inp, out, replay, versions, grad):
+        if inp._version != versions[0]:
+            raise PellucidError(f"the input of {type(module).__name__} was changed in place after the layer ran; LRP "
+                                "reads it: make that operation out of place")
+        if out._version != versions[1] and self.rule.reads_output:  # changed in place further on: run the layer again
+            with torch.enable_grad():
+                out = module.forward(inp)
         r_in, absorbed = self.rule.relevance(module, inp, out, grad, absorbed=self.note is not None, replay=replay)
         if self.note is not None:
             self.note(absorbed)

@@ -86,9 +86,11 @@ def gamma_minus(gamma: float) -> Callable[[torch.Tensor], torch.Tensor]:
 def divide(r: torch.Tensor, z: torch.Tensor, epsilon: float | None) -> torch.Tensor:
     """``R / (z + epsilon * sign(z))``, the sign of 0 taken as +1 (Zennit's ``Stabilizer``); ``epsilon=None``:
     LRP-0, ``R / z`` where ``z != 0`` and 0 elsewhere (no stabilizer, no division by zero)."""
-    if epsilon is None:
-        return (r / z).masked_fill_(z == 0, 0)
-    return r / torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z).add_(z)
+    if epsilon is None:  # r / 0 is infinite (or NaN for 0 / 0): those become 0, in one pass
+        return torch.div(r, z).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    stabilized = torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z).add_(z)
+    return torch.div(r, stabilized, out=stabilized) if stabilized.shape == torch.broadcast_shapes(r.shape, z.shape) \
+        else r / stabilized
 
 
 @dataclass(frozen=True)
