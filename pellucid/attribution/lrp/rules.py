@@ -181,7 +181,11 @@ class Rule:
                 p.plain or zp.data_ptr() in (xp.data_ptr(), x.data_ptr()) for p, xp, zp, _ in parts)
             z = _signed_sum([(p.sign, zp.detach()) for p, _, zp, _ in parts], inplace=scratch)  # stabilized if shift
             seen = r if group.where is None else r * group.where(out.detach())
-            if shift and not absorbed and scratch:
+            if shift and not absorbed and scratch and replay is not None and z.device.type == "cpu":
+                # a CPU convolution or matmul sums its terms directly: terms of one sign plus the stabilizer in the
+                # bias stay beyond it, so the guard below has nothing to do (one pass over z saved)
+                s = torch.div(seen, z, out=z)
+            elif shift and not absorbed and scratch:
                 # z is the parts' own output (or their sum), which nothing else reads: divide in its memory
                 s = torch.div(seen, z.clamp_min_(shift) if shift > 0 else z.clamp_max_(shift), out=z)
             elif shift:  # z already carries the stabilizer; the clamp only guards against rounding (a conv's sum of
