@@ -127,7 +127,8 @@ class _Sum(torch.autograd.Function):
         a, b, z = ctx.saved_tensors
         s = divide(r, z, ctx.epsilon)
         ra = (a * s).sum_to_size(a.shape) if ctx.needs_input_grad[0] else None
-        rb = (ctx.sign * b * s).sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
+        rb = ((b * s if ctx.sign == 1 else ctx.sign * b * s).sum_to_size(b.shape)
+              if ctx.needs_input_grad[1] else None)
         return ra, rb, None, None
 
 
