@@ -372,6 +372,19 @@ def test_report_has_the_attribution_grid(tmp_path, digits_model, digits_batch):
     path = build_report(digits_model, x[:1], y[:1], tmp_path, progress=False, sections=[attribution_section])
     page = path.read_text()
     assert "Where does it look" in page and "data:image/png;base64," in page
+    # the caption lists the columns shown, in order, and names LRP's composite
+    caption = page.split(">Where does it look</h2>")[1].split("<img")[0]
+    assert "Seven attribution methods" in caption and "LRP with the epsilon_plus_flat composite" in caption
+    names = ("saliency", "SmoothGrad", "Integrated Gradients", "Grad-CAM", "LRP", "occlusion", "LIME")
+    spots = [caption.index(n) for n in names]
+    assert spots == sorted(spots)
+
+
+def test_the_attribution_caption_follows_the_columns():
+    from pellucid.drawing.report import attribution_caption
+
+    text = attribution_caption(["saliency", "lrp"], attention=True)
+    assert text.startswith("Two attribution methods") and "saliency and LRP with the attnlrp composite" in text
 
 
 def test_score_cam_hands_rows_in_the_models_memory_format_and_the_others_need_not(resnet_small, photo1):

@@ -256,17 +256,37 @@ def autoattack_line(ctx: ReportContext, labels: torch.Tensor) -> str:
             "the standard settings (<code>pl.autoattack</code>) usually break more.</p>")
 
 
+_COLUMNS = {
+    "saliency": "saliency", "smoothgrad": "SmoothGrad",
+    "ig": "Integrated Gradients (sums to the score change from a black image)",
+    "gradcam": "Grad-CAM on the last layer that keeps a spatial grid",
+    "occlusion": "occlusion (score drop when a patch is blacked out)", "lime": "LIME over SLIC superpixels",
+}
+_COUNTS = dict(enumerate(("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")))
+
+
+def attribution_caption(names: list[str], attention: bool) -> str:
+    """What the attribution grid's columns are, in their order; LRP names the composite it ran."""
+    from ..attribution.lrp.composites import ATTENTION_DEFAULT, DEFAULT
+    from ..registry import methods
+
+    lrp = (f"LRP with the {ATTENTION_DEFAULT} composite (AttnLRP's rules for attention, LayerNorm and GELU, "
+           "epsilon on every layer)" if attention else
+           f"LRP with the {DEFAULT} composite (flat on the first layer, z+ on convolutions, epsilon on dense layers)")
+    parts = [lrp if n == "lrp" else _COLUMNS.get(n, methods()[n].title if n in methods() else n) for n in names]
+    listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
+    count = _COUNTS.get(len(names), str(len(names)))
+    return (f"{count[0].upper() + count[1:]} attribution methods for the predicted class, one column each: "
+            f"{listed}. Red/blue maps are signed; agreement between methods is a hint the explanation is real.")
+
+
 def attribution_section(ctx: ReportContext) -> render.Section:
     from ..attribution import explain
+    from ..attribution.lrp.canonize import has_attention
 
     maps = explain(ctx.model, ctx.x, ctx.predicted, seed=ctx.seed, quick=True, progress=ctx.progress)
     png = render.attribution_grid(ctx.x, maps, ctx.row_titles)
-    return render.Section("Where does it look",
-                          "Six attribution methods for the predicted class, one column each: saliency, "
-                          "SmoothGrad, Integrated Gradients (sums to the score change from a black image), "
-                          "Grad-CAM on the last conv layer, occlusion (score drop when a patch is blacked out) "
-                          "and LIME over SLIC superpixels. Red/blue maps are signed; agreement between "
-                          "methods is a hint the explanation is real.",
+    return render.Section("Where does it look", attribution_caption(list(maps), has_attention(ctx.model)),
                           render.img_tag(png, "attribution grid", width=1000))
 
 
