@@ -383,7 +383,7 @@ def test_report_has_the_attribution_grid(tmp_path, digits_model, digits_batch):
 def test_the_attribution_caption_follows_the_columns():
     from pellucid.drawing.report import attribution_caption
 
-    text = attribution_caption(["saliency", "lrp"], attention=True)
+    text = attribution_caption(["saliency", "lrp"], "attnlrp")
     assert text.startswith("Two attribution methods") and "saliency and LRP with the attnlrp composite" in text
 
 

@@ -526,7 +526,7 @@ def test_lrp_has_no_side_effects(digits_model, digits_batch):
     check_side_effects(lambda m, xx: pl.lrp(m, xx, y, "epsilon_gamma_box", layers=["conv2", "bn2"]), digits_model, x)
 
 
-def test_the_record_and_the_cli(digits_model, digits_batch, tmp_path):
+def test_the_record_and_the_cli(digits_model, digits_batch, tmp_path, capsys):
     from pellucid import registry
     from pellucid.cli import main
 
@@ -540,7 +540,9 @@ def test_the_record_and_the_cli(digits_model, digits_batch, tmp_path):
         pl.explain(digits_model, x, y, "saliency", options={"lrp": {"composite": "zero"}})
     out = tmp_path / "lrp.png"
     assert main(["explain", "--methods", "lrp", "--composite", "epsilon_gamma_box", "-n", "2", "--out", str(out)]) == 0
-    assert out.stat().st_size > 0
+    assert out.stat().st_size > 0 and "lrp: the epsilon_gamma_box composite" in capsys.readouterr().out
+    assert main(["explain", "--methods", "saliency,lrp", "-n", "1", "--out", str(out)]) == 0
+    assert "lrp: the epsilon_plus_flat composite" in capsys.readouterr().out  # the default, named
 
 
 @pytest.mark.parametrize("kwargs, message", [

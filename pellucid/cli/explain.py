@@ -115,6 +115,10 @@ def _explain_run(args):
     maps = explain(model, x, target, args.methods, seed=args.seed, batch_size=args.batch_size, progress=True,
                    options=options)
     png = render.attribution_grid(x, maps, titles, shared_scale=args.shared_scale)
+    if "lrp" in maps:
+        from ..attribution.lrp.core import default_composite
+
+        print(f"lrp: the {args.composite or default_composite(model)} composite")
     print(f"wrote {render.write_png(png, args.out)}")
 
 

@@ -265,14 +265,14 @@ _COLUMNS = {
 _COUNTS = dict(enumerate(("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")))
 
 
-def attribution_caption(names: list[str], attention: bool) -> str:
+def attribution_caption(names: list[str], composite: str) -> str:
     """What the attribution grid's columns are, in their order; LRP names the composite it ran."""
-    from ..attribution.lrp.composites import ATTENTION_DEFAULT, DEFAULT
+    from ..attribution.lrp.composites import ATTENTION_DEFAULT
     from ..registry import methods
 
-    lrp = (f"LRP with the {ATTENTION_DEFAULT} composite (AttnLRP's rules for attention, LayerNorm and GELU, "
-           "epsilon on every layer)" if attention else
-           f"LRP with the {DEFAULT} composite (flat on the first layer, z+ on convolutions, epsilon on dense layers)")
+    lrp = (f"LRP with the {composite} composite (AttnLRP's rules for attention, LayerNorm and GELU, epsilon on every "
+           "layer)" if composite == ATTENTION_DEFAULT else
+           f"LRP with the {composite} composite (flat on the first layer, z+ on convolutions, epsilon on dense layers)")
     parts = [lrp if n == "lrp" else _COLUMNS.get(n, methods()[n].title if n in methods() else n) for n in names]
     listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
     count = _COUNTS.get(len(names), str(len(names)))
@@ -282,11 +282,11 @@ def attribution_caption(names: list[str], attention: bool) -> str:
 
 def attribution_section(ctx: ReportContext) -> render.Section:
     from ..attribution import explain
-    from ..attribution.lrp.canonize import has_attention
+    from ..attribution.lrp.core import default_composite
 
     maps = explain(ctx.model, ctx.x, ctx.predicted, seed=ctx.seed, quick=True, progress=ctx.progress)
     png = render.attribution_grid(ctx.x, maps, ctx.row_titles)
-    return render.Section("Where does it look", attribution_caption(list(maps), has_attention(ctx.model)),
+    return render.Section("Where does it look", attribution_caption(list(maps), default_composite(ctx.model)),
                           render.img_tag(png, "attribution grid", width=1000))
 
 

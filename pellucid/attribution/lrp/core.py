@@ -183,6 +183,12 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
     return _result(relevance, torch.cat(scores), notes, len(grads))
 
 
+def default_composite(model: nn.Module) -> str:
+    """The composite ``pl.lrp`` runs on ``model`` when none is given: AttnLRP on a model with attention, else
+    epsilon-plus-flat."""
+    return ATTENTION_DEFAULT if has_attention(getattr(model, "net", model)) else DEFAULT
+
+
 def _conditions(net: nn.Module, condition) -> dict[str, list[int]]:
     """``{layer name: channels}`` checked: layers that exist, channels as a list of ints >= 0."""
     if condition is None:
