@@ -132,6 +132,12 @@ def _ones(like: torch.Tensor) -> torch.Tensor:
     return ones
 
 
+def layout(t: torch.Tensor) -> torch.memory_format:
+    """``t``'s memory format: channels-last for a 4-D tensor laid out so (and not contiguous too), else contiguous."""
+    last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return torch.channels_last if last else torch.contiguous_format
+
+
 def memory_format(model: nn.Module) -> torch.memory_format:
     """The layout of the model's first 2-D convolution weights that tell: channels-last or contiguous."""
     for m in model.modules():  # a weight that is both (1x1 kernel, one input channel) does not tell

@@ -28,7 +28,7 @@ from torch import nn
 
 from .._args import prepare
 from .._checks import PellucidError, checked_keywords, forwards, generator
-from .._grad import iter_gradients, row_index
+from .._grad import iter_gradients, layout, row_index
 from .._state import model_state
 from ..registry import Method, register_method
 from .gradients import make_baseline
@@ -61,8 +61,7 @@ def _pool_backward(inp: torch.Tensor, p: torch.Tensor, q: torch.Tensor, lam: tor
     """A max-pool's DeepLIFT backward: ``lambda`` of each window's gradient to the image's arg-max ``p``, ``1 - lambda``
     to the reference's arg-max ``q`` (indices flat per plane), in the input's memory format."""
     shape = inp.shape
-    last = inp.dim() == 4 and inp.is_contiguous(memory_format=torch.channels_last) and not inp.is_contiguous()
-    memory_format = torch.channels_last if last else torch.contiguous_format
+    memory_format = layout(inp)
 
     def backward(grad):
         g = grad.flatten(2)

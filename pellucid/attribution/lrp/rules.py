@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..._checks import PellucidError
+from ..._grad import layout
 from .replay import Replay
 
 STABILIZER = 1e-6
@@ -266,9 +267,7 @@ def _pairs(group: Group, replay: Replay) -> bool:
 def _side_by_side(first: Callable, second: Callable, dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """A parameter modifier giving ``first(W)`` and ``second(W)`` side by side along input channels ``dim``."""
     def both(p: torch.Tensor) -> torch.Tensor:
-        last = p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-        joined = torch.cat([first(p), second(p)], dim)
-        return joined.contiguous(memory_format=torch.channels_last) if last else joined
+        return torch.cat([first(p), second(p)], dim).contiguous(memory_format=layout(p))
     return both
 
 
@@ -282,9 +281,7 @@ def _run_pair(module: nn.Module, group: Group, x: torch.Tensor, fold: float,
     c = x.shape[dim]
     shape = list(x.shape)
     shape[dim] = 2 * c
-    last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    both = torch.empty(shape, dtype=x.dtype, device=x.device,
-                       memory_format=torch.channels_last if last else torch.contiguous_format)
+    both = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout(x))
     torch.clamp(x, min=0, out=both.narrow(dim, 0, c))
     torch.clamp(x, max=0, out=both.narrow(dim, c, c))
     if not replay.direct:
@@ -293,13 +290,21 @@ def _run_pair(module: nn.Module, group: Group, x: torch.Tensor, fold: float,
     bias = module._parameters.get("bias")
     if bias is not None:
         bias = _modified(module, "bias", bias, a.params)
-    if fold:
-        bias = bias + fold if bias is not None else torch.full((weight.shape[0],), fold, dtype=x.dtype,
-                                                               device=x.device)
-    if replay.direct:
-        with torch.no_grad():
-            return both, replay.run(both, weight, bias), fold, weight
-    return both, replay.run(both, weight, bias), fold, None
+    z, used = _call(replay, both, weight, bias, fold)
+    return both, z, fold, used
+
+
+def _call(replay: Replay, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+          shift: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The replayed call on ``x`` with these parameters, ``shift`` added to the bias: ``(z, weight)`` without a
+    graph where the call's own backward is to run, else ``(z, None)`` with one (its padding is a string)."""
+    if shift:
+        bias = bias + shift if bias is not None else torch.full((weight.shape[0],), shift, dtype=x.dtype,
+                                                                device=x.device)
+    if not replay.direct:
+        return replay.run(x, weight, bias), None
+    with torch.no_grad():
+        return replay.run(x, weight, bias), weight
 
 
 def _input_grads(zs: list, xs: list, seeds: list, weights: list, replay: Replay | None) -> list:
@@ -353,13 +358,8 @@ def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0,
         if bias is not None:
             bias = (_modified(module, "bias", bias, part.params) if part.params is not None else bias) \
                 if part.bias else None
-        if shift:
-            bias = bias + shift if bias is not None else torch.full((weight.shape[0],), shift, dtype=x.dtype,
-                                                                    device=x.device)
-        if not replay.direct:  # autograd differentiates the call (its padding is a string)
-            return replay.run(x, weight, bias), bool(shift), None
-        with torch.no_grad():
-            return replay.run(x, weight, bias), bool(shift), weight
+        z, used = _call(replay, x, weight, bias, shift)
+        return z, bool(shift), used
     saved = dict(module._parameters)
     folded = False
     try:
