@@ -265,14 +265,15 @@ _COLUMNS = {
 _COUNTS = dict(enumerate(("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")))
 
 
+_COMPOSITES = {"attnlrp": " (AttnLRP's rules for attention, LayerNorm and GELU, epsilon on every layer)",
+               "epsilon_plus_flat": " (flat on the first layer, z+ on convolutions, epsilon on dense layers)"}
+
+
 def attribution_caption(names: list[str], composite: str) -> str:
     """What the attribution grid's columns are, in their order; LRP names the composite it ran."""
-    from ..attribution.lrp.composites import ATTENTION_DEFAULT
     from ..registry import methods
 
-    lrp = (f"LRP with the {composite} composite (AttnLRP's rules for attention, LayerNorm and GELU, epsilon on every "
-           "layer)" if composite == ATTENTION_DEFAULT else
-           f"LRP with the {composite} composite (flat on the first layer, z+ on convolutions, epsilon on dense layers)")
+    lrp = f"LRP with the {composite} composite{_COMPOSITES.get(composite, '')}"
     parts = [lrp if n == "lrp" else _COLUMNS.get(n, methods()[n].title if n in methods() else n) for n in names]
     listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
     count = _COUNTS.get(len(names), str(len(names)))

@@ -156,7 +156,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
     kept = _conditions(net, condition)
     canon = canonical(net, xn[:1])
     if chosen is None:
-        chosen = plan(ATTENTION_DEFAULT if has_attention(canon.net) else DEFAULT, **settings)
+        chosen = plan(default_composite(canon.net), **settings)
     with canon.lock, model_state(canon.net) as state:
         rules = assign(chosen, {n: canon.modules[n] for n in canon.order}, canon.order, canon.unmerged)
         notes = {n: {"out": [], "in": [], "absorbed": []} for n in names}

@@ -220,7 +220,7 @@ class Rule:
                 terms.append((k, replay.crop(g.mul_(xp.detach()) if fresh else g * xp.detach())))
             else:
                 terms.append((k, g.mul_(xp.detach()) if fresh else xp.detach() * g))
-        r_in = _signed_sum(terms, inplace=fresh or replay is not None)
+        r_in = _signed_sum(terms, inplace=True)  # each term is a tensor of its own (a fresh gradient or a product)
         if r_in is None:  # every part skipped or zero-weighted: nothing passes
             r_in = torch.zeros_like(inp)
         return r_in, (entering - leaving if absorbed else None)
