@@ -209,6 +209,40 @@ def test_kill_9_at_random_points_then_resume(tmp_path):
     assert len(list((out / "overlays").rglob("*.png"))) == n
 
 
+def test_a_job_killed_inside_a_commit_is_read_without_changing_its_folder(tmp_path):
+    """kill -9 while a commit writes its pages leaves a hot journal: a read-only reader cannot roll it back, so
+    read_results reads a rolled-back copy (the committed rows) and the job's files stay as they are."""
+    from pellucid.batch.store import ResultStore
+
+    out = tmp_path / "job"
+    out.mkdir()
+    store = ResultStore(out, ["saliency"])
+    store.commit([{"key": f"k{i}", "position": i, "status": "done", "label": i % 10} for i in range(7)])
+    store.close()
+    table = out / "results.sqlite"
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os, signal, sqlite3
+db = sqlite3.connect({str(table)!r})
+db.execute("PRAGMA cache_size = 1")  # pages go to the file (and the old ones to the journal) before the commit
+db.execute("BEGIN")
+db.executemany("INSERT INTO results (key, position, status) VALUES (?, ?, 'done')",
+               [("x" * 300 + str(i), 100 + i) for i in range(3000)])
+os.kill(os.getpid(), signal.SIGKILL)
+"""], timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    journal = out / "results.sqlite-journal"
+    assert journal.is_file() and journal.stat().st_size > 0
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    rows = pl.read_results(out)
+    assert [(r["key"], r["position"], r["label"]) for r in rows] == [(f"k{i}", i, i % 10) for i in range(7)]
+    assert [r["key"] for r in pl.read_results(out, "done")] == [f"k{i}" for i in range(7)]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files, "reading changed the job's folder"
+    resumed = ResultStore(out, ["saliency"])  # the job's own read-write open rolls the journal back: same rows
+    assert resumed.finished() == {f"k{i}" for i in range(7)}
+    resumed.close()
+    assert not journal.exists()
+
+
 def test_cli_batch_writes_table_maps_and_report(tmp_path, capsys):
     assert main(["batch", "digits-test", "--limit", "6", "--out", str(tmp_path), "--no-progress"]) == 0
     assert "6 explained, 0 failed" in capsys.readouterr().out

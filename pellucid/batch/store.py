@@ -15,7 +15,9 @@ import io
 import json
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -161,7 +163,7 @@ def read_results(out, status: str | None = None) -> list[dict]:
     path = Path(out) / TABLE
     if not path.is_file():
         raise PellucidError(f"no results table at {str(path)!r}; run `pellucid batch` with --out {out} first")
-    with contextlib.closing(_connect(path, readonly=True)) as db:
+    with _reading(path) as db:
         _identify(db, path, new_ok=False)
         db.row_factory = sqlite3.Row
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
@@ -169,6 +171,31 @@ def read_results(out, status: str | None = None) -> list[dict]:
             return [dict(r) for r in db.execute(f"SELECT * FROM results {where} ORDER BY position", args)]
         except sqlite3.Error as e:
             raise PellucidError(f"cannot read {str(path)!r}: {e}") from e
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to ``path``. A job killed inside a commit leaves a hot journal
+    (``results.sqlite-journal``) that must be rolled back before anyone reads, and a read-only
+    connection may not do that ("attempt to write a readonly database"); then the table and its journal
+    are copied to a temporary folder and the copy is rolled back and read: the committed rows, exactly
+    what the resumed job will see, and nothing in the job's folder changes."""
+    journal = path.with_name(path.name + "-journal")
+    with contextlib.closing(_connect(path, readonly=True)) as db:
+        try:
+            db.execute("PRAGMA schema_version").fetchone()
+            hot = False
+        except sqlite3.Error as e:  # anything but a hot journal: _identify names it
+            hot = "readonly" in str(e) and journal.is_file()
+        if not hot:
+            yield db
+            return
+    with tempfile.TemporaryDirectory(prefix="pellucid-read-") as tmp:
+        copy = Path(tmp) / path.name
+        shutil.copyfile(path, copy)
+        shutil.copyfile(journal, copy.with_name(journal.name))
+        with contextlib.closing(_connect(copy)) as db:
+            yield db
 
 
 def check_out(out: Path) -> dict | None:
