@@ -289,6 +289,84 @@ def test_a_layer_that_pads_itself_matches_zennit(photos64):
             assert float((a - b).abs().max()) <= 1e-3 * float(b.abs().max()), name
 
 
+class _Gates(nn.Module):
+    """Convolutions that read signed inputs (each after a convolution with no activation), gated by a ReLU module,
+    ``F.relu``, ``clamp(min=0)`` and a ReLU6; one gated by ``hardtanh(-1, 1)``, which passes negative values."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 1)
+        self.relu, self.p, self.d = nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1, groups=8), nn.Conv2d(8, 12, 1)
+        self.q, self.e = nn.Conv2d(12, 12, 3, padding=1, groups=4), nn.Conv2d(12, 12, 1)
+        self.r, self.f, self.relu6 = nn.Conv2d(12, 10, 1), nn.Conv2d(10, 16, 1), nn.ReLU6()
+        self.s, self.g = nn.Conv2d(16, 8, 1), nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5))
+
+    def forward(self, x):
+        x = self.relu(self.b(self.a(x)))
+        x = nn.functional.relu(self.d(self.p(x)))
+        x = self.e(self.q(x)).clamp(min=0)
+        x = self.relu6(self.f(self.r(x)))
+        x = nn.functional.hardtanh(self.g(self.s(x)), -1.0, 1.0)
+        return self.head(x)
+
+
+def test_a_gated_layer_on_a_signed_input_runs_z_plus_from_its_own_output_and_matches_zennit(photos64, monkeypatch):
+    """z+ and alpha's group on a signed input behind a ReLU-like gate are ``(W x + |W| |x|) / 2``: the layer's output
+    and one convolution on ``|x|``. The gates are found in the probe pass (module, function, clamp, ReLU6; not a
+    hardtanh that passes negative values); the maps equal the direct sums on ``[x+, x-]`` and Zennit's."""
+    pytest.importorskip("zennit")
+    from zennit.composites import EpsilonAlpha2Beta1, EpsilonPlus
+
+    from pellucid.attribution.lrp import rules
+
+    net = seeded(_Gates, 5).eval()
+    model = pl.wrap(net, MEAN, STD)
+    t = torch.tensor([1, 3])
+    xn = (photos64 - model.mean) / model.std
+    assert canonize.canonical(net, xn[:1]).gated == {"b", "d", "e", "f"}
+    calls = []
+    run = rules._run_mirrored
+    monkeypatch.setattr(rules, "_run_mirrored", lambda *a: calls.append(1) or run(*a))
+    for name, made in (("epsilon_plus", EpsilonPlus), ("epsilon_alpha2_beta1", EpsilonAlpha2Beta1)):
+        with made().context(copy.deepcopy(net)) as modified:
+            xi = xn.clone().requires_grad_(True)
+            out = modified(xi)
+            ref = torch.autograd.grad(out, xi, nn.functional.one_hot(t, out.shape[1]) * out)[0]
+        calls.clear()
+        ours = pl.lrp(model, photos64, t, name)
+        assert len(calls) == 4  # b, d, e and f, each on a signed input, once (the two images are one chunk)
+        with monkeypatch.context() as m:
+            m.setattr(rules, "_mirrored", lambda group, epsilon: False)
+            direct = pl.lrp(model, photos64, t, name)
+        for a, b, c in zip(ours, ref, direct):
+            assert corr(a, b) >= 0.9999, name
+            assert float((a - b).abs().max()) <= 1e-3 * float(b.abs().max()), name
+            assert float((a - c).abs().max()) <= 1e-5 * float(c.abs().max()), name
+
+
+def test_a_layer_is_gated_only_when_a_gate_is_all_that_reads_it():
+    """A merged BatchNorm in between still gates; an output read twice, by a leaky ReLU or by a hardtanh that keeps
+    negative values does not."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.bn, self.b = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1)
+            self.c, self.d, self.e = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = torch.relu(self.bn(self.a(x)))
+            y = self.b(x)
+            x = nn.functional.relu(y) + y  # read twice
+            x = nn.functional.leaky_relu(self.c(x))
+            x = nn.functional.hardtanh(self.d(x), 0.0, 6.0)  # a ReLU6 as a function
+            return self.fc(torch.clamp(self.e(x), -1.0).mean((2, 3)))
+
+    net = random_batchnorm(seeded(Net, 2))
+    assert canonize.canonical(net, torch.rand(1, 3, 8, 8)).gated == {"a", "d"}
+
+
 def test_lrp_keeps_nothing_alive_after_it_returns(photos64):
     """The recorded calls tie a forward pass's graph to the rules: what the hooks left must go with the pass (a
     reference cycle through autograd's nodes once kept every call's graph, 230 MB a call on EfficientNet)."""

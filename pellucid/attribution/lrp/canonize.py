@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -45,6 +46,7 @@ class Canonical:
     merged: dict[str, str]
     unmerged: tuple[str, ...]
     signature: tuple
+    gated: frozenset = frozenset()  # layers whose output (merged BatchNorm included) only a ReLU-like gate reads
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -81,7 +83,7 @@ def _build(net: nn.Module, probe: torch.Tensor, sig: tuple) -> Canonical:
     for p in net_copy.parameters():
         p.requires_grad_(False)
         p.grad = None
-    order, pairs = _probe(net_copy, probe)
+    order, pairs, gated = _probe(net_copy, probe)
     modules = dict(net_copy.named_modules())
     merged = {}
     for layer, bn in pairs:
@@ -94,7 +96,7 @@ def _build(net: nn.Module, probe: torch.Tensor, sig: tuple) -> Canonical:
         merged[bn] = layer
     modules = dict(net_copy.named_modules())
     unmerged = tuple(n for n in order if isinstance(modules[n], nn.modules.batchnorm._BatchNorm))
-    return Canonical(net_copy, modules, tuple(order), merged, unmerged, sig)
+    return Canonical(net_copy, modules, tuple(order), merged, unmerged, sig, frozenset(gated))
 
 
 def _merge(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
@@ -135,27 +137,58 @@ def _tensors(value) -> Iterator[torch.Tensor]:
             yield from _tensors(v)
 
 
-class _Uses(TorchFunctionMode):
-    """Counts the uses of watched tensors by torch functions outside the leaf module that received them."""
+_GATE_FUNCTIONS = {torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, torch.Tensor.relu, torch.Tensor.relu_}
+_BOUNDED_FUNCTIONS = {F.hardtanh: ("min_val", -1.0), F.hardtanh_: ("min_val", -1.0), torch.clamp: ("min", None),
+                      torch.clamp_min: ("min", None), torch.clip: ("min", None), torch.Tensor.clamp: ("min", None),
+                      torch.Tensor.clamp_min: ("min", None), torch.Tensor.clip: ("min", None)}
 
-    def __init__(self, watched: dict, uses: Counter, stack: list):
+
+def _gate_module(module: nn.Module) -> bool:
+    """Whether ``module`` zeroes its input wherever it is <= 0 (and so its gradient there): a ReLU, a ReLU6."""
+    return isinstance(module, nn.ReLU) or isinstance(module, nn.Hardtanh) and module.min_val >= 0
+
+
+def _gate_call(func, args: tuple, kwargs: dict) -> bool:
+    """Whether the call is such a gate on its first argument: ``relu``, ``relu6``, ``hardtanh`` or a clamp whose
+    lower bound is >= 0."""
+    if func in _GATE_FUNCTIONS:
+        return True
+    if func not in _BOUNDED_FUNCTIONS:
+        return False
+    name, default = _BOUNDED_FUNCTIONS[func]
+    low = kwargs.get(name, args[1] if len(args) > 1 else default)
+    return isinstance(low, int | float) and not isinstance(low, bool) and low >= 0
+
+
+class _Uses(TorchFunctionMode):
+    """Counts the uses of watched tensors by torch functions outside the leaf module that received them, and
+    among them the uses as the input of a ReLU-like gate."""
+
+    def __init__(self, watched: dict, uses: Counter, gates: Counter, stack: list):
         super().__init__()
-        self.watched, self.uses, self.stack = watched, uses, stack
+        self.watched, self.uses, self.gates, self.stack = watched, uses, gates, stack
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         if any(True for _ in _tensors(out)):  # .shape, .dim(): reading a size is no use of the values
             inside = self.stack[-1] if self.stack else ()
             for t in _tensors((args, kwargs)):
                 if id(t) in self.watched and id(t) not in inside:
                     self.uses[id(t)] += 1
+                    if args and t is args[0] and _gate_call(func, args, kwargs):
+                        self.gates[id(t)] += 1
         return out
 
 
-def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, str]]]:
-    """Run ``net`` once; return its leaf layers in call order and the (layer, BatchNorm) pairs to merge."""
+def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, str]], set[str]]:
+    """Run ``net`` once; return its leaf layers in call order, the (layer, BatchNorm) pairs to merge, and the
+    layers whose output (after the BatchNorm merged into them) only a ReLU-like gate reads."""
     produced: dict[int, str] = {}  # id(output) -> mergeable layer that produced it
+    watched: dict[int, str] = {}  # the mergeable layers' and the BatchNorms' outputs
+    bn_output: dict[str, int] = {}
     uses: Counter = Counter()
+    gates: Counter = Counter()
     calls: Counter = Counter()
     bn_input: dict[str, int] = {}
     stack: list[set] = []
@@ -169,8 +202,10 @@ def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, 
             if calls[name] == 1 and leaf:
                 order.append(name)
             ids = {id(t) for t in _tensors(inputs)}
-            for i in ids & produced.keys():
+            for i in ids & watched.keys():
                 uses[i] += 1
+                if _gate_module(module) and inputs and id(inputs[0]) == i:
+                    gates[i] += 1
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and inputs and isinstance(inputs[0], torch.Tensor):
                 bn_input[name] = id(inputs[0])
             stack.append(ids)
@@ -180,7 +215,11 @@ def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, 
         def hook(module, inputs, output):
             stack.pop()
             if isinstance(module, _MERGEABLE) and isinstance(output, torch.Tensor):
-                produced[id(output)] = name
+                produced[id(output)] = watched[id(output)] = name
+                alive.append(output)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm) and isinstance(output, torch.Tensor):
+                bn_output[name] = id(output)
+                watched[id(output)] = name
                 alive.append(output)
         return hook
 
@@ -189,7 +228,7 @@ def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, 
             leaf = not any(True for _ in m.children())
             if leaf or isinstance(m, nn.modules.batchnorm._BatchNorm):  # timm's BatchNormAct2d has children
                 handles += [m.register_forward_pre_hook(before(name, leaf)), m.register_forward_hook(after(name))]
-        with torch.no_grad(), _Uses(produced, uses, stack):
+        with torch.no_grad(), _Uses(watched, uses, gates, stack):
             net(x)
     finally:
         for h in handles:
@@ -203,7 +242,10 @@ def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, 
         b, m = modules[bn], modules[layer]
         if b.running_mean is not None and b.running_var is not None and m.weight.shape[0] == b.num_features:
             pairs.append((layer, bn))
-    return order, pairs
+    last = {layer: bn_output.get(bn) for layer, bn in pairs}  # what the network reads of a merged layer
+    gated = {layer for i, layer in produced.items()
+             if calls[layer] == 1 and uses[last.get(layer, i)] == 1 and gates[last.get(layer, i)] == 1}
+    return order, pairs, gated
 
 
 def mirror_hooks(state: ModelState, original: nn.Module, canon: Canonical) -> None:

@@ -92,8 +92,8 @@ class _Ruled:
 
     reads_output = False  # no copy of the output: its version tells whether something changed it in place
 
-    def __init__(self, rule: Rule, recorder: Recorder, note=None):
-        self.rule, self.recorder, self.note = rule, recorder, note
+    def __init__(self, rule: Rule, recorder: Recorder, note=None, gated: bool = False):
+        self.rule, self.recorder, self.note, self.gated = rule, recorder, note, gated
 
     def bind(self, module, inp, out):
         replay = self.recorder.take(module, inp, out)  # taken on every call: the next call records its own
@@ -108,7 +108,8 @@ class _Ruled:
         if out._version != versions[1] and self.rule.reads_output:  # changed in place further on: run the layer again
             with torch.enable_grad():
                 out = module.forward(inp)
-        r_in, absorbed = self.rule.relevance(module, inp, out, grad, absorbed=self.note is not None, replay=replay)
+        r_in, absorbed = self.rule.relevance(module, inp, out, grad, absorbed=self.note is not None, replay=replay,
+                                             gated=self.gated)
         if self.note is not None:
             self.note(absorbed)
         return r_in
@@ -164,8 +165,8 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
         ruled = [canon.modules[n] for n in rules]
         recorder = Recorder({id(m._parameters["weight"]): m._parameters.get("bias") for m in ruled
                              if isinstance(m._parameters.get("weight"), torch.Tensor)})
-        apply_rules(state, {canon.modules[n]: _Ruled(r, recorder, notes[n]["absorbed"].append if n in notes else None)
-                            for n, r in rules.items()})
+        apply_rules(state, {canon.modules[n]: _Ruled(r, recorder, notes[n]["absorbed"].append if n in notes else None,
+                                                     n in canon.gated) for n, r in rules.items()})
         for name, channels in kept.items():
             state.forward_hook(canon.modules[name], _keep_hook(name, channels))
         for name in names:

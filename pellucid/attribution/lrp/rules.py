@@ -132,16 +132,21 @@ class Rule:
     @property
     def reads_output(self) -> bool:
         """Whether the rule reads the forward pass's output (the module's output must then stay unchanged)."""
-        return any(p.plain for g in self.groups for p in g.parts) or any(g.where for g in self.groups)
+        return any(p.plain for g in self.groups for p in g.parts) or any(g.where for g in self.groups) \
+            or any(_mirrored(g, self.epsilon) for g in self.groups)
 
     def relevance(self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor, r: torch.Tensor,
-                  absorbed: bool = False, replay: Replay | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  absorbed: bool = False, replay: Replay | None = None,
+                  gated: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(R_in, absorbed per image or None)`` for relevance ``r`` at ``module``'s output ``out``.
 
         ``inp`` and ``out`` are the forward pass's tensors (with their graph: a plain part differentiates it).
         ``replay``: how the layer ran its convolution or linear map (:mod:`.replay`); the parts then run that call
         on the tensor it read (no second padding), and a group of a positive and a negative part runs as one call
         on both halves side by side (``[x+, x-]`` against ``[W+, W-]``: one convolution instead of two).
+        ``gated``: the network reads the layer's output only through a ReLU-like gate, so no relevance arrives where
+        the output is <= 0; z+ (and alpha's group) on a signed input then runs from the layer's own output and one
+        call on ``|x|`` (:func:`_run_mirrored`), whose rounding that bounds.
         """
         x = inp.detach() if replay is None else replay.input.detach()
         direct = replay is not None and replay.direct  # the layer's own backward is called, not autograd
@@ -151,6 +156,17 @@ class Rule:
         leaving = torch.zeros_like(entering) if absorbed else None
         for group in self.groups:
             if group.weight == 0:
+                continue
+            if gated and replay is not None and replay.direct and not absorbed and not nonneg \
+                    and _mirrored(group, self.epsilon):
+                seen = r if group.where is None else r * group.where(out.detach())
+                xa, s, weight, wa = _run_mirrored(module, x, out.detach(), seen, self.epsilon, replay)
+                zs += [None, None]
+                xs += [x, xa]
+                seeds += [s, s]
+                scale += [group.weight, group.weight]
+                paired += [False, False]
+                weights += [weight, wa]
                 continue
             parts, shift = [], 0.0  # shift: the stabilizer, when a part's bias carried it
             if replay is not None and not absorbed and not nonneg and _pairs(group, replay):
@@ -261,6 +277,49 @@ def _pairs(group: Group, replay: Replay) -> bool:
     a, b = group.parts
     return (a.inputs is positive and b.inputs is negative and a.params is not None and b.params is not None
             and a.bias and not b.bias and a.sign == b.sign == 1)
+
+
+def _mirrored(group: Group, epsilon: float | None) -> bool:
+    """Whether ``group`` is ``x+`` through ``W+`` with its bias and ``x-`` through ``W-`` (z+, alpha's group), of
+    sign +1 and stabilized: its sum is ``(W x + |W| |x|) / 2`` plus its bias, the layer's own output and one call
+    on ``|x|`` (:func:`_run_mirrored`) instead of a call on both signs of ``x``. (Beta's group, ``(W x - |W| |x|)
+    / 2``, cancels where relevance does arrive: 1% of the map's maximum on EfficientNet-Lite0; it keeps its parts.)"""
+    if len(group.parts) != 2 or epsilon is None or group.sign != 1:
+        return False
+    a, b = group.parts
+    return (a.inputs is positive and b.inputs is negative and a.params is plus and b.params is minus and a.bias
+            and not b.bias and a.sign == b.sign == 1)
+
+
+@functools.cache
+def _mirror_bias(epsilon: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The bias of the call on ``|x|`` in :func:`_run_mirrored`: ``2 b+ - b + 2 epsilon``."""
+    return lambda b: 2 * b.clamp(min=0) - b + 2 * epsilon
+
+
+def _run_mirrored(module: nn.Module, x: torch.Tensor, out: torch.Tensor, seen: torch.Tensor, epsilon: float,
+                  replay: Replay) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A :func:`_mirrored` group from the layer's output ``out = W x + b`` and one call on ``|x|``: since
+    ``W+ x+ + W- x- = (W x + |W| |x|) / 2``, ``2 z = out + run(|x|, |W|, 2 b+ - b + 2 epsilon)``, the group's sum
+    with its bias and stabilizer. The relevance ``x+ W+^T s + x- W-^T s`` is likewise ``x W^T s' + |x| |W|^T s'``
+    with ``s' = R / 2 z``: returns ``(|x|, s', W, |W|)``, the inputs, seed and weights of those two terms.
+
+    Where most terms of an output are negative, ``out`` and the call on ``|x|`` cancel and rounding grows with
+    their ratio; a gated layer (see :meth:`Rule.relevance`) gets relevance only where ``out > 0``, where the
+    positive terms outweigh the negative ones, so the ratio stays below about 2 (equal to the direct sum to
+    ~1e-7 of the map's maximum on EfficientNet-Lite0)."""
+    weight = module._parameters["weight"]
+    wa = _modified(module, "weight", weight, torch.abs)
+    bias = module._parameters.get("bias")
+    if bias is not None:
+        c = _modified(module, "bias", bias, _mirror_bias(epsilon))
+    else:
+        c = torch.full((weight.shape[0],), 2 * epsilon, dtype=x.dtype, device=x.device)
+    xa = x.abs()
+    with torch.no_grad():
+        z = replay.run(xa, wa, c).add_(out)
+    z = z.clamp_min_(2 * epsilon)  # rounding must not carry a sum of non-negative terms past the stabilizer
+    return xa, torch.div(seen, z, out=z), weight, wa
 
 
 @functools.lru_cache(maxsize=32)  # bounded: rules built anew with their own modifiers do not pile up
