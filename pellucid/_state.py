@@ -58,19 +58,23 @@ class ModelState:
 
 
 @contextmanager
-def model_state(model: nn.Module, train: bool = False, freeze: bool = True) -> Iterator[ModelState]:
+def model_state(model: nn.Module, train: bool = False, freeze: bool = True,
+                private: bool = False) -> Iterator[ModelState]:
     """Put ``model`` in eval mode (or train mode) with frozen parameters; restore everything on exit.
 
     Freezing the parameters means autograd computes input gradients only, which is both faster and
-    guarantees that no parameter gradient is produced.
+    guarantees that no parameter gradient is produced. ``private``: ``model`` is a copy of pellucid's own,
+    made in eval mode with frozen parameters and used only so (LRP's canonical copy): only the hooks and
+    attributes set through the state are undone (a walk over every module and parameter saved per call).
     """
-    modes = [(m, m.training) for m in model.modules()]
-    params = list(model.parameters())
+    modes = [] if private else [(m, m.training) for m in model.modules()]
+    params = [] if private else list(model.parameters())
     flags = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
     state = ModelState(model)
     try:
-        model.train(train)
+        if not private:
+            model.train(train)
         if freeze:
             for p in params:
                 p.requires_grad_(False)

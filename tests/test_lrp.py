@@ -14,6 +14,7 @@ from torch import nn
 import pellucid as pl
 from pellucid._checks import PellucidError
 from pellucid._grad import predictions
+from pellucid._state import hook_count
 from pellucid.attribution.lrp import canonize, make_rule
 from pellucid.models.base import seeded
 
@@ -549,6 +550,9 @@ def test_the_canonical_copy_is_cached_until_a_weight_changes(digits_model, digit
     before = pl.lrp(model, x, y)
     canon = canonize._CACHE[model.net]
     assert torch.equal(pl.lrp(model, x, y), before) and canonize._CACHE[model.net] is canon
+    # the copy is pellucid's own: calls leave it as it was made (eval mode, frozen, no gradient, no hook)
+    assert not any(m.training for m in canon.net.modules()) and hook_count(canon.net) == 0
+    assert not any(p.requires_grad or p.grad is not None for p in canon.net.parameters())
     with torch.no_grad():
         model.net.bn2.running_var.mul_(4)
     after = pl.lrp(model, x, y)

@@ -92,7 +92,7 @@ def _build(net: nn.Module, probe: torch.Tensor, sig: tuple) -> Canonical:
             _neutralize(modules[bn])
         else:
             parent, _, child = bn.rpartition(".")
-            setattr(net_copy.get_submodule(parent), child, nn.Identity())
+            setattr(net_copy.get_submodule(parent), child, nn.Identity().eval())
         merged[bn] = layer
     modules = dict(net_copy.named_modules())
     unmerged = tuple(n for n in order if isinstance(modules[n], nn.modules.batchnorm._BatchNorm))

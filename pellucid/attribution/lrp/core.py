@@ -158,7 +158,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
     canon = canonical(net, xn[:1])
     if chosen is None:
         chosen = plan(default_composite(canon.net), **settings)
-    with canon.lock, model_state(canon.net) as state:
+    with canon.lock, model_state(canon.net, private=True) as state:
         rules = assign(chosen, {n: canon.modules[n] for n in canon.order}, canon.order, canon.unmerged)
         notes = {n: {"out": [], "in": [], "absorbed": []} for n in names}
         mirror_hooks(state, net, canon)

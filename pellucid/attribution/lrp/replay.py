@@ -18,6 +18,7 @@ not, an unbatched input) runs the module as before.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,24 +44,25 @@ class Replay:
     def run(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return self.func(x, weight, bias, *self.rest, **self.kwargs)
 
-    @property
+    @functools.cached_property  # a replay is frozen: what it tells is worked out once
     def channel_dim(self) -> int:
         """The dimension of input channels: 1 for a convolution, the last for a linear map."""
         return 1 if self.func in CONVS else -1
 
-    @property
+    @functools.cached_property
     def groups(self) -> int:
-        return int(self._conv_args()[3]) if self.func in CONVS else 1
+        return int(self._conv_args[3]) if self.func in CONVS else 1
 
-    @property
+    @functools.cached_property
     def direct(self) -> bool:
         """Whether :meth:`input_grad` can compute this call's backward itself (a linear map, or a convolution whose
         stride, padding and dilation are numbers: not ``padding="same"``)."""
         if self.func is LINEAR:
             return not self.kwargs
         return all(isinstance(v, int) or isinstance(v, tuple | list) and all(isinstance(i, int) for i in v)
-                   for v in self._conv_args()[:3])
+                   for v in self._conv_args[:3])
 
+    @functools.cached_property
     def _conv_args(self) -> tuple:
         names = ("stride", "padding", "dilation", "groups")
         defaults = (1, 0, 1, 1)
@@ -71,11 +73,15 @@ class Replay:
         """``d run(x, weight, .) / d x^T grad``: the call's own backward, without a graph."""
         if self.func is LINEAR:
             return grad.matmul(weight)
+        return torch.ops.aten.convolution_backward(grad, x, weight, None, *self._backward_args, [True, False, False])[0]
+
+    @functools.cached_property
+    def _backward_args(self) -> tuple:
+        """``aten.convolution_backward``'s stride, padding, dilation, transposed, output padding and groups."""
         d = CONVS[self.func]
-        stride, padding, dilation, groups = self._conv_args()
+        stride, padding, dilation, groups = self._conv_args
         per_dim = [list(v) if isinstance(v, tuple | list) else [v] * d for v in (stride, padding, dilation)]
-        return torch.ops.aten.convolution_backward(grad, x, weight, None, *per_dim, False, [0] * d, groups,
-                                                   [True, False, False])[0]
+        return (*per_dim, False, [0] * d, groups)
 
     def crop(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` (shaped like ``input``) cut back to the layer's input: the padding removed (a view)."""
