@@ -157,16 +157,16 @@ class Rule:
         for group in self.groups:
             if group.weight == 0:
                 continue
-            if gated and replay is not None and replay.direct and not absorbed and not nonneg \
+            if gated and replay is not None and replay.direct and replay.groups == 1 and not absorbed and not nonneg \
                     and _mirrored(group, self.epsilon):
                 seen = r if group.where is None else r * group.where(out.detach())
-                xa, s, weight, wa = _run_mirrored(module, x, out.detach(), seen, self.epsilon, replay)
-                zs += [None, None]
-                xs += [x, xa]
-                seeds += [s, s]
-                scale += [group.weight, group.weight]
-                paired += [False, False]
-                weights += [weight, wa]
+                xa, s, both = _run_mirrored(module, x, out.detach(), seen, self.epsilon, replay)
+                zs.append(None)
+                xs.append(_widened(x, replay.channel_dim))
+                seeds.append(s)
+                scale.append(group.weight)
+                paired.append((x, xa))
+                weights.append(both)
                 continue
             parts, shift = [], 0.0  # shift: the stabilizer, when a part's bias carried it
             if replay is not None and not absorbed and not nonneg and _pairs(group, replay):
@@ -227,7 +227,12 @@ class Rule:
         fresh = len({g.data_ptr() for g in grads} - taken) == len(grads)
         terms = []
         for k, xp, g, pair in zip(scale, xs, grads, paired):
-            if pair:  # [x+, x-] side by side: the two halves' products add up
+            if isinstance(pair, tuple):  # a mirrored group: [W^T s', |W|^T s'] side by side, against x and |x|
+                c = x.shape[replay.channel_dim]
+                first, second = g.narrow(replay.channel_dim, 0, c), g.narrow(replay.channel_dim, c, c)
+                prod = first.mul_(pair[0]) if fresh else first * pair[0]
+                terms.append((k, replay.crop(torch.addcmul(prod, second, pair[1]))))
+            elif pair:  # [x+, x-] side by side: the two halves' products add up
                 c = x.shape[replay.channel_dim]
                 prod = g.mul_(xp.detach()) if fresh else xp.detach() * g
                 g = torch.add(prod.narrow(replay.channel_dim, 0, c), prod.narrow(replay.channel_dim, c, c))
@@ -298,11 +303,12 @@ def _mirror_bias(epsilon: float) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _run_mirrored(module: nn.Module, x: torch.Tensor, out: torch.Tensor, seen: torch.Tensor, epsilon: float,
-                  replay: Replay) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  replay: Replay) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A :func:`_mirrored` group from the layer's output ``out = W x + b`` and one call on ``|x|``: since
     ``W+ x+ + W- x- = (W x + |W| |x|) / 2``, ``2 z = out + run(|x|, |W|, 2 b+ - b + 2 epsilon)``, the group's sum
     with its bias and stabilizer. The relevance ``x+ W+^T s + x- W-^T s`` is likewise ``x W^T s' + |x| |W|^T s'``
-    with ``s' = R / 2 z``: returns ``(|x|, s', W, |W|)``, the inputs, seed and weights of those two terms.
+    with ``s' = R / 2 z``: returns ``(|x|, s', [W, |W|])``, the weights side by side along input channels (an
+    ungrouped layer), for one backward call on ``s'``.
 
     Where most terms of an output are negative, ``out`` and the call on ``|x|`` cancel and rounding grows with
     their ratio; a gated layer (see :meth:`Rule.relevance`) gets relevance only where ``out > 0``, where the
@@ -319,7 +325,20 @@ def _run_mirrored(module: nn.Module, x: torch.Tensor, out: torch.Tensor, seen: t
     with torch.no_grad():
         z = replay.run(xa, wa, c).add_(out)
     z = z.clamp_min_(2 * epsilon)  # rounding must not carry a sum of non-negative terms past the stabilizer
-    return xa, torch.div(seen, z, out=z), weight, wa
+    both = _modified(module, "weight", weight, _side_by_side(_same, torch.abs, 1))
+    return xa, torch.div(seen, z, out=z), both
+
+
+def _same(p: torch.Tensor) -> torch.Tensor:
+    return p
+
+
+def _widened(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """An uninitialized tensor like ``x`` with twice its channels: the input's shape for a backward call of weights
+    side by side (its values are never read; its pages are never touched)."""
+    shape = list(x.shape)
+    shape[dim] *= 2
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout(x))
 
 
 @functools.lru_cache(maxsize=32)  # bounded: rules built anew with their own modifiers do not pile up
