@@ -346,6 +346,31 @@ def test_a_gated_layer_on_a_signed_input_runs_z_plus_from_its_own_output_and_mat
             assert float((a - c).abs().max()) <= 1e-5 * float(c.abs().max()), name
 
 
+def test_a_layer_gated_in_place_is_gated(photos64):
+    """An in-place gate (``y.relu_()``; LRP's forward drops ``inplace=True`` arguments, not in-place methods) gates:
+    what reads its output later reads the gate's output. z+ then runs from the layer's output, which the gate
+    changed only where no relevance arrives: the map is that of the same net with the ReLU out of place."""
+    class Net(nn.Module):
+        def __init__(self, mode: str):
+            super().__init__()
+            self.mode = mode  # not "inplace": the canonical copy turns a module's inplace flag off
+            self.a, self.b, self.fc = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 8, 1), nn.Linear(8, 4)
+
+        def forward(self, x):
+            y = self.b(self.a(x))
+            x = y.relu_() if self.mode == "in place" else y.relu()
+            return self.fc(x.mean((2, 3)))
+
+    plain = seeded(lambda: Net("plain"), 4).eval()
+    inplace = Net("in place").eval()
+    inplace.load_state_dict(plain.state_dict())
+    t = torch.tensor([0, 3])
+    want = pl.lrp(pl.wrap(plain, MEAN, STD), photos64, t, "epsilon_plus")
+    got = pl.lrp(pl.wrap(inplace, MEAN, STD), photos64, t, "epsilon_plus")
+    assert canonize._CACHE[inplace].gated == {"b"}
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
+
+
 def test_a_layer_is_gated_only_when_a_gate_is_all_that_reads_it():
     """A merged BatchNorm in between still gates; an output read twice, by a leaky ReLU or by a hardtanh that keeps
     negative values does not."""

@@ -140,7 +140,11 @@ def _tensors(value) -> Iterator[torch.Tensor]:
 _GATE_FUNCTIONS = {torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, torch.Tensor.relu, torch.Tensor.relu_}
 _BOUNDED_FUNCTIONS = {F.hardtanh: ("min_val", -1.0), F.hardtanh_: ("min_val", -1.0), torch.clamp: ("min", None),
                       torch.clamp_min: ("min", None), torch.clip: ("min", None), torch.Tensor.clamp: ("min", None),
-                      torch.Tensor.clamp_min: ("min", None), torch.Tensor.clip: ("min", None)}
+                      torch.Tensor.clamp_min: ("min", None), torch.Tensor.clip: ("min", None),
+                      torch.Tensor.clamp_: ("min", None), torch.Tensor.clamp_min_: ("min", None),
+                      torch.Tensor.clip_: ("min", None)}
+_IN_PLACE = {torch.relu_, F.relu_, torch.Tensor.relu_, F.hardtanh_, torch.Tensor.clamp_, torch.Tensor.clamp_min_,
+             torch.Tensor.clip_}
 
 
 def _gate_module(module: nn.Module) -> bool:
@@ -178,6 +182,8 @@ class _Uses(TorchFunctionMode):
                     self.uses[id(t)] += 1
                     if args and t is args[0] and _gate_call(func, args, kwargs):
                         self.gates[id(t)] += 1
+                        if func in _IN_PLACE or kwargs.get("inplace") is True:
+                            del self.watched[id(t)]  # what reads it from now on reads the gate's output
         return out
 
 

@@ -132,8 +132,7 @@ class Rule:
     @property
     def reads_output(self) -> bool:
         """Whether the rule reads the forward pass's output (the module's output must then stay unchanged)."""
-        return any(p.plain for g in self.groups for p in g.parts) or any(g.where for g in self.groups) \
-            or any(_mirrored(g, self.epsilon) for g in self.groups)
+        return any(p.plain for g in self.groups for p in g.parts) or any(g.where for g in self.groups)
 
     def relevance(self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor, r: torch.Tensor,
                   absorbed: bool = False, replay: Replay | None = None,
@@ -313,7 +312,9 @@ def _run_mirrored(module: nn.Module, x: torch.Tensor, out: torch.Tensor, seen: t
     Where most terms of an output are negative, ``out`` and the call on ``|x|`` cancel and rounding grows with
     their ratio; a gated layer (see :meth:`Rule.relevance`) gets relevance only where ``out > 0``, where the
     positive terms outweigh the negative ones, so the ratio stays below about 2 (equal to the direct sum to
-    ~1e-7 of the map's maximum on EfficientNet-Lite0)."""
+    ~1e-7 of the map's maximum on EfficientNet-Lite0). An in-place gate on the output (``y.relu_()``,
+    ``y.clamp_(0, 6)``) changes it only where no relevance arrives (below 0, above a ReLU6's 6), and autograd
+    allows no other in-place change after it."""
     weight = module._parameters["weight"]
     wa = _modified(module, "weight", weight, torch.abs)
     bias = module._parameters.get("bias")
