@@ -15,7 +15,7 @@ import pellucid as pl
 from pellucid._checks import PellucidError
 from pellucid._grad import predictions
 from pellucid._state import hook_count
-from pellucid.attribution.lrp import canonize, make_rule
+from pellucid.attribution.lrp import canonize, make_rule, reruns
 from pellucid.models.base import seeded
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -327,8 +327,8 @@ def test_a_gated_layer_on_a_signed_input_runs_z_plus_from_its_own_output_and_mat
     xn = (photos64 - model.mean) / model.std
     assert canonize.canonical(net, xn[:1]).gated == {"b", "d", "e", "f"}
     calls = []
-    run = rules._run_mirrored
-    monkeypatch.setattr(rules, "_run_mirrored", lambda *a: calls.append(1) or run(*a))
+    run = rules.run_mirrored
+    monkeypatch.setattr(rules, "run_mirrored", lambda *a: calls.append(1) or run(*a))
     for name, made in (("epsilon_plus", EpsilonPlus), ("epsilon_alpha2_beta1", EpsilonAlpha2Beta1)):
         with made().context(copy.deepcopy(net)) as modified:
             xi = xn.clone().requires_grad_(True)
@@ -549,8 +549,8 @@ def test_pairs_of_modifiers_are_cached_boundedly_and_a_clamp_tells_its_sign_only
     from pellucid.attribution.lrp import rules
 
     for i in range(100):  # rules built anew, each with its own modifiers
-        rules._side_by_side(lambda p, i=i: p + i, rules.minus, 1)
-    assert rules._side_by_side.cache_info().currsize <= 32
+        reruns.side_by_side(lambda p, i=i: p + i, rules.minus, 1)
+    assert reruns.side_by_side.cache_info().currsize <= 32
     y = torch.randn(3, 4, requires_grad=True) * 1
     assert rules._nonnegative(y.clamp(min=0), y.detach().clamp(min=0))
     odd = y.clamp(min=0, max=-1)  # min above max: every value is max, -1
@@ -593,17 +593,16 @@ def test_the_canonical_copy_is_cached_until_a_weight_changes(digits_model, digit
 def test_modified_weights_are_cached_and_bounded(digits_model, digits_batch):
     """z+'s clamped weights are computed once per canonical module and reused; sweeping gamma keeps at most
     MODIFIED_PER_MODULE of them per module, and every sweep value still gets its own weights (its own maps)."""
-    from pellucid.attribution.lrp import rules
 
     x, y = digits_batch[0][:2], digits_batch[1][:2]
     model = copy.deepcopy(digits_model)
     first = pl.lrp(model, x, y)
     conv = canonize._CACHE[model.net].net.conv2
-    cached = {k: v[1] for k, v in rules._MODIFIED[conv].items()}
+    cached = {k: v[1] for k, v in reruns._MODIFIED[conv].items()}
     assert torch.equal(pl.lrp(model, x, y), first)
-    assert all(rules._MODIFIED[conv][k][1] is v for k, v in cached.items())  # reused, not recomputed
+    assert all(reruns._MODIFIED[conv][k][1] is v for k, v in cached.items())  # reused, not recomputed
     maps = [pl.lrp(model, x, y, "epsilon_gamma_box", gamma=g) for g in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)]
-    assert len(rules._MODIFIED[conv]) <= rules.MODIFIED_PER_MODULE
+    assert len(reruns._MODIFIED[conv]) <= reruns.MODIFIED_PER_MODULE
     assert all(not torch.allclose(a, b) for a, b in zip(maps, maps[1:]))
     assert torch.equal(maps[0], pl.lrp(model, x, y, "epsilon_gamma_box", gamma=0.1))
 

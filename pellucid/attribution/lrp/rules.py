@@ -14,8 +14,6 @@ the stabilizer keep (:meth:`Rule.relevance` computes it in closed form when aske
 from __future__ import annotations
 
 import functools
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,8 +21,8 @@ import torch
 from torch import nn
 
 from ..._checks import PellucidError
-from ..._grad import layout
 from .replay import Replay
+from .reruns import input_grads, run, run_mirrored, run_pair, widened
 
 STABILIZER = 1e-6
 """The stabilizer of every rule but epsilon (Zennit's ``stabilizer``): ``z + 1e-6 * sign(z)``."""
@@ -145,7 +143,7 @@ class Rule:
         on both halves side by side (``[x+, x-]`` against ``[W+, W-]``: one convolution instead of two).
         ``gated``: the network reads the layer's output only through a ReLU-like gate, so no relevance arrives where
         the output is <= 0; z+ (and alpha's group) on a signed input then runs from the layer's own output and one
-        call on ``|x|`` (:func:`_run_mirrored`), whose rounding that bounds.
+        call on ``|x|`` (:func:`.reruns.run_mirrored`), whose rounding that bounds.
         """
         x = inp.detach() if replay is None else replay.input.detach()
         direct = replay is not None and replay.direct  # the layer's own backward is called, not autograd
@@ -159,9 +157,9 @@ class Rule:
             if gated and replay is not None and replay.direct and replay.groups == 1 and not absorbed and not nonneg \
                     and _mirrored(group, self.epsilon):
                 seen = r if group.where is None else r * group.where(out.detach())
-                xa, s, both = _run_mirrored(module, x, out.detach(), seen, self.epsilon, replay)
+                xa, s, both = run_mirrored(module, x, out.detach(), seen, self.epsilon, replay)
                 zs.append(None)
-                xs.append(_widened(x, replay.channel_dim))
+                xs.append(widened(x, replay.channel_dim))
                 seeds.append(s)
                 scale.append(group.weight)
                 paired.append((x, xa))
@@ -170,7 +168,8 @@ class Rule:
             parts, shift = [], 0.0  # shift: the stabilizer, when a part's bias carried it
             if replay is not None and not absorbed and not nonneg and _pairs(group, replay):
                 fold = 0.0 if group.sign is None or self.epsilon is None else group.sign * self.epsilon
-                xp, zp, shift, weight = _run_pair(module, group, x, fold, replay)
+                params = (group.parts[0].params, group.parts[1].params)
+                xp, zp, shift, weight = run_pair(module, params, x, fold, replay)
                 parts.append((group.parts[0], xp, zp, weight))
                 pair = True
             else:
@@ -185,7 +184,7 @@ class Rule:
                     xp = xp.detach() if direct else xp.detach().requires_grad_(True)
                     fold = 0.0 if shift or group.sign is None or self.epsilon is None or part.sign != 1 \
                         else group.sign * self.epsilon
-                    zp, folded, weight = _run(module, part, xp, fold, replay)
+                    zp, folded, weight = run(module, part.params, part.bias, xp, fold, replay)
                     shift = shift or (fold if folded else 0.0)
                     parts.append((part, xp, zp, weight))
             if not parts:
@@ -217,10 +216,10 @@ class Rule:
                 paired.append(pair)
                 weights.append(weight)
             if absorbed:
-                bias = _signed_sum([(p.sign, _run(module, p, torch.zeros_like(x if p.plain else xp), 0.0,
+                bias = _signed_sum([(p.sign, run(module, p.params, p.bias, torch.zeros_like(x if p.plain else xp), 0.0,
                                                   replay)[0].detach()) for p, xp, _, _ in parts])
                 leaving += group.weight * (s * (z - shift - bias)).flatten(1).sum(1)
-        grads = _input_grads(zs, xs, seeds, weights, replay)
+        grads = input_grads(zs, xs, seeds, weights, replay)
         # a gradient is a fresh tensor (unless autograd passed a seed through): products and sum go into its memory
         taken = {t.data_ptr() for t in (r, *seeds)}
         fresh = len({g.data_ptr() for g in grads} - taken) == len(grads)
@@ -286,119 +285,13 @@ def _pairs(group: Group, replay: Replay) -> bool:
 def _mirrored(group: Group, epsilon: float | None) -> bool:
     """Whether ``group`` is ``x+`` through ``W+`` with its bias and ``x-`` through ``W-`` (z+, alpha's group), of
     sign +1 and stabilized: its sum is ``(W x + |W| |x|) / 2`` plus its bias, the layer's own output and one call
-    on ``|x|`` (:func:`_run_mirrored`) instead of a call on both signs of ``x``. (Beta's group, ``(W x - |W| |x|)
+    on ``|x|`` (:func:`.reruns.run_mirrored`) instead of a call on both signs of ``x``. (Beta's group, ``(W x - |W| |x|)
     / 2``, cancels where relevance does arrive: 1% of the map's maximum on EfficientNet-Lite0; it keeps its parts.)"""
     if len(group.parts) != 2 or epsilon is None or group.sign != 1:
         return False
     a, b = group.parts
     return (a.inputs is positive and b.inputs is negative and a.params is plus and b.params is minus and a.bias
             and not b.bias and a.sign == b.sign == 1)
-
-
-@functools.cache
-def _mirror_bias(epsilon: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The bias of the call on ``|x|`` in :func:`_run_mirrored`: ``2 b+ - b + 2 epsilon``."""
-    return lambda b: 2 * b.clamp(min=0) - b + 2 * epsilon
-
-
-def _run_mirrored(module: nn.Module, x: torch.Tensor, out: torch.Tensor, seen: torch.Tensor, epsilon: float,
-                  replay: Replay) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A :func:`_mirrored` group from the layer's output ``out = W x + b`` and one call on ``|x|``: since
-    ``W+ x+ + W- x- = (W x + |W| |x|) / 2``, ``2 z = out + run(|x|, |W|, 2 b+ - b + 2 epsilon)``, the group's sum
-    with its bias and stabilizer. The relevance ``x+ W+^T s + x- W-^T s`` is likewise ``x W^T s' + |x| |W|^T s'``
-    with ``s' = R / 2 z``: returns ``(|x|, s', [W, |W|])``, the weights side by side along input channels (an
-    ungrouped layer), for one backward call on ``s'``.
-
-    Where most terms of an output are negative, ``out`` and the call on ``|x|`` cancel and rounding grows with
-    their ratio; a gated layer (see :meth:`Rule.relevance`) gets relevance only where ``out > 0``, where the
-    positive terms outweigh the negative ones, so the ratio stays below about 2 (equal to the direct sum to
-    ~1e-7 of the map's maximum on EfficientNet-Lite0). An in-place gate on the output (``y.relu_()``,
-    ``y.clamp_(0, 6)``) changes it only where no relevance arrives (below 0, above a ReLU6's 6), and autograd
-    allows no other in-place change after it."""
-    weight = module._parameters["weight"]
-    wa = _modified(module, "weight", weight, torch.abs)
-    bias = module._parameters.get("bias")
-    if bias is not None:
-        c = _modified(module, "bias", bias, _mirror_bias(epsilon))
-    else:
-        c = torch.full((weight.shape[0],), 2 * epsilon, dtype=x.dtype, device=x.device)
-    xa = x.abs()
-    with torch.no_grad():
-        z = replay.run(xa, wa, c).add_(out)
-    z = z.clamp_min_(2 * epsilon)  # rounding must not carry a sum of non-negative terms past the stabilizer
-    both = _modified(module, "weight", weight, _side_by_side(_same, torch.abs, 1))
-    return xa, torch.div(seen, z, out=z), both
-
-
-def _same(p: torch.Tensor) -> torch.Tensor:
-    return p
-
-
-def _widened(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """An uninitialized tensor like ``x`` with twice its channels: the input's shape for a backward call of weights
-    side by side (its values are never read; its pages are never touched)."""
-    shape = list(x.shape)
-    shape[dim] *= 2
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout(x))
-
-
-@functools.lru_cache(maxsize=32)  # bounded: rules built anew with their own modifiers do not pile up
-def _side_by_side(first: Callable, second: Callable, dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A parameter modifier giving ``first(W)`` and ``second(W)`` side by side along input channels ``dim``."""
-    def both(p: torch.Tensor) -> torch.Tensor:
-        return torch.cat([first(p), second(p)], dim).contiguous(memory_format=layout(p))
-    return both
-
-
-def _run_pair(module: nn.Module, group: Group, x: torch.Tensor, fold: float,
-              replay: Replay) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
-    """The two parts of a :func:`_pairs` group as one call: ``([x+, x-], z, shift, weight)``, the first part's
-    bias carrying the stabilizer ``fold`` (``weight``: ``[W+, W-]`` when the replay's backward is called directly,
-    else ``None`` and ``[x+, x-]`` requires grad)."""
-    a, b = group.parts
-    dim = replay.channel_dim
-    c = x.shape[dim]
-    shape = list(x.shape)
-    shape[dim] = 2 * c
-    both = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout(x))
-    torch.clamp(x, min=0, out=both.narrow(dim, 0, c))
-    torch.clamp(x, max=0, out=both.narrow(dim, c, c))
-    if not replay.direct:
-        both.requires_grad_(True)
-    weight = _modified(module, "weight", module.weight, _side_by_side(a.params, b.params, 1))
-    bias = module._parameters.get("bias")
-    if bias is not None:
-        bias = _modified(module, "bias", bias, a.params)
-    z, used = _call(replay, both, weight, bias, fold)
-    return both, z, fold, used
-
-
-def _call(replay: Replay, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-          shift: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The replayed call on ``x`` with these parameters, ``shift`` added to the bias: ``(z, weight)`` without a
-    graph where the call's own backward is to run, else ``(z, None)`` with one (its padding is a string)."""
-    if shift:
-        bias = bias + shift if bias is not None else torch.full((weight.shape[0],), shift, dtype=x.dtype,
-                                                                device=x.device)
-    if not replay.direct:
-        return replay.run(x, weight, bias), None
-    with torch.no_grad():
-        return replay.run(x, weight, bias), weight
-
-
-def _input_grads(zs: list, xs: list, seeds: list, weights: list, replay: Replay | None) -> list:
-    """``d z_i / d x_i^T seed_i`` for each part: by the replayed layer's own backward where its weight is given,
-    by autograd on the graph of the others."""
-    grads = [None] * len(zs)
-    traced = [i for i, w in enumerate(weights) if w is None]
-    if traced:
-        found = torch.autograd.grad([zs[i] for i in traced], [xs[i] for i in traced], [seeds[i] for i in traced])
-        for i, g in zip(traced, found):
-            grads[i] = g
-    for i, w in enumerate(weights):
-        if w is not None:
-            grads[i] = replay.input_grad(seeds[i], xs[i], w)
-    return grads
 
 
 def _signed_sum(terms: list[tuple[float, torch.Tensor]], inplace: bool = False) -> torch.Tensor | None:
@@ -422,63 +315,6 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 def _skippable(rule: Rule) -> bool:
     return any(p.inputs is negative and not p.bias for g in rule.groups for p in g.parts)
-
-
-def _run(module: nn.Module, part: Part, x: torch.Tensor, shift: float = 0.0,
-         replay: Replay | None = None) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
-    """``module.forward(x)`` with its own parameters modified by ``part`` (no hooks run), or the layer's recorded
-    call (``replay``) on them; whether ``shift`` went into its bias (the stabilizer rides along in the layer's own
-    bias add: a pass saved); and the weight when the replay's own backward is to run (the call then has no graph),
-    else ``None`` (autograd differentiates it)."""
-    if replay is not None:
-        weight, bias = module._parameters["weight"], module._parameters.get("bias")
-        if part.params is not None:
-            weight = _modified(module, "weight", weight, part.params)
-        if bias is not None:
-            bias = (_modified(module, "bias", bias, part.params) if part.params is not None else bias) \
-                if part.bias else None
-        z, used = _call(replay, x, weight, bias, shift)
-        return z, bool(shift), used
-    saved = dict(module._parameters)
-    folded = False
-    try:
-        for name, p in saved.items():
-            if p is None:
-                continue
-            new = _modified(module, name, p, part.params) if part.params is not None else p
-            if name == "bias":
-                new = new if part.bias else torch.zeros_like(p)
-                if shift:
-                    new, folded = new + shift, True
-            module._parameters[name] = new
-        return module.forward(x), folded, None
-    finally:
-        module._parameters.update(saved)
-
-
-_MODIFIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-MODIFIED_PER_MODULE = 4
-"""Modified parameters kept per module (the default composites need 4: weight and bias, each through plus and
-minus); the least recently used goes first, so sweeping gamma or building rules anew does not grow the cache."""
-
-
-def _modified(module: nn.Module, name: str, p: torch.Tensor, fn: Callable) -> torch.Tensor:
-    """``fn(p)``, kept per module while ``p`` is unchanged (its storage and version): the canonical copy's
-    weights stay the same from call to call, so z+ and its kin modify each weight once, not every pass. The
-    cache lives as long as the module (the model's cached canonical copy)."""
-    cache = _MODIFIED.setdefault(module, OrderedDict())
-    stamp = (p.data_ptr(), p._version, p.dtype, p.device)
-    hit = cache.get((name, fn))
-    if hit is not None and hit[0] == stamp:
-        cache.move_to_end((name, fn))
-        return hit[1]
-    with torch.no_grad():
-        new = fn(p)
-    cache[(name, fn)] = (stamp, new)
-    cache.move_to_end((name, fn))
-    while len(cache) > MODIFIED_PER_MODULE:
-        cache.popitem(last=False)
-    return new
 
 
 # ---------------------------------------------------------------------------------------------
