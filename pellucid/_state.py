@@ -67,6 +67,8 @@ def model_state(model: nn.Module, train: bool = False, freeze: bool = True,
     made in eval mode with frozen parameters and used only so (LRP's canonical copy): only the hooks and
     attributes set through the state are undone (a walk over every module and parameter saved per call).
     """
+    if private and (train or not freeze):
+        raise ValueError("model_state(private=True) keeps the copy as it was made: eval mode, frozen")
     modes = [] if private else [(m, m.training) for m in model.modules()]
     params = [] if private else list(model.parameters())
     flags = [p.requires_grad for p in params]

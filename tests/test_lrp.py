@@ -371,6 +371,114 @@ def test_a_layer_gated_in_place_is_gated(photos64):
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
 
 
+def _with_and_without_mirroring(monkeypatch, model, x, t, composite, **kw):
+    """``pl.lrp`` as it runs, the number of mirrored runs it made, and ``pl.lrp`` with every group on its direct
+    sums (the oracle: ``[x+, x-]`` against ``[W+, W-]``)."""
+    from pellucid.attribution.lrp import rules
+
+    calls = []
+    run = rules.run_mirrored
+    with monkeypatch.context() as m:
+        m.setattr(rules, "run_mirrored", lambda *a: calls.append(1) or run(*a))
+        ours = pl.lrp(model, x, t, composite, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(rules, "_mirrored", lambda group, epsilon: False)
+        direct = pl.lrp(model, x, t, composite, **kw)
+    return ours, len(calls), direct
+
+
+def _padded_gates() -> nn.Module:
+    from pellucid.models.efficientnet import SameConv2d
+
+    return nn.Sequential(SameConv2d(3, 8, 3, 2), SameConv2d(8, 12, 3, 2, bias=True), nn.ReLU6(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5))
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 20), nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
+
+
+@pytest.mark.parametrize("case", ["linear", "padded", "channels_last", "condition", "alpha2beta1"])
+def test_mirrored_runs_equal_the_direct_sums(case, photos64, monkeypatch):
+    """z+ from a gated layer's output on a dense layer (channels last in the input), a layer that pads its input
+    itself (TensorFlow's "same": the relevance is cropped back), channels-last memory, a condition on the gated
+    layer, and alpha-beta (whose beta group keeps its direct sums; the weight cache holds both without refilling)."""
+    from pellucid.attribution.lrp import reruns
+
+    build = {"linear": _mlp, "padded": _padded_gates}.get(case, _Gates)
+    net = seeded(build, 6).eval()
+    x, t, kw = photos64, torch.tensor([2, 4]), {}
+    composite = {nn.Linear: "zplus"} if case == "linear" else "epsilon_alpha2_beta1" if case == "alpha2beta1" \
+        else "epsilon_plus"
+    if case == "channels_last":
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    if case == "condition":
+        kw = {"condition": {"d": [1, 5, 7]}}
+    model = pl.wrap(net, MEAN, STD)
+    ours, mirrored, direct = _with_and_without_mirroring(monkeypatch, model, x, t, composite, **kw)
+    assert mirrored >= 1 and direct.abs().sum() > 0
+    assert torch.allclose(ours, direct, rtol=1e-5, atol=1e-5 * float(direct.abs().max()))
+    if case == "alpha2beta1":  # a third call reuses every modified weight the second one made
+        layer = canonize._CACHE[net].modules["b"]
+        pl.lrp(model, x, t, composite)
+        kept = {k: v[1] for k, v in reruns._MODIFIED[layer].items()}
+        pl.lrp(model, x, t, composite)
+        assert all(reruns._MODIFIED[layer][k][1] is v for k, v in kept.items())
+
+
+def test_what_could_let_relevance_past_a_gate_turns_mirroring_off(photos64, monkeypatch):
+    """A gate changed in place again (``clamp_`` then ``add_``) does not gate; an in-place gate does not let a
+    BatchNorm after it merge into the layer before it; a hook on the model (here one that passes the gradient
+    through a ReLU where it is <= 0) turns gating off for the call."""
+    class Net(nn.Module):
+        def __init__(self, mode: str):
+            super().__init__()
+            self.mode = mode
+            self.a, self.b, self.c = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 8, 1), nn.Conv2d(8, 4, 1)
+            self.bn, self.relu = nn.BatchNorm2d(8), nn.ReLU()
+
+        def forward(self, x):
+            y = self.b(self.a(x))
+            if self.mode == "clamp then add":
+                y.clamp_(min=0)
+                y.add_(0.5)
+            elif self.mode == "out of place":
+                y = y.clamp(min=0) + 0.5
+            elif self.mode == "relu in place, then BatchNorm":
+                y.relu_()
+            else:
+                y = self.relu(y)
+            return self.c(self.bn(y)).mean((2, 3))
+
+    def build(mode):
+        net = random_batchnorm(seeded(lambda: Net("out of place"), 7))
+        net.mode = mode
+        return net
+
+    t = torch.tensor([1, 2])
+    spoiled, plain = build("clamp then add"), build("out of place")
+    want = pl.lrp(pl.wrap(plain, MEAN, STD), photos64, t, "epsilon_plus")
+    got = pl.lrp(pl.wrap(spoiled, MEAN, STD), photos64, t, "epsilon_plus")
+    assert canonize._CACHE[spoiled].gated == frozenset()
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
+
+    inplace = build("relu in place, then BatchNorm")
+    canon = canonize.canonical(inplace, photos64[:1])
+    assert canon.merged == {} and canon.gated == {"b"}
+    with torch.no_grad():
+        assert torch.allclose(canon.net(photos64), inplace(photos64), atol=1e-5)
+
+    hooked = build("module")
+    model = pl.wrap(hooked, MEAN, STD)
+    assert canonize.canonical(hooked, photos64[:1]).gated == {"b"}
+    handle = hooked.relu.register_full_backward_hook(lambda m, grad_in, grad_out: (grad_out[0],))
+    try:
+        ours, mirrored, direct = _with_and_without_mirroring(monkeypatch, model, photos64, t, "epsilon_plus")
+    finally:
+        handle.remove()
+    assert mirrored == 0 and torch.allclose(ours, direct, rtol=1e-5, atol=1e-6 * float(direct.abs().max()))
+
+
 def test_a_layer_is_gated_only_when_a_gate_is_all_that_reads_it():
     """A merged BatchNorm in between still gates; an output read twice, by a leaky ReLU or by a hardtanh that keeps
     negative values does not."""

@@ -144,12 +144,21 @@ _BOUNDED_FUNCTIONS = {F.hardtanh: ("min_val", -1.0), F.hardtanh_: ("min_val", -1
                       torch.Tensor.clamp_: ("min", None), torch.Tensor.clamp_min_: ("min", None),
                       torch.Tensor.clip_: ("min", None)}
 _IN_PLACE = {torch.relu_, F.relu_, torch.Tensor.relu_, F.hardtanh_, torch.Tensor.clamp_, torch.Tensor.clamp_min_,
-             torch.Tensor.clip_}
+             torch.Tensor.clip_}  # gate methods that work in place in LRP's forward pass too (not inplace=True)
 
 
 def _gate_module(module: nn.Module) -> bool:
-    """Whether ``module`` zeroes its input wherever it is <= 0 (and so its gradient there): a ReLU, a ReLU6."""
-    return isinstance(module, nn.ReLU) or isinstance(module, nn.Hardtanh) and module.min_val >= 0
+    """Whether ``module`` zeroes its input wherever it is <= 0 (and so its gradient there): torch's own ReLU,
+    ReLU6 or Hardtanh from 0 (a subclass may override ``forward``)."""
+    return type(module) in (nn.ReLU, nn.ReLU6) or type(module) is nn.Hardtanh and module.min_val >= 0
+
+
+def _in_place(func, kwargs: dict) -> bool:
+    """Whether the call changes its first argument in place (``relu_``, ``add_``, ``+=``, ``inplace=True``; LRP's
+    forward pass drops the last, so an ``inplace=True`` gate is not taken for one)."""
+    name = getattr(func, "__name__", "")
+    return (name.endswith("_") and not name.endswith("__")) or (name.startswith("__i") and name.endswith("__")) \
+        or kwargs.get("inplace") is True
 
 
 def _gate_call(func, args: tuple, kwargs: dict) -> bool:
@@ -165,12 +174,16 @@ def _gate_call(func, args: tuple, kwargs: dict) -> bool:
 
 
 class _Uses(TorchFunctionMode):
-    """Counts the uses of watched tensors by torch functions outside the leaf module that received them, and
-    among them the uses as the input of a ReLU-like gate."""
+    """Counts the uses of watched tensors by torch functions outside the leaf module that received them; among
+    them the uses as the input of a ReLU-like gate; the tensors a gate method changed in place as their first use
+    (``gated_in_place``: what reads them later reads the gate's output), and those changed in place again after
+    that (``spoiled``)."""
 
     def __init__(self, watched: dict, uses: Counter, gates: Counter, stack: list):
         super().__init__()
         self.watched, self.uses, self.gates, self.stack = watched, uses, gates, stack
+        self.gated_in_place: set[int] = set()
+        self.spoiled: set[int] = set()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -180,10 +193,14 @@ class _Uses(TorchFunctionMode):
             for t in _tensors((args, kwargs)):
                 if id(t) in self.watched and id(t) not in inside:
                     self.uses[id(t)] += 1
-                    if args and t is args[0] and _gate_call(func, args, kwargs):
+                    first = args and t is args[0]
+                    if first and _gate_call(func, args, kwargs):
                         self.gates[id(t)] += 1
-                        if func in _IN_PLACE or kwargs.get("inplace") is True:
-                            del self.watched[id(t)]  # what reads it from now on reads the gate's output
+                        if func in _IN_PLACE and self.uses[id(t)] == 1:
+                            self.gated_in_place.add(id(t))
+                    elif id(t) in self.gated_in_place and (first and _in_place(func, kwargs)
+                                                          or kwargs.get("out") is t):
+                        self.spoiled.add(id(t))
         return out
 
 
@@ -234,7 +251,7 @@ def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, 
             leaf = not any(True for _ in m.children())
             if leaf or isinstance(m, nn.modules.batchnorm._BatchNorm):  # timm's BatchNormAct2d has children
                 handles += [m.register_forward_pre_hook(before(name, leaf)), m.register_forward_hook(after(name))]
-        with torch.no_grad(), _Uses(watched, uses, gates, stack):
+        with torch.no_grad(), _Uses(watched, uses, gates, stack) as seen:
             net(x)
     finally:
         for h in handles:
@@ -249,14 +266,19 @@ def _probe(net: nn.Module, x: torch.Tensor) -> tuple[list[str], list[tuple[str, 
         if b.running_mean is not None and b.running_var is not None and m.weight.shape[0] == b.num_features:
             pairs.append((layer, bn))
     last = {layer: bn_output.get(bn) for layer, bn in pairs}  # what the network reads of a merged layer
-    gated = {layer for i, layer in produced.items()
-             if calls[layer] == 1 and uses[last.get(layer, i)] == 1 and gates[last.get(layer, i)] == 1}
+
+    def gate_only(i) -> bool:  # read by one gate and nothing else, or first by a gate method in place
+        return uses[i] == 1 and gates[i] == 1 or i in seen.gated_in_place and i not in seen.spoiled
+
+    gated = {layer for i, layer in produced.items() if calls[layer] == 1 and gate_only(last.get(layer, i))}
     return order, pairs, gated
 
 
-def mirror_hooks(state: ModelState, original: nn.Module, canon: Canonical) -> None:
+def mirror_hooks(state: ModelState, original: nn.Module, canon: Canonical) -> bool:
     """Give the copy's modules the hooks the caller's modules have now (until ``state`` exits): a hook on the
-    model runs in LRP's forward pass as in any other method's (one on a merged BatchNorm runs on its output)."""
+    model runs in LRP's forward pass as in any other method's (one on a merged BatchNorm runs on its output).
+    Returns whether there was any (a hook may change what the probe pass saw, such as which layers are gated)."""
+    mirrored = False
     for name, m in original.named_modules():
         twin = canon.modules.get(name)
         if twin is None:
@@ -265,6 +287,8 @@ def mirror_hooks(state: ModelState, original: nn.Module, canon: Canonical) -> No
             hooks = getattr(m, d, None)
             if hooks:
                 state.set_attr(twin, d, type(hooks)(hooks))
+                mirrored = True
+    return mirrored
 
 
 def has_attention(net: nn.Module) -> bool:

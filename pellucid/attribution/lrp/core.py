@@ -161,12 +161,12 @@ def lrp(model: nn.Module, x: torch.Tensor, target, composite=None, *, epsilon: f
     with canon.lock, model_state(canon.net, private=True) as state:
         rules = assign(chosen, {n: canon.modules[n] for n in canon.order}, canon.order, canon.unmerged)
         notes = {n: {"out": [], "in": [], "absorbed": []} for n in names}
-        mirror_hooks(state, net, canon)
+        gated = frozenset() if mirror_hooks(state, net, canon) else canon.gated  # a hook may let relevance past a gate
         ruled = [canon.modules[n] for n in rules]
         recorder = Recorder({id(m._parameters["weight"]): m._parameters.get("bias") for m in ruled
                              if isinstance(m._parameters.get("weight"), torch.Tensor)})
         apply_rules(state, {canon.modules[n]: _Ruled(r, recorder, notes[n]["absorbed"].append if n in notes else None,
-                                                     n in canon.gated) for n, r in rules.items()})
+                                                     n in gated) for n, r in rules.items()})
         for name, channels in kept.items():
             state.forward_hook(canon.modules[name], _keep_hook(name, channels))
         for name in names:

@@ -39,8 +39,8 @@ def run_mirrored(module: nn.Module, x: torch.Tensor, out: torch.Tensor, seen: to
     their ratio; a gated layer (see :meth:`.rules.Rule.relevance`) gets relevance only where ``out > 0``, where the
     positive terms outweigh the negative ones, so the ratio stays below about 2 (equal to the direct sum to
     ~1e-7 of the map's maximum on EfficientNet-Lite0). An in-place gate on the output (``y.relu_()``,
-    ``y.clamp_(0, 6)``) changes it only where no relevance arrives (below 0, above a ReLU6's 6), and autograd
-    allows no other in-place change after it."""
+    ``y.clamp_(0, 6)``) changes it only where no relevance arrives (below 0, above a ReLU6's 6); a layer whose output
+    is changed in place again after that is not gated (:func:`~.canonize._probe`)."""
     weight = module._parameters["weight"]
     wa = modified(module, "weight", weight, torch.abs)
     bias = module._parameters.get("bias")
@@ -160,9 +160,11 @@ def run(module: nn.Module, params: Callable | None, keep_bias: bool, x: torch.Te
 
 
 _MODIFIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-MODIFIED_PER_MODULE = 4
-"""Modified parameters kept per module (the default composites need 4: weight and bias, each through plus and
-minus); the least recently used goes first, so sweeping gamma or building rules anew does not grow the cache."""
+MODIFIED_PER_MODULE = 8
+"""Modified parameters kept per module (alpha-beta on a gated layer with a signed input needs 5: ``|W|``, ``[W,
+|W|]`` and the mirrored bias for alpha's group, ``[W-, W+]`` and ``b-`` for beta's; a layer that sees inputs of
+both signs in turn needs the z+ pair's 2 as well); the least recently used goes first, so sweeping gamma or
+building rules anew does not grow the cache."""
 
 
 def modified(module: nn.Module, name: str, p: torch.Tensor, fn: Callable) -> torch.Tensor:

@@ -143,7 +143,7 @@ class Rule:
         on both halves side by side (``[x+, x-]`` against ``[W+, W-]``: one convolution instead of two).
         ``gated``: the network reads the layer's output only through a ReLU-like gate, so no relevance arrives where
         the output is <= 0; z+ (and alpha's group) on a signed input then runs from the layer's own output and one
-        call on ``|x|`` (:func:`.reruns.run_mirrored`), whose rounding that bounds.
+        call on ``|x|`` (:func:`.reruns.run_mirrored`), whose rounding the gate keeps small.
         """
         x = inp.detach() if replay is None else replay.input.detach()
         direct = replay is not None and replay.direct  # the layer's own backward is called, not autograd
@@ -154,8 +154,7 @@ class Rule:
         for group in self.groups:
             if group.weight == 0:
                 continue
-            if gated and replay is not None and replay.direct and replay.groups == 1 and not absorbed and not nonneg \
-                    and _mirrored(group, self.epsilon):
+            if gated and direct and replay.groups == 1 and not (absorbed or nonneg) and _mirrored(group, self.epsilon):
                 seen = r if group.where is None else r * group.where(out.detach())
                 xa, s, both = run_mirrored(module, x, out.detach(), seen, self.epsilon, replay)
                 zs.append(None)
@@ -272,14 +271,18 @@ def _nonnegative(inp: torch.Tensor, x: torch.Tensor) -> bool:
     return bool(_flat(x).min() >= 0)
 
 
-def _pairs(group: Group, replay: Replay) -> bool:
-    """Whether ``group`` is a positive part with its bias and a negative part without, of the same sign, both
-    with modified parameters: it then runs as one call on ``[x+, x-]`` (an ungrouped layer only)."""
-    if len(group.parts) != 2 or replay.groups != 1:
+def _halves(group: Group) -> bool:
+    """Whether ``group`` is a part on ``x+`` with the bias and a part on ``x-`` without, both of sign +1."""
+    if len(group.parts) != 2:
         return False
     a, b = group.parts
-    return (a.inputs is positive and b.inputs is negative and a.params is not None and b.params is not None
-            and a.bias and not b.bias and a.sign == b.sign == 1)
+    return a.inputs is positive and b.inputs is negative and a.bias and not b.bias and a.sign == b.sign == 1
+
+
+def _pairs(group: Group, replay: Replay) -> bool:
+    """Whether ``group`` is :func:`_halves` with modified parameters on both parts: it then runs as one call on
+    ``[x+, x-]`` (an ungrouped layer only)."""
+    return _halves(group) and replay.groups == 1 and all(p.params is not None for p in group.parts)
 
 
 def _mirrored(group: Group, epsilon: float | None) -> bool:
@@ -287,11 +290,8 @@ def _mirrored(group: Group, epsilon: float | None) -> bool:
     sign +1 and stabilized: its sum is ``(W x + |W| |x|) / 2`` plus its bias, the layer's own output and one call
     on ``|x|`` (:func:`.reruns.run_mirrored`) instead of a call on both signs of ``x``. (Beta's group, ``(W x - |W| |x|)
     / 2``, cancels where relevance does arrive: 1% of the map's maximum on EfficientNet-Lite0; it keeps its parts.)"""
-    if len(group.parts) != 2 or epsilon is None or group.sign != 1:
-        return False
-    a, b = group.parts
-    return (a.inputs is positive and b.inputs is negative and a.params is plus and b.params is minus and a.bias
-            and not b.bias and a.sign == b.sign == 1)
+    return _halves(group) and epsilon is not None and group.sign == 1 \
+        and (group.parts[0].params, group.parts[1].params) == (plus, minus)
 
 
 def _signed_sum(terms: list[tuple[float, torch.Tensor]], inplace: bool = False) -> torch.Tensor | None:
