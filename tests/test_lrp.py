@@ -427,9 +427,9 @@ def test_mirrored_runs_equal_the_direct_sums(case, photos64, monkeypatch):
 
 
 def test_what_could_let_relevance_past_a_gate_turns_mirroring_off(photos64, monkeypatch):
-    """A gate changed in place again (``clamp_`` then ``add_``) does not gate; an in-place gate does not let a
-    BatchNorm after it merge into the layer before it; a hook on the model (here one that passes the gradient
-    through a ReLU where it is <= 0) turns gating off for the call."""
+    """A gate changed in place again (``clamp_`` then ``add_``, ``relu_`` then ``y[:, 0] = 1``) does not gate; an
+    in-place gate does not let a BatchNorm after it merge into the layer before it; a hook on the model (here one
+    that passes the gradient through a ReLU where it is <= 0) turns gating off for the call."""
     class Net(nn.Module):
         def __init__(self, mode: str):
             super().__init__()
@@ -446,6 +446,9 @@ def test_what_could_let_relevance_past_a_gate_turns_mirroring_off(photos64, monk
                 y = y.clamp(min=0) + 0.5
             elif self.mode == "relu in place, then BatchNorm":
                 y.relu_()
+            elif self.mode == "relu in place, then a slice set":
+                y.relu_()
+                y[:, 0] = 1.0
             else:
                 y = self.relu(y)
             return self.c(self.bn(y)).mean((2, 3))
@@ -462,6 +465,7 @@ def test_what_could_let_relevance_past_a_gate_turns_mirroring_off(photos64, monk
     assert canonize._CACHE[spoiled].gated == frozenset()
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
 
+    assert canonize.canonical(build("relu in place, then a slice set"), photos64[:1]).gated == frozenset()
     inplace = build("relu in place, then BatchNorm")
     canon = canonize.canonical(inplace, photos64[:1])
     assert canon.merged == {} and canon.gated == {"b"}

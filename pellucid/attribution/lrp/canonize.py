@@ -154,11 +154,11 @@ def _gate_module(module: nn.Module) -> bool:
 
 
 def _in_place(func, kwargs: dict) -> bool:
-    """Whether the call changes its first argument in place (``relu_``, ``add_``, ``+=``, ``inplace=True``; LRP's
-    forward pass drops the last, so an ``inplace=True`` gate is not taken for one)."""
+    """Whether the call changes its first argument in place (``relu_``, ``add_``, ``+=``, ``y[i] = v``,
+    ``inplace=True``; LRP's forward pass drops the last, so an ``inplace=True`` gate is not taken for one)."""
     name = getattr(func, "__name__", "")
     return (name.endswith("_") and not name.endswith("__")) or (name.startswith("__i") and name.endswith("__")) \
-        or kwargs.get("inplace") is True
+        or name == "__setitem__" or kwargs.get("inplace") is True
 
 
 def _gate_call(func, args: tuple, kwargs: dict) -> bool:
@@ -188,7 +188,8 @@ class _Uses(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if any(True for _ in _tensors(out)):  # .shape, .dim(): reading a size is no use of the values
+        # .shape, .dim(): reading a size is no use of the values; y[i] = v returns nothing but changes y
+        if any(True for _ in _tensors(out)) or _in_place(func, kwargs):
             inside = self.stack[-1] if self.stack else ()
             for t in _tensors((args, kwargs)):
                 if id(t) in self.watched and id(t) not in inside:
