@@ -28,7 +28,7 @@ def _mirror_bias(epsilon: float) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def run_mirrored(module: nn.Module, x: torch.Tensor, out: torch.Tensor, seen: torch.Tensor, epsilon: float,
-                  replay: Replay) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 replay: Replay) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A :func:`~.rules._mirrored` group from the layer's output ``out = W x + b`` and one call on ``|x|``: since
     ``W+ x+ + W- x- = (W x + |W| |x|) / 2``, ``2 z = out + run(|x|, |W|, 2 b+ - b + 2 epsilon)``, the group's sum
     with its bias and stabilizer. The relevance ``x+ W+^T s + x- W-^T s`` is likewise ``x W^T s' + |x| |W|^T s'``
@@ -61,8 +61,8 @@ def _same(p: torch.Tensor) -> torch.Tensor:
 
 
 def widened(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """An uninitialized tensor like ``x`` with twice its channels: the input's shape for a backward call of weights
-    side by side (its values are never read; its pages are never touched)."""
+    """An uninitialized tensor like ``x`` with twice its channels along ``dim``, in its layout: the input of a call
+    on both signs side by side, or the input's shape for a backward call of weights side by side."""
     shape = list(x.shape)
     shape[dim] *= 2
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout(x))
@@ -84,9 +84,7 @@ def run_pair(module: nn.Module, params: tuple[Callable, Callable], x: torch.Tens
     first, second = params
     dim = replay.channel_dim
     c = x.shape[dim]
-    shape = list(x.shape)
-    shape[dim] = 2 * c
-    both = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout(x))
+    both = widened(x, dim)
     torch.clamp(x, min=0, out=both.narrow(dim, 0, c))
     torch.clamp(x, max=0, out=both.narrow(dim, c, c))
     if not replay.direct:
@@ -100,7 +98,7 @@ def run_pair(module: nn.Module, params: tuple[Callable, Callable], x: torch.Tens
 
 
 def call(replay: Replay, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-          shift: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+         shift: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The replayed call on ``x`` with these parameters, ``shift`` added to the bias: ``(z, weight)`` without a
     graph where the call's own backward is to run, else ``(z, None)`` with one (its padding is a string)."""
     if shift:
@@ -130,10 +128,9 @@ def input_grads(zs: list, xs: list, seeds: list, weights: list, replay: Replay |
 def run(module: nn.Module, params: Callable | None, keep_bias: bool, x: torch.Tensor, shift: float = 0.0,
         replay: Replay | None = None) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
     """``module.forward(x)`` with its own parameters through ``params`` (``None``: as they are; ``keep_bias=False``:
-    no bias) and no hooks run, or the layer's recorded
-    call (``replay``) on them; whether ``shift`` went into its bias (the stabilizer rides along in the layer's own
-    bias add: a pass saved); and the weight when the replay's own backward is to run (the call then has no graph),
-    else ``None`` (autograd differentiates it)."""
+    no bias) and no hooks run, or the layer's recorded call (``replay``) on them; whether ``shift`` went into its
+    bias (the stabilizer rides along in the layer's own bias add: a pass saved); and the weight when the replay's
+    own backward is to run (the call then has no graph), else ``None`` (autograd differentiates it)."""
     if replay is not None:
         weight, bias = module._parameters["weight"], module._parameters.get("bias")
         if params is not None:
